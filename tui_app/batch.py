@@ -1,0 +1,265 @@
+"""The headless runner behind ``tui-app --batch``: progress, summary, exit codes.
+
+Progress is a rich progress bar per collection (done/total, failed, in flight,
+items/s, ETA) on a terminal, and a plain line per collection every few
+seconds otherwise. Ctrl-C or SIGTERM stop the run cleanly: no new item
+starts, in-flight items are cancelled and go back to ``pending``, no partial
+file is left, and the exit code is 130.
+
+This module must not import Textual (checked by tests/test_import_hygiene.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Sequence, TextIO
+
+import anyio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from .config import Config
+from .engine import Engine, EngineEvent
+from .sources import load_items
+from .store import Store
+
+
+class ExitCode(IntEnum):
+    """Process exit codes (the contract in DESIGN.md)."""
+
+    OK = 0            # everything selected is completed (or nothing was left to do)
+    FAILED = 1        # some items failed
+    USAGE = 2         # bad command line, config or input
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM; state left consistent
+
+
+def format_eta(seconds: float | None) -> str:
+    """``1h02m``, ``3m05s``, ``42s``, or ``-`` when unknown."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "-"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+@dataclass
+class BatchResult:
+    """What a headless run did (also the ``--json`` summary)."""
+
+    exit_code: int
+    elapsed_s: float
+    collections: dict[str, dict[str, int]]
+    generated: dict[str, int]
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"exit_code": int(self.exit_code), "interrupted": self.interrupted,
+                "elapsed_s": round(self.elapsed_s, 3), "collections": self.collections,
+                "generated": self.generated, "failed": self.failed}
+
+
+class _Display:
+    """Live progress: rich bars on a terminal, periodic plain lines otherwise."""
+
+    def __init__(self, engine: Engine, names: list[str], console: Console, *, quiet: bool, interval_s: float = 5.0):
+        self.engine, self.names, self.console, self.quiet = engine, names, console, quiet
+        self.interval_s = interval_s
+        self.rich = console.is_terminal and not quiet
+        self.progress: Progress | None = None
+        self.tasks: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self.start_done: dict[str, int] = {}
+        self._last_plain = 0.0
+
+    def __enter__(self) -> "_Display":
+        counts = self.engine.store.counts(self.names)
+        self.start_done = {n: counts[n]["completed"] for n in self.names}
+        if self.rich:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[inflight]} in flight"),
+                TextColumn("{task.fields[rate]:>6.1f} items/s"), TextColumn("ETA {task.fields[eta]}"),
+                console=self.console, refresh_per_second=8)
+            for name in self.names:
+                total = sum(counts[name].values())
+                self.tasks[name] = self.progress.add_task(name, total=total, completed=counts[name]["completed"],
+                                                          failed=counts[name]["failed"], inflight=0, rate=0.0,
+                                                          eta="-")
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.refresh(force=True)
+        if self.progress is not None:
+            self.progress.stop()
+
+    def on_event(self, event: EngineEvent) -> None:
+        if event.kind in ("failed", "cooldown", "discarded") and not self.quiet:
+            style = "red" if event.kind == "failed" else "yellow"
+            self.console.print(f"[{style}]{event.message}[/]", markup=True, highlight=False)
+
+    def line(self, name: str, c: dict[str, int], rate: float, eta: str) -> str:
+        total = sum(c.values())
+        return (f"{name}: {c['completed']}/{total} completed, {c['failed']} failed, "
+                f"{self.engine.stats[name].in_flight} in flight, {rate:.1f} items/s, ETA {eta}")
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        plain_due = not self.rich and not self.quiet and (force or now - self._last_plain >= self.interval_s)
+        if not self.rich and not plain_due:
+            return
+        counts = self.engine.store.counts(self.names)
+        for name in self.names:
+            c = counts[name]
+            stats = self.engine.stats[name]
+            rate = stats.rate(now)
+            if rate == 0.0 and stats.completed:
+                rate = stats.completed / max(now - self.started, 1e-6)
+            remaining = c["pending"] + c["generating"]
+            eta = format_eta(remaining / rate) if rate > 0 else ("0s" if remaining == 0 else "-")
+            if self.progress is not None:
+                self.progress.update(self.tasks[name], total=sum(c.values()), completed=c["completed"],
+                                     failed=c["failed"], inflight=stats.in_flight, rate=rate, eta=eta)
+            elif plain_due:
+                self.console.print(self.line(name, c, rate, eta), highlight=False, markup=False)
+        if plain_due:
+            self._last_plain = now
+
+
+def read_sources(config: Config, names: Sequence[str]) -> list[tuple[str, list]]:
+    """Read and validate every selected source before anything is written.
+
+    Raises:
+        SourceError: a source is missing or malformed.
+    """
+    return [(c.name, load_items(c, config.presets)) for c in
+            ([config.collections[n] for n in names] if names else config.collections.values())]
+
+
+def run_batch(config: Config, *, collections: Sequence[str] = (), retry_failed: bool = False,
+              limit: int | None = None, as_json: bool = False, out: TextIO | None = None,
+              err: TextIO | None = None) -> BatchResult:
+    """Run pending work headless and return the result (the CLI maps it to an exit code).
+
+    Args:
+        config: loaded configuration.
+        collections: names to run (all when empty); validated by the caller.
+        retry_failed: queue failed items again first.
+        limit: at most this many items per collection.
+        as_json: print the summary as JSON on ``out`` (progress goes to ``err``).
+
+    Raises:
+        SourceError: a source is malformed (nothing has been written).
+        ProviderError: a provider cannot start (missing voice or package).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    names = list(collections) or list(config.collections)
+    loaded = read_sources(config, names)  # before the store is touched
+    console = Console(file=err if as_json else out, highlight=False)
+    store = Store(config.state_path)
+    try:
+        engine = Engine(config, store)
+        for line in engine.recover():
+            console.print(f"[yellow]recovered:[/] {line}")
+        for name, items in loaded:
+            report = store.import_items(name, items)
+            if report.added or report.changed or report.retired:
+                console.print(f"{name}: imported {report.added} new, {report.changed} changed, "
+                              f"{report.retired} retired, {report.unchanged} unchanged", highlight=False)
+        if retry_failed:
+            n = engine.retry_failed(names)
+            console.print(f"{n} failed items queued again", highlight=False)
+        started = time.monotonic()
+        interrupted = anyio.run(_run, engine, names, limit, console)
+        elapsed = time.monotonic() - started
+        counts = store.counts(names)
+        failed = [{"collection": c, "key": k, "error": e} for c, k, e in store.failed_items(names)]
+        if interrupted:
+            code = ExitCode.INTERRUPTED
+        elif failed:
+            code = ExitCode.FAILED
+        else:
+            code = ExitCode.OK
+        result = BatchResult(int(code), elapsed, counts, {n: engine.stats[n].completed for n in names},
+                             failed[:1000], interrupted)
+        _summary(result, console, out if as_json else None)
+        return result
+    finally:
+        store.close()
+
+
+async def _run(engine: Engine, names: list[str], limit: int | None, console: Console) -> bool:
+    interrupted = False
+    await engine.prepare(names)
+    display = _Display(engine, names, console, quiet=False)
+    engine.subscribe(display.on_event)
+    try:
+        with display:
+            async with anyio.create_task_group() as tg:
+                async def watch_signals() -> None:
+                    nonlocal interrupted
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            interrupted = True
+                            console.print(f"[yellow]{signal.Signals(signum).name}: stopping; in-flight items "
+                                          "go back to pending[/]")
+                            engine.cancel()
+                            return
+
+                async def refresh() -> None:
+                    while True:
+                        display.refresh()
+                        await anyio.sleep(0.25)
+
+                tg.start_soon(watch_signals)
+                tg.start_soon(refresh)
+                await engine.run(names, limit=limit)
+                tg.cancel_scope.cancel()
+    finally:
+        await engine.aclose()
+    return interrupted
+
+
+def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> None:
+    if json_out is not None:
+        json_out.write(json.dumps(result.to_json(), indent=2) + "\n")
+        json_out.flush()
+        return
+    for name, c in result.collections.items():
+        total = sum(c.values())
+        console.print(f"{name}: {c['completed']}/{total} completed ({result.generated.get(name, 0)} this run), "
+                      f"{c['failed']} failed, {c['pending'] + c['generating']} pending", highlight=False)
+    for f in result.failed[:20]:
+        console.print(f"  failed {f['collection']}/{f['key']}: {f['error']}", highlight=False, markup=False)
+    if len(result.failed) > 20:
+        console.print(f"  ... and {len(result.failed) - 20} more (tui-app status --json)")
+    verdict = {0: "done", 1: "finished with failures (retry them with --retry-failed)",
+               130: "interrupted; state is consistent, run again to continue"}[result.exit_code]
+    console.print(f"{verdict} in {result.elapsed_s:.1f} s", highlight=False)
+
+
+def status(config: Config) -> dict[str, dict[str, int]]:
+    """``{collection: {status: count}}`` from the store (zeros when there is no state file yet)."""
+    names = list(config.collections)
+    if not config.state_path.exists():
+        from .store import STATUSES
+
+        return {n: dict.fromkeys(STATUSES, 0) for n in names}
+    store = Store(config.state_path)
+    try:
+        return store.counts(names)
+    finally:
+        store.close()
+
+
+__all__ = ["BatchResult", "ExitCode", "format_eta", "run_batch", "status"]

@@ -1,0 +1,389 @@
+"""The generation engine: schedules items of every collection onto their providers.
+
+One dispatcher task per collection claims items from the store (highest
+priority first, then source order) whenever its provider's throttle has a free
+slot, and starts one task per item. Each item task:
+
+1. waits for its turn (cooldown, min interval, rate limit),
+2. calls the provider under ``timeout_s``,
+3. writes the file atomically and records the take with the guarded final write
+   (this step is shielded from cancellation, so an item is either completed
+   with its file in place or not at all),
+4. on failure backs off (retryable, attempts left) or fails the item; one
+   item's failure never stops the others.
+
+Regenerate requests are written to the store first (durable), then the
+dispatchers are woken; because claims go by priority, requests accepted while a
+run is in progress are served before the remaining queue.
+
+Nothing here imports Textual: the TUI and the headless runner both drive this class.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import anyio
+
+from ..config import CollectionConfig, Config
+from ..files import atomic_write, free_take_path, remove_temp_files
+from ..providers import Provider, ProviderError, Request, build_provider
+from ..sources import load_items
+from ..store import ImportReport, Item, Store, TakeRecord
+from .retry import RetryPolicy
+from .throttle import Throttle
+
+REGENERATE_PRIORITY = 10
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """Something that happened to an item or the engine, for live displays.
+
+    Attributes:
+        kind: started, completed, retry, failed, released, discarded, batch, cooldown, recovered.
+        collection: collection name (None for engine-wide events).
+        key: item key, when about one item.
+        item_id: item id, when about one item.
+        message: one human-readable line (the same text goes to the events table).
+        ts: unix time, seconds.
+    """
+
+    kind: str
+    collection: str | None
+    key: str | None
+    item_id: int | None
+    message: str
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass
+class RunStats:
+    """Live counters of one collection during this process's run (not stored: the DB holds the truth)."""
+
+    in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    _done_times: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+    def note_done(self, now: float) -> None:
+        self._done_times.append(now)
+
+    def rate(self, now: float | None = None, window_s: float = 30.0) -> float:
+        """Items completed per second over the last ``window_s`` seconds (or since the first completion)."""
+        now = time.monotonic() if now is None else now
+        times = [t for t in self._done_times if now - t <= window_s]
+        if len(times) < 2:
+            return 0.0
+        span = max(now - times[0], 1e-6)
+        return len(times) / span
+
+
+def resolve_seed(kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool) -> int | None:
+    """The seed of the next take.
+
+    An override wins; the forensic variant keeps its pinned seed (42); an explicit
+    regeneration (``fresh``) or an item without a seed gets a new random 31-bit seed;
+    otherwise the item's seed is reused. Dataset entries have no seed unless given.
+    """
+    if "seed" in overrides and overrides["seed"] is not None:
+        return int(overrides["seed"])
+    if kind == "dataset":
+        return params.get("seed")
+    if params.get("variant") == "forensic":
+        return int(params["seed"])
+    if fresh or params.get("seed") is None:
+        return secrets.randbelow(2**31)
+    return int(params["seed"])
+
+
+class Engine:
+    """Runs generation for a project.
+
+    Args:
+        config: the loaded configuration.
+        store: the open state store (used from this event loop only).
+        providers: provider instances by provider name; built from the config when omitted.
+
+    Use :meth:`import_sources` and :meth:`recover` before :meth:`run`.
+    """
+
+    def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider] | None = None):
+        self.config = config
+        self.store = store
+        self.providers: dict[str, Provider] = dict(providers or {})
+        self.throttles = {name: Throttle.from_config(pc) for name, pc in config.providers.items()}
+        self.policies = {name: RetryPolicy.from_config(pc) for name, pc in config.providers.items()}
+        self.stats = {name: RunStats() for name in config.collections}
+        self.listeners: list[Callable[[EngineEvent], None]] = []
+        self._wake: dict[str, anyio.Event] = {}
+        self._stopping = False
+        self._cancel_scope: anyio.CancelScope | None = None
+        self.running = False
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, listener: Callable[[EngineEvent], None]) -> None:
+        """Call ``listener(event)`` for every engine event (on the event loop; keep it cheap)."""
+        self.listeners.append(listener)
+
+    def emit(self, kind: str, collection: str | None, message: str, item: Item | None = None) -> None:
+        """Send one event to the listeners (it is already in the store's events table)."""
+        event = EngineEvent(kind, collection, item.key if item else None, item.id if item else None, message)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a display bug must never stop generation
+                pass
+
+    def notify(self, collection: str | None = None) -> None:
+        """Wake the dispatcher of ``collection`` (all of them when None)."""
+        names = [collection] if collection else list(self._wake)
+        for name in names:
+            event = self._wake.pop(name, None)
+            if event is not None:
+                event.set()
+
+    # ------------------------------------------------------------------ setup
+
+    def collections(self, names: Sequence[str] | None = None) -> list[CollectionConfig]:
+        """Collection configs by name, in config order (all when ``names`` is empty)."""
+        if not names:
+            return list(self.config.collections.values())
+        return [self.config.collections[n] for n in names]
+
+    def import_sources(self, names: Sequence[str] | None = None) -> dict[str, ImportReport]:
+        """Read every selected collection's source and bring the store in line (idempotent).
+
+        All sources are read and validated before any is written, so a bad
+        source changes nothing.
+
+        Raises:
+            SourceError: a source is missing or malformed.
+        """
+        loaded = [(c, load_items(c, self.config.presets)) for c in self.collections(names)]
+        return {c.name: self.store.import_items(c.name, items) for c, items in loaded}
+
+    def recover(self) -> list[str]:
+        """Crash recovery: reset items left ``generating``, delete leftover temp files; log each.
+
+        Returns the log lines.
+        """
+        lines = [f"{coll}/{key} was left generating -> pending" for coll, key in self.store.recover()]
+        for coll in self.collections():
+            for path in remove_temp_files(coll.output):
+                msg = f"removed leftover temp file {path.relative_to(self.config.root)}"
+                self.store.log("warning", "recovered", msg, collection=coll.name)
+                lines.append(msg)
+        return lines
+
+    def provider(self, name: str) -> Provider:
+        """The provider instance called ``name`` (built on first use)."""
+        if name not in self.providers:
+            self.providers[name] = build_provider(self.config, name)
+        return self.providers[name]
+
+    async def prepare(self, names: Sequence[str] | None = None) -> None:
+        """Let each provider load what it needs (a Piper voice) before the first item.
+
+        Raises:
+            ProviderError: a provider cannot work (missing package or voice).
+        """
+        for coll in self.collections(names):
+            provider = self.provider(coll.provider)
+            prepare = getattr(provider, "prepare", None)
+            if prepare is not None:
+                try:
+                    await prepare(dict(coll.params))
+                except TypeError:
+                    await prepare()
+
+    async def aclose(self) -> None:
+        """Close every provider."""
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    # ------------------------------------------------------------------ requests
+
+    def regenerate(self, collection: str, item_ids: Iterable[int], *, batch_id: int | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> list[Item]:
+        """Queue items for a new take now, with priority (durable before this returns)."""
+        items = self.store.request(list(item_ids), batch_id=batch_id, priority=REGENERATE_PRIORITY,
+                                   overrides=dict(overrides or {}))
+        self.notify(collection)
+        return items
+
+    def retry_failed(self, names: Sequence[str] | None = None) -> int:
+        """Queue the failed items of the selected collections again (one ``retry`` batch)."""
+        colls = [c.name for c in self.collections(names)]
+        batch = self.store.create_batch("retry", "retry failed")
+        n = self.store.reset_failed(colls, batch)
+        if n:
+            self.store.log("info", "batch", f"{n} failed items queued again as batch {batch}")
+        self.notify()
+        return n
+
+    def stop(self) -> None:
+        """Start no new work; in-flight items finish (use :meth:`cancel` to abort them)."""
+        self._stopping = True
+        self.notify()
+
+    def cancel(self) -> None:
+        """Abort the run: in-flight items are cancelled and go back to ``pending``."""
+        self._stopping = True
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+        self.notify()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, names: Sequence[str] | None = None, *, limit: int | None = None,
+                  until_idle: bool = True) -> None:
+        """Generate pending items of the selected collections.
+
+        Args:
+            names: collection names (all when None or empty).
+            limit: at most this many items per collection in this run.
+            until_idle: return when nothing is pending, in flight or backing off;
+                with False keep serving new requests until :meth:`stop`/:meth:`cancel`.
+        """
+        self._stopping = False
+        self.running = True
+        try:
+            with anyio.CancelScope() as scope:
+                self._cancel_scope = scope
+                async with anyio.create_task_group() as tg:
+                    for coll in self.collections(names):
+                        tg.start_soon(self._dispatch, coll, limit, until_idle)
+        finally:
+            self._cancel_scope = None
+            self.running = False
+
+    async def _wait_wake(self, collection: str, timeout: float) -> None:
+        event = self._wake.get(collection)
+        if event is None:
+            event = self._wake[collection] = anyio.Event()
+        with anyio.move_on_after(timeout):
+            await event.wait()
+
+    async def _dispatch(self, coll: CollectionConfig, limit: int | None, until_idle: bool) -> None:
+        throttle = self.throttles[coll.provider]
+        provider = self.provider(coll.provider)
+        stats = self.stats[coll.name]
+        cover_first = coll.kind == "pages" and bool(coll.params.get("cover_first", True))
+        claimed = 0
+        async with anyio.create_task_group() as tg:
+            while not self._stopping and (limit is None or claimed < limit):
+                await throttle.acquire()
+                if self._stopping:
+                    throttle.release()
+                    break
+                item = self.store.claim_next(coll.name, cover_first=cover_first)
+                if item is None:
+                    throttle.release()
+                    wake_at = self.store.next_wakeup([coll.name])
+                    if until_idle and stats.in_flight == 0 and wake_at is None:
+                        break
+                    timeout = (wake_at - time.time() + 0.001) if wake_at else (math.inf if not until_idle else 1.0)
+                    await self._wait_wake(coll.name, max(0.0, timeout))
+                    continue
+                claimed += 1
+                stats.in_flight += 1
+                self.emit("started", coll.name, f"Generating {item.key}", item)
+                tg.start_soon(self._run_item, coll, item, provider, throttle)
+
+    async def _run_item(self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle) -> None:
+        stats = self.stats[coll.name]
+        pc = self.config.providers[coll.provider]
+        policy = self.policies[coll.provider]
+        try:
+            request = self._request(coll, item)
+            started = time.perf_counter()
+            error: ProviderError | None = None
+            try:
+                await throttle.wait_turn()
+                with anyio.fail_after(pc.timeout_s):
+                    output = await provider.generate(request)
+                if not output.data:
+                    raise ProviderError("the provider returned an empty file")
+            except ProviderError as exc:
+                error = exc
+            except TimeoutError:
+                error = ProviderError(f"timed out after {pc.timeout_s:g} s", retryable=True)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    if self.store.release(item, "interrupted -> pending"):
+                        self.emit("released", coll.name, f"{item.key}: interrupted -> pending", item)
+                raise
+            except Exception as exc:  # a provider bug fails this item only
+                error = ProviderError(f"{type(exc).__name__}: {exc}")
+            if error is None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._finish(coll, item, request, output, time.perf_counter() - started)
+                    except OSError as exc:  # disk full, permissions: this item fails, the run goes on
+                        error = ProviderError(f"cannot write the take file: {exc}")
+            if error is not None:
+                self._failed(coll, item, error, policy, throttle)
+        finally:
+            stats.in_flight -= 1
+            throttle.release()
+            self.notify(coll.name)
+
+    def _request(self, coll: CollectionConfig, item: Item) -> Request:
+        overrides = item.overrides or {}
+        params = {**item.params, **{k: v for k, v in overrides.items() if v is not None}}
+        fresh = item.overrides is not None
+        params["seed"] = resolve_seed(coll.kind, item.params, overrides, fresh)
+        text = item.text
+        if coll.kind == "dataset":
+            text = params.get("normalized") or item.text
+        source = coll.source / item.text if coll.kind == "variants" else None
+        return Request(coll.name, coll.kind, item.key, text, params, coll.params, source,
+                       self.store.next_take_number(item.id), fresh)
+
+    async def _finish(self, coll: CollectionConfig, item: Item, request: Request, output: Any,
+                      elapsed: float) -> None:
+        path, number = free_take_path(coll.output, item.key, request.take_number, output.suffix)
+        sha = await anyio.to_thread.run_sync(functools.partial(atomic_write, path, output.data, overwrite=False))
+        record = TakeRecord(
+            path=str(path.relative_to(self.config.root)) if path.is_relative_to(self.config.root) else str(path),
+            sha256=sha, bytes=len(output.data), provider=coll.provider, elapsed_s=elapsed, number=number,
+            duration_s=output.duration_s, sample_rate=output.sample_rate, width=output.width,
+            height=output.height, model=output.model,
+            params={**{k: v for k, v in request.params.items() if k != "photo_sha256"}, **dict(output.params)},
+            seed=output.seed if output.seed is not None else request.params.get("seed"))
+        take_id = self.store.complete(item, record)
+        stats = self.stats[coll.name]
+        if take_id is None:
+            Path(path).unlink(missing_ok=True)
+            self.emit("discarded", coll.name, f"{item.key}: result discarded (item changed meanwhile)", item)
+            return
+        stats.completed += 1
+        stats.note_done(time.monotonic())
+        self.emit("completed", coll.name, f"{item.key} completed ({elapsed:.2f} s)", item)
+
+    def _failed(self, coll: CollectionConfig, item: Item, error: ProviderError, policy: RetryPolicy,
+                throttle: Throttle) -> None:
+        stats = self.stats[coll.name]
+        if error.retry_after_s:
+            throttle.cool_down(min(error.retry_after_s, policy.max_retry_after_s))
+            self.emit("cooldown", coll.name, f"{coll.provider}: cooling down {error.retry_after_s:.1f} s")
+        if policy.should_retry(error.retryable, item.attempts):
+            delay = policy.delay(item.attempts, error.retry_after_s)
+            if self.store.fail(item, error.message, retry_at=time.time() + delay,
+                               max_attempts=policy.max_attempts):
+                stats.retried += 1
+                self.emit("retry", coll.name, f"{item.key} failed: {error.message}, retry "
+                          f"{item.attempts + 1}/{policy.max_attempts} in {delay:.1f} s", item)
+        elif self.store.fail(item, error.message):
+            stats.failed += 1
+            self.emit("failed", coll.name, f"{item.key} failed: {error.message}", item)

@@ -1,0 +1,118 @@
+"""Per-provider throttle: concurrency limit, request stagger, rate limit, shared cooldown.
+
+One :class:`Throttle` per provider is shared by every collection that uses it:
+
+* ``concurrency``: at most this many requests in flight (:meth:`slot`).
+* ``min_interval_s``: at least this long between two request starts (the old
+  system's 1.5 s heartbeat between variant requests).
+* ``requests_per_minute``: a steady rate without bursts, through aiolimiter's
+  leaky bucket with a capacity of one request (``AsyncLimiter(1, 60 / rpm)``).
+* a provider-wide cooldown (:meth:`cool_down`): when a server says Retry-After,
+  every worker of that provider waits, not only the one that was told.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+from ..config import ProviderConfig
+
+
+class Throttle:
+    """See the module docstring. Use from one event loop.
+
+    Args:
+        name: the provider name (for display).
+        concurrency: slots (>= 1); :attr:`limit` may be lowered later (e.g. on
+            ElevenLabs' ``too_many_concurrent_requests``).
+        min_interval_s: seconds between request starts.
+        requests_per_minute: 0 for none.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, name: str, concurrency: int = 1, min_interval_s: float = 0.0,
+                 requests_per_minute: float = 0.0, clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.limit = max(1, int(concurrency))
+        self.min_interval_s = float(min_interval_s)
+        self.requests_per_minute = float(requests_per_minute)
+        self._limiter = AsyncLimiter(1, 60.0 / requests_per_minute) if requests_per_minute > 0 else None
+        self.clock = clock
+        self.in_use = 0
+        self.cooldown_until = 0.0  # on ``clock``
+        self._freed: anyio.Event | None = None
+        self._gate = anyio.Lock()
+        self._last_start = -math.inf
+        self.starts: deque[float] = deque(maxlen=10_000)  # recent request starts on ``clock``
+
+    @classmethod
+    def from_config(cls, config: ProviderConfig) -> "Throttle":
+        """The throttle a ``[providers.NAME]`` table describes."""
+        return cls(config.name, config.concurrency, config.min_interval_s, config.requests_per_minute)
+
+    # --------------------------------------------------------------- concurrency
+
+    async def acquire(self) -> None:
+        """Wait for a free concurrency slot and take it."""
+        while self.in_use >= self.limit:
+            if self._freed is None:
+                self._freed = anyio.Event()
+            await self._freed.wait()
+        self.in_use += 1
+
+    def release(self) -> None:
+        """Give a slot back (any task may release a slot another task took)."""
+        self.in_use -= 1
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """``async with throttle.slot():`` holds one concurrency slot."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def set_limit(self, limit: int) -> None:
+        """Change the concurrency limit (>= 1); lowering it takes effect as slots free up."""
+        self.limit = max(1, int(limit))
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
+
+    # --------------------------------------------------------------- pacing
+
+    def cool_down(self, seconds: float) -> None:
+        """Hold every request start of this provider for ``seconds`` from now (never shortens)."""
+        self.cooldown_until = max(self.cooldown_until, self.clock() + max(0.0, seconds))
+
+    def cooling_down_for(self) -> float:
+        """Seconds left of the current cooldown (0 when none)."""
+        return max(0.0, self.cooldown_until - self.clock())
+
+    async def wait_turn(self) -> None:
+        """Wait until a request may start (cooldown, min interval, rate), then record the start."""
+        if self._limiter is None and self.min_interval_s <= 0 and self.cooldown_until <= self.clock():
+            self.starts.append(self.clock())
+            return
+        async with self._gate:
+            while True:
+                now = self.clock()
+                wait = max(self.cooldown_until - now, self._last_start + self.min_interval_s - now)
+                if wait <= 0:
+                    break
+                await anyio.sleep(wait)
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            self._last_start = self.clock()
+            self.starts.append(self._last_start)

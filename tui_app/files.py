@@ -1,0 +1,95 @@
+"""Atomic file writes and temp-file hygiene.
+
+Every take file is written to a temp name in its own directory, flushed and
+fsynced, then moved into place with :func:`os.replace` (POSIX ``rename(2)``
+is atomic within one file system). A reader therefore sees either no file or
+the whole file, never a partial one. Take files are never overwritten:
+:func:`free_take_path` picks a number that is not on disk yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_name(path: Path) -> Path:
+    """A unique temp path beside ``path`` (``.NAME.tmp-<hex>``), recognisable by :func:`is_temp`."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(6)}")
+
+
+def is_temp(path: Path) -> bool:
+    """True for names made by :func:`temp_name`."""
+    return path.name.startswith(".") and TEMP_MARK in path.name
+
+
+def atomic_write(path: Path, data: bytes, *, overwrite: bool = True) -> str:
+    """Write ``data`` to ``path`` atomically and return its sha256 (hex).
+
+    Args:
+        path: destination; its folder is created when missing.
+        data: the whole content.
+        overwrite: with False, raise instead of replacing an existing file.
+
+    Raises:
+        FileExistsError: ``overwrite`` is False and ``path`` exists.
+        OSError: the write, fsync or rename failed; the temp file is removed and
+            whatever was at ``path`` before is untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path}: refusing to overwrite an existing file")
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 (hex) of a file, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def take_path(folder: Path, key: str, number: int, suffix: str) -> Path:
+    """The file name of take ``number`` of item ``key``: ``FOLDER/KEY.take3.wav``."""
+    return folder / f"{key}.take{number}{suffix}"
+
+
+def free_take_path(folder: Path, key: str, number: int, suffix: str) -> tuple[Path, int]:
+    """First take path at or after ``number`` that does not exist yet, and its number.
+
+    A file can exist without a DB row after a crash between rename and commit;
+    skipping it keeps the invariant that a take file is never overwritten.
+    """
+    while True:
+        path = take_path(folder, key, number, suffix)
+        if not path.exists():
+            return path, number
+        number += 1
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete leftover temp files (from an interrupted write) under ``folder``; returns them."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(f".*{TEMP_MARK}*"):
+        if path.is_file() and is_temp(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -1,0 +1,105 @@
+"""The provider interface shared by every generator.
+
+A provider turns one :class:`Request` (an item plus its collection's
+parameters) into one :class:`Output` (the bytes of a WAV or image file and
+their metadata). Providers never write take files or touch the store: the
+engine writes the bytes atomically and records the take, so every provider
+gets durability and the guarded final write for free.
+
+Failures are raised as :class:`ProviderError`; ``retryable`` decides whether
+the engine backs off and tries again (timeouts, connection errors, 408, 409,
+429, 5xx) or fails the item at once (other 4xx, bad input, malformed answers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+
+class ProviderError(Exception):
+    """A failed generation.
+
+    Args:
+        message: one line for the log and the item's ``last_error``; never holds secrets.
+        retryable: True for transient faults worth another attempt.
+        retry_after_s: server-requested delay before the next request, seconds (provider-wide).
+        status: HTTP status code, when there was one.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after_s: float | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything a provider needs to generate one take.
+
+    Attributes:
+        collection: collection name.
+        kind: ``dataset``, ``pages`` or ``variants``.
+        key: item key (entry id, ``page_003``, ``astronaut.s1-balanced``).
+        text: entry text / page text / photo file name.
+        params: the item's params merged with any regenerate overrides
+            (emotion, normalized, prompt, seed, slot, variant, temperature, ...).
+        options: the collection's parameters from the config (voice, width, height, style, ...).
+        source: for variants, the absolute path of the photo; else None.
+        take_number: the number this take will get (1 for the first).
+        fresh: True for an explicit regeneration (a provider that takes a seed picks a new one).
+    """
+
+    collection: str
+    kind: str
+    key: str
+    text: str
+    params: Mapping[str, Any]
+    options: Mapping[str, Any]
+    source: Path | None = None
+    take_number: int = 1
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class Output:
+    """One generated file, not yet written.
+
+    Attributes:
+        data: the whole file (WAV or PNG/JPEG/WebP bytes).
+        suffix: file name suffix with the dot (``.wav``, ``.png``).
+        duration_s, sample_rate: for audio (seconds, Hz).
+        width, height: for images, pixels.
+        model: model or voice name used.
+        seed: the seed actually used, when the generator takes one.
+        params: the generation parameters worth recording with the take.
+    """
+
+    data: bytes
+    suffix: str
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    width: int | None = None
+    height: int | None = None
+    model: str | None = None
+    seed: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A generator. ``generate`` may be called concurrently up to the throttle's limit."""
+
+    name: str
+
+    async def generate(self, request: Request) -> Output:
+        """Produce one take; raise :class:`ProviderError` on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads and models."""
+        ...

@@ -1,0 +1,52 @@
+"""Photo sources: every photo in a folder x every configured variant slot.
+
+An item's key is ``STEM.sINDEX-SLOT`` (``astronaut.s1-balanced``); its params hold
+the slot's variant type, temperature and seed (see
+:func:`tui_app.render.variants.slot_parameters`) and the photo's sha256, so
+replacing a photo marks its variants stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..store import SourceItem
+from . import SourceError, check_key, make_item
+
+
+def slot_key(stem: str, index: int, slot: str) -> str:
+    """``astronaut.s0-forensic``; a ``preset:NAME`` slot is named by NAME."""
+    return f"{stem}.s{index}-{slot.removeprefix('preset:')}"
+
+
+def read_photos(folder: Path, params: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]]) -> list[SourceItem]:
+    """List ``folder``'s photos (by name) x ``params['slots']``.
+
+    Raises:
+        SourceError: missing folder, no photos, two photos with one stem, unusable names.
+    """
+    from ..render.variants import slot_parameters
+
+    if not folder.is_dir():
+        raise SourceError(folder, "photo folder not found")
+    exts = set(params.get("extensions", [".png", ".jpg", ".jpeg", ".webp"]))
+    photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
+                    and not p.name.startswith("."))
+    if not photos:
+        raise SourceError(folder, f"no photos ({', '.join(sorted(exts))}) in the folder")
+    seen: dict[str, str] = {}
+    items: list[SourceItem] = []
+    slots = list(params.get("slots", ["forensic", "balanced", "creative"]))
+    for photo in photos:
+        check_key(folder, None, photo.stem)
+        if photo.stem in seen:
+            raise SourceError(folder, f"{photo.name} and {seen[photo.stem]} share the name {photo.stem!r}")
+        seen[photo.stem] = photo.name
+        digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+        for index, slot in enumerate(slots):
+            slot_params = dict(slot_parameters(slot, index, presets, photo.stem))
+            slot_params.update({"photo": photo.name, "photo_sha256": digest, "slot": index})
+            items.append(make_item(slot_key(photo.stem, index, slot), len(items), photo.name, slot_params))
+    return items
