@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS items (
     not_before   REAL    NOT NULL DEFAULT 0,  -- backoff: do not claim before this unix time
     batch_id     INTEGER,
     current_take INTEGER,
+    chosen       INTEGER NOT NULL DEFAULT 0,  -- variants: 1 chosen, -1 set aside, 0 undecided
     updated_at   REAL    NOT NULL,
     UNIQUE (collection, key)
 );
@@ -535,6 +536,26 @@ class Store:
                             f"{key} was left generating by an interrupted run -> pending")
             c.execute("UPDATE batches SET state='queued' WHERE state='open'")
         return [(r[0], r[1]) for r in rows]
+
+    def choose(self, item_id: int) -> list[int]:
+        """Choose one variant: it gets ``chosen = 1``, the other slots of the same photo ``-1`` (set aside).
+
+        Variants of one photo share ``params.photo``. Returns the ids set aside.
+        """
+        with self.transaction() as c:
+            row = c.execute("SELECT collection, key, json_extract(params, '$.photo') FROM items WHERE id=?",
+                            (item_id,)).fetchone()
+            if row is None:
+                return []
+            coll, key, photo = row
+            others = [r[0] for r in c.execute(
+                "SELECT id FROM items WHERE collection=? AND json_extract(params, '$.photo')=? AND id<>?",
+                (coll, photo, item_id))]
+            now = time.time()
+            c.execute("UPDATE items SET chosen=1, updated_at=? WHERE id=?", (now, item_id))
+            c.executemany("UPDATE items SET chosen=-1, updated_at=? WHERE id=?", [(now, i) for i in others])
+            self._event(c, "info", "chosen", coll, key, f"{key} chosen; {len(others)} other variants set aside")
+            return others
 
     def failed_items(self, collections: Sequence[str]) -> list[tuple[str, str, str | None]]:
         """``(collection, key, last_error)`` of every failed, non-retired item."""
