@@ -1,0 +1,64 @@
+"""Shared fixtures: small real projects built in tmp_path from the demo data."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data"
+
+
+def write_project(root: Path, *, entries: int = 12, pages: int = 4, photos: int = 2,
+                  provider: str = "simulated", latency_ms: float = 0, jitter_ms: float = 0,
+                  failure_rate: float = 0.0, concurrency: int = 4, max_attempts: int = 3,
+                  extra: str = "", slots: str = '["forensic", "balanced", "creative"]') -> Path:
+    """A project folder with the first ``entries`` ARCTIC prompts, a story of ``pages``
+    pages (plus cover) and ``photos`` demo photos; returns the config path."""
+    (root / "data" / "photos").mkdir(parents=True, exist_ok=True)
+    prompts = (DEMO / "arctic" / "cmuarctic.data").read_text().splitlines()[:entries]
+    (root / "data" / "prompts.data").write_text("\n".join(prompts) + "\n")
+    blocks = (DEMO / "story" / "peter_rabbit.md").read_text().split("\n---\n")[:pages]
+    (root / "data" / "story.md").write_text("\n---\n".join(blocks) + "\n")
+    for photo in sorted((DEMO / "photos").iterdir())[:photos]:
+        shutil.copy(photo, root / "data" / "photos" / photo.name)
+    config = root / "config.toml"
+    config.write_text(textwrap.dedent(f"""\
+        [project]
+        debounce_ms = 100
+
+        [collections.dataset]
+        source = "data/prompts.data"
+        provider = "{provider}"
+
+        [collections.pages]
+        source = "data/story.md"
+        provider = "{provider}"
+        width = 128
+        height = 96
+
+        [collections.variants]
+        source = "data/photos"
+        provider = "{provider}"
+        slots = {slots}
+
+        [providers.{provider}]
+        kind = "simulated"
+        concurrency = {concurrency}
+        latency_ms = {latency_ms}
+        jitter_ms = {jitter_ms}
+        failure_rate = {failure_rate}
+        max_attempts = {max_attempts}
+        backoff_base_s = 0.01
+        backoff_max_s = 0.05
+        """) + extra)
+    return config
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Config path of a small simulated project (12 entries, cover + 4 pages, 2 photos x 3 slots)."""
+    return write_project(tmp_path)

@@ -1,0 +1,132 @@
+"""The headless CLI end to end, in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+from conftest import write_project
+
+
+def tui_app(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui_app", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def test_end_to_end_headless_run(tmp_path):
+    write_project(tmp_path, entries=20, pages=5, photos=2, latency_ms=5, jitter_ms=5, concurrency=8)
+    proc = tui_app("--batch", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "done in" in proc.stdout
+    assert "dataset: 20/20 completed" in proc.stdout
+    status = json.loads(tui_app("status", "--json", cwd=tmp_path).stdout)
+    assert status == {
+        "dataset": {"pending": 0, "generating": 0, "completed": 20, "failed": 0, "cancelled": 0},
+        "pages": {"pending": 0, "generating": 0, "completed": 6, "failed": 0, "cancelled": 0},
+        "variants": {"pending": 0, "generating": 0, "completed": 6, "failed": 0, "cancelled": 0},
+    }
+    wavs = sorted((tmp_path / "data" / "out" / "dataset").glob("*.wav"))
+    assert len(wavs) == 20
+    with wave.open(str(wavs[0])) as w:
+        assert w.getframerate() == 22050 and w.getnchannels() == 1
+    again = tui_app("--batch", "--json", cwd=tmp_path)
+    assert again.returncode == 0
+    summary = json.loads(again.stdout)
+    assert summary["generated"] == {"dataset": 0, "pages": 0, "variants": 0}
+    assert summary["exit_code"] == 0
+
+
+def test_failures_exit_1_and_retry_failed_reruns_only_them(tmp_path):
+    write_project(tmp_path, entries=30, pages=1, photos=1, failure_rate=0.5, max_attempts=1)
+    first = tui_app("--batch", "--collection", "dataset", "--json", cwd=tmp_path)
+    assert first.returncode == 1
+    summary = json.loads(first.stdout)
+    failed = {f["key"] for f in summary["failed"]}
+    assert failed and all("simulated HTTP 503" in f["error"] for f in summary["failed"])
+    completed_before = summary["collections"]["dataset"]["completed"]
+    assert completed_before + len(failed) == 30
+    config = tmp_path / "config.toml"
+    config.write_text(config.read_text().replace("failure_rate = 0.5", "failure_rate = 0.0"))
+    second = tui_app("--batch", "--collection", "dataset", "--retry-failed", "--json", cwd=tmp_path)
+    assert second.returncode == 0
+    again = json.loads(second.stdout)
+    assert again["generated"]["dataset"] == len(failed)
+    assert again["collections"]["dataset"]["completed"] == 30
+
+
+def test_usage_errors_exit_2(tmp_path):
+    write_project(tmp_path)
+    assert tui_app("--limit", "3", cwd=tmp_path).returncode == 2
+    proc = tui_app("--batch", "--collection", "nope", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown collection 'nope'" in proc.stderr
+
+
+def test_plain_progress_lines_when_not_a_terminal(tmp_path):
+    write_project(tmp_path, entries=5, pages=1, photos=1)
+    proc = tui_app("--batch", "--collection", "dataset", cwd=tmp_path)
+    assert "dataset: 5/5 completed, 0 failed, 0 in flight" in proc.stdout
+    assert "\x1b[" not in proc.stdout  # no terminal control codes in a log file
+
+
+def _interrupt_run(tmp_path: Path, sig: int) -> subprocess.CompletedProcess:
+    write_project(tmp_path, entries=200, pages=1, photos=1, latency_ms=300, concurrency=8)
+    proc = subprocess.Popen([sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "data" / "state.sqlite"
+    deadline = time.time() + 30
+    while time.time() < deadline:  # wait until some items are done and others in flight
+        time.sleep(0.1)
+        if db.exists():
+            try:
+                done = sqlite3.connect(db).execute(
+                    "SELECT COUNT(*) FROM items WHERE status='completed'").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if done >= 8:
+                break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _assert_consistent(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "data" / "state.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM items WHERE status='generating'").fetchone()[0] == 0
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    out = tmp_path / "data" / "out" / "dataset"
+    files = {p.name for p in out.iterdir()}
+    assert not [n for n in files if n.startswith(".")], "partial temp files left behind"
+    recorded = {Path(p).name for (p,) in conn.execute(
+        "SELECT t.path FROM takes t JOIN items i ON i.current_take = t.id WHERE i.status='completed'")}
+    assert recorded == files
+
+
+def test_ctrl_c_during_a_headless_run(tmp_path):
+    result = _interrupt_run(tmp_path, signal.SIGINT)
+    assert result.returncode == 130, result.stderr
+    assert "SIGINT: stopping" in result.stdout
+    _assert_consistent(tmp_path)
+    resumed = tui_app("--batch", "--collection", "dataset", "--json", cwd=tmp_path, timeout=120)
+    summary = json.loads(resumed.stdout)
+    assert summary["collections"]["dataset"]["completed"] == 200
+
+
+def test_sigterm_during_a_headless_run(tmp_path):
+    result = _interrupt_run(tmp_path, signal.SIGTERM)
+    assert result.returncode == 130
+    _assert_consistent(tmp_path)
+
+
+def test_python_m_and_help():
+    proc = subprocess.run([sys.executable, "-m", "tui_app", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0
+    for word in ("--batch", "--collection", "--retry-failed", "--limit", "--json", "status", "exit codes"):
+        assert word in proc.stdout

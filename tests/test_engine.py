@@ -1,0 +1,215 @@
+"""The engine end to end on the simulated provider and on scripted providers."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import write_project
+from tui_app.config import load_config
+from tui_app.engine import Engine, RegenerateDebouncer
+from tui_app.media import wav_bytes
+from tui_app.providers import Output, ProviderError
+from tui_app.store import Store
+
+
+def _engine(config_path: Path, providers=None) -> Engine:
+    config = load_config(config_path)
+    engine = Engine(config, Store(config.state_path), providers)
+    engine.import_sources()
+    return engine
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def test_lost_update_case_64_concurrent_completions(tmp_path):
+    """The old system lost updates when parallel workers rewrote a JSON file. Here 64
+    completions run at once; afterwards the DB's completed count equals the files on
+    disk and every recorded sha256 matches its file."""
+    config_path = write_project(tmp_path, entries=64, pages=1, photos=1, concurrency=64,
+                                latency_ms=20, jitter_ms=20)
+    engine = _engine(config_path)
+    anyio.run(lambda: engine.run(["dataset"]))
+    store = engine.store
+    assert store.counts(["dataset"])["dataset"]["completed"] == 64
+    on_disk = _files(engine.config.collections["dataset"].output)
+    takes = store.current_takes("dataset")
+    assert len(on_disk) == len(takes) == 64
+    for key, take in takes:
+        assert on_disk[Path(take["path"]).name] == take["sha256"], key
+
+
+def test_run_is_a_noop_the_second_time(project):
+    engine = _engine(project)
+    anyio.run(engine.run)
+    counts = engine.store.counts()
+    assert all(c["completed"] == sum(c.values()) for c in counts.values())
+    events = len(engine.store.events(limit=100_000))
+    anyio.run(engine.run)
+    assert len(engine.store.events(limit=100_000)) == events
+
+
+class Scripted:
+    """A provider whose answers per key are scripted: a list of 'ok' / exceptions."""
+
+    name = "simulated"
+
+    def __init__(self, script: dict[str, list], latency_s: float = 0.0):
+        self.script = {k: list(v) for k, v in script.items()}
+        self.calls: list[tuple[str, float]] = []
+        self.latency_s = latency_s
+
+    async def generate(self, request):
+        self.calls.append((request.key, time.monotonic()))
+        if self.latency_s:
+            await anyio.sleep(self.latency_s)
+        step = self.script.get(request.key, ["ok"]).pop(0) if self.script.get(request.key) else "ok"
+        if isinstance(step, Exception):
+            raise step
+        return Output(wav_bytes(request.key.encode() * 10, 22050), ".wav", duration_s=0.01, sample_rate=22050)
+
+    async def aclose(self):
+        pass
+
+
+def test_one_failure_never_stops_the_others_and_retries_only_retryable(tmp_path):
+    config_path = write_project(tmp_path, entries=6, max_attempts=3)
+    provider = Scripted({
+        "arctic_a0002": [ProviderError("HTTP 503", retryable=True, status=503), "ok"],
+        "arctic_a0003": [ProviderError("HTTP 401: invalid key", status=401)],
+        "arctic_a0004": [ProviderError("HTTP 500", retryable=True)] * 3,
+    })
+    engine = _engine(config_path, {"simulated": provider})
+    anyio.run(lambda: engine.run(["dataset"]))
+    store = engine.store
+    status = {i.key: (i.status, i.attempts, i.last_error) for i in store.items("dataset")}
+    assert status["arctic_a0002"][:2] == ("completed", 2)
+    assert status["arctic_a0003"] == ("failed", 1, "HTTP 401: invalid key")
+    assert status["arctic_a0004"] == ("failed", 3, "HTTP 500")
+    assert [s for s, *_ in status.values()].count("completed") == 4
+    calls = [k for k, _ in provider.calls]
+    assert calls.count("arctic_a0003") == 1 and calls.count("arctic_a0004") == 3
+    messages = [e["message"] for e in store.events(limit=1000)]
+    assert any("arctic_a0002 failed: HTTP 503, retry 2/3 in" in m for m in messages)
+
+
+def test_retry_after_cools_down_the_whole_provider(tmp_path):
+    config_path = write_project(tmp_path, entries=4, concurrency=4)
+    provider = Scripted({"arctic_a0001": [ProviderError("HTTP 429", retryable=True, retry_after_s=0.3), "ok"]},
+                        latency_s=0.05)
+    engine = _engine(config_path, {"simulated": provider})
+    anyio.run(lambda: engine.run(["dataset"]))
+    first = min(t for _, t in provider.calls)
+    retry = [t for k, t in provider.calls if k == "arctic_a0001"][1]
+    assert retry - first >= 0.3
+    assert engine.store.counts(["dataset"])["dataset"]["completed"] == 4
+
+
+def test_timeout_is_retryable(tmp_path):
+    config_path = write_project(tmp_path, entries=1, max_attempts=2,
+                                extra="")
+    text = config_path.read_text().replace("max_attempts = 2", "max_attempts = 2\ntimeout_s = 0.05")
+    config_path.write_text(text)
+    provider = Scripted({}, latency_s=0.2)
+    engine = _engine(config_path, {"simulated": provider})
+    anyio.run(lambda: engine.run(["dataset"]))
+    item = engine.store.items("dataset")[0]
+    assert item.status == "failed" and item.attempts == 2 and "timed out after 0.05 s" in item.last_error
+
+
+def test_cover_page_completes_before_other_pages_start(tmp_path):
+    config_path = write_project(tmp_path, pages=4, concurrency=4)
+    provider = Scripted({}, latency_s=0.05)
+    engine = _engine(config_path, {"simulated": provider})
+    anyio.run(lambda: engine.run(["pages"]))
+    assert provider.calls[0][0] == "page_000"
+    assert provider.calls[1][1] - provider.calls[0][1] >= 0.05
+
+
+def test_regeneration_during_a_run_is_served_first(tmp_path):
+    config_path = write_project(tmp_path, entries=40, concurrency=2, latency_ms=20)
+    engine = _engine(config_path)
+    store = engine.store
+    last = store.find_item("dataset", "arctic_a0040")
+    order: list[str] = []
+    engine.subscribe(lambda e: order.append(e.key) if e.kind == "started" else None)
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: engine.run(["dataset"]))
+            await anyio.sleep(0.1)
+            engine.regenerate("dataset", [last.id])
+
+    anyio.run(main)
+    assert order.index("arctic_a0040") < 15
+    assert store.get_item(last.id).status == "completed"
+
+
+def test_debounced_requests_50ms_apart_form_one_batch_and_all_are_generated(tmp_path):
+    config_path = write_project(tmp_path, entries=30, concurrency=2, latency_ms=30)
+    engine = _engine(config_path)
+    store = engine.store
+    targets = [store.find_item("dataset", k) for k in ("arctic_a0020", "arctic_a0025", "arctic_a0030")]
+    batches: list[tuple[int, int, str]] = []
+
+    async def main():
+        debouncer = RegenerateDebouncer(engine, 0.3, on_batch=lambda *b: batches.append(b))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: engine.run(["dataset"], until_idle=False))
+            tg.start_soon(debouncer.run)
+            await anyio.sleep(0.1)
+            for item in targets:
+                debouncer.request("dataset", [item.id])
+                await anyio.sleep(0.05)
+            while any(store.get_item(i.id).status != "completed" or store.get_item(i.id).current_take is None
+                      for i in targets) or store.counts(["dataset"])["dataset"]["pending"]:
+                await anyio.sleep(0.05)
+            engine.stop()
+            tg.cancel_scope.cancel()
+
+    with anyio.fail_after(30):
+        anyio.run(main)
+    assert len(batches) == 1 and batches[0][1] == 3
+    assert batches[0][2] == f"3 regenerations queued as batch {batches[0][0]}"
+    assert {store.get_item(i.id).batch_id for i in targets} == {batches[0][0]}
+    assert all(store.get_item(i.id).status == "completed" for i in targets)
+
+
+def test_cancel_puts_in_flight_items_back_to_pending(tmp_path):
+    config_path = write_project(tmp_path, entries=8, concurrency=4, latency_ms=5000)
+    engine = _engine(config_path)
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: engine.run(["dataset"]))
+            await anyio.sleep(0.2)
+            engine.cancel()
+
+    anyio.run(main)
+    counts = engine.store.counts(["dataset"])["dataset"]
+    assert counts["generating"] == 0 and counts["pending"] == 8
+    assert not list(engine.config.collections["dataset"].output.glob("*"))
+
+
+def test_limit_per_collection(project):
+    engine = _engine(project)
+    anyio.run(lambda: engine.run(["dataset"], limit=5))
+    assert engine.store.counts(["dataset"])["dataset"]["completed"] == 5
+
+
+def test_explicit_regenerate_gets_a_new_seed_and_a_new_take(project):
+    engine = _engine(project)
+    anyio.run(lambda: engine.run(["pages"]))
+    page = engine.store.find_item("pages", "page_002")
+    engine.regenerate("pages", [page.id])
+    anyio.run(lambda: engine.run(["pages"]))
+    takes = engine.store.takes(page.id)
+    assert [t["number"] for t in takes] == [1, 2]
+    assert takes[0]["seed"] == page.params["seed"] and takes[1]["seed"] != takes[0]["seed"]
+    assert Path(engine.config.root / takes[0]["path"]).exists()  # old take kept

@@ -1,0 +1,127 @@
+"""Store transitions, the guarded final write, recovery and counts."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tui_app.sources import make_item
+from tui_app.store import SCHEMA_VERSION, Store, TakeRecord
+
+
+def _take(n: int = 1) -> TakeRecord:
+    return TakeRecord(path=f"out/a.take{n}.wav", sha256="0" * 64, bytes=10, provider="p", elapsed_s=0.1,
+                      number=n, duration_s=1.0)
+
+
+def _store(tmp_path, n=3) -> Store:
+    store = Store(tmp_path / "state.sqlite")
+    store.import_items("c", [make_item(f"k{i}", i, f"text {i}", {}) for i in range(n)])
+    return store
+
+
+def test_schema_version_and_wal(tmp_path):
+    store = _store(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_claim_complete_transitions(tmp_path):
+    store = _store(tmp_path)
+    item = store.claim_next("c")
+    assert item.key == "k0" and item.status == "generating" and item.attempts == 1
+    assert store.counts(["c"])["c"] == {"pending": 2, "generating": 1, "completed": 0, "failed": 0, "cancelled": 0}
+    take_id = store.complete(item, _take())
+    row = store.get_item(item.id)
+    assert row.status == "completed" and row.current_take == take_id
+    assert store.takes(item.id)[0]["sha256"] == "0" * 64
+    kinds = [e["kind"] for e in store.events()]
+    assert kinds == ["started", "completed"]
+
+
+def test_stale_completion_cannot_overwrite_newer_intent(tmp_path):
+    store = _store(tmp_path)
+    claim = store.claim_next("c")
+    store.request([claim.id], batch_id=None, priority=10)  # user regenerates while in flight
+    assert store.complete(claim, _take()) is None           # the old result is refused
+    row = store.get_item(claim.id)
+    assert row.status == "pending" and row.current_take is None and store.takes(claim.id) == []
+    assert store.fail(claim, "late error") is False
+    assert store.get_item(claim.id).status == "pending"
+
+
+def test_cancel_discards_in_flight_result(tmp_path):
+    store = _store(tmp_path)
+    claim = store.claim_next("c")
+    assert store.cancel([claim.id]) == 1
+    assert store.complete(claim, _take()) is None
+    assert store.get_item(claim.id).status == "cancelled"
+
+
+def test_priority_is_served_first(tmp_path):
+    store = _store(tmp_path, n=5)
+    last = store.find_item("c", "k4")
+    store.request([last.id], batch_id=None, priority=10)
+    assert store.claim_next("c").key == "k4"
+    assert store.claim_next("c").key == "k0"
+
+
+def test_retry_backoff_hides_item_until_not_before(tmp_path):
+    store = _store(tmp_path, n=1)
+    claim = store.claim_next("c")
+    import time
+
+    assert store.fail(claim, "HTTP 503", retry_at=time.time() + 60, max_attempts=3)
+    assert store.claim_next("c") is None
+    assert store.next_wakeup(["c"]) > time.time()
+    assert store.get_item(claim.id).last_error == "HTTP 503"
+
+
+def test_open_batch_items_wait_for_the_window(tmp_path):
+    store = _store(tmp_path, n=2)
+    batch = store.create_batch("regenerate", open_=True)
+    for item in store.items("c"):
+        store.request([item.id], batch_id=batch, priority=10)
+    assert store.claim_next("c") is None
+    assert store.close_batch(batch, "2 regenerations queued as batch 1") == 2
+    assert store.claim_next("c") is not None
+
+
+def test_cover_first_gate(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.import_items("p", [make_item(f"page_{i:03d}", i, "t", {}) for i in range(3)])
+    cover = store.claim_next("p", cover_first=True)
+    assert cover.key == "page_000"
+    assert store.claim_next("p", cover_first=True) is None
+    store.complete(cover, _take())
+    assert store.claim_next("p", cover_first=True).key == "page_001"
+
+
+def test_recover_resets_generating_and_logs(tmp_path):
+    store = _store(tmp_path)
+    store.claim_next("c")
+    store.claim_next("c")
+    store.close()
+    store = Store(tmp_path / "state.sqlite")
+    recovered = store.recover()
+    assert sorted(k for _, k in recovered) == ["k0", "k1"]
+    assert store.counts(["c"])["c"]["generating"] == 0
+    assert sum(e["kind"] == "recovered" for e in store.events()) == 2
+
+
+def test_counts_are_queries_not_counters(tmp_path):
+    store = _store(tmp_path)
+    other = sqlite3.connect(tmp_path / "state.sqlite")
+    other.execute("UPDATE items SET status='failed' WHERE key='k2'")
+    other.commit()
+    assert store.counts(["c"])["c"]["failed"] == 1
+
+
+def test_choose_sets_other_variants_aside(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.import_items("v", [make_item(f"a.s{i}", i, "a.png", {"photo": "a.png"}) for i in range(3)]
+                       + [make_item("b.s0", 3, "b.png", {"photo": "b.png"})])
+    chosen = store.find_item("v", "a.s1")
+    aside = store.choose(chosen.id)
+    assert sorted(aside) == sorted(store.find_item("v", k).id for k in ("a.s0", "a.s2"))
+    marks = dict(store.conn.execute("SELECT key, chosen FROM items"))
+    assert marks == {"a.s0": -1, "a.s1": 1, "a.s2": -1, "b.s0": 0}
