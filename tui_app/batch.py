@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .config import Config
 from .engine import Engine, EngineEvent
+from .lock import ProjectLock
 from .sources import load_items
 from .store import Store
 
@@ -160,12 +161,19 @@ def run_batch(config: Config, *, collections: Sequence[str] = (), retry_failed: 
     Raises:
         SourceError: a source is malformed (nothing has been written).
         ProviderError: a provider cannot start (missing voice or package).
+        ProjectBusy: another tui-app process is working on the project.
     """
     out = out or sys.stdout
     err = err or sys.stderr
     names = list(collections) or list(config.collections)
     loaded = read_sources(config, names)  # before the store is touched
     console = Console(file=err if as_json else out, highlight=False)
+    with ProjectLock(config.state_path):
+        return _locked_run(config, names, loaded, console, retry_failed, limit, as_json, out)
+
+
+def _locked_run(config: Config, names: list[str], loaded: list, console: Console, retry_failed: bool,
+                limit: int | None, as_json: bool, out: TextIO) -> BatchResult:
     store = Store(config.state_path)
     try:
         engine = Engine(config, store)
@@ -246,6 +254,25 @@ def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> 
     verdict = {0: "done", 1: "finished with failures (retry them with --retry-failed)",
                130: "interrupted; state is consistent, run again to continue"}[result.exit_code]
     console.print(f"{verdict} in {result.elapsed_s:.1f} s", highlight=False)
+
+
+def qa_report(config: Config) -> list[dict[str, Any]]:
+    """Flagged speech takes: ``[{"collection", "key", "flags", "qa"}]`` for current takes with QA flags."""
+    if not config.state_path.exists():
+        return []
+    store = Store(config.state_path)
+    try:
+        out = []
+        for coll in config.collections.values():
+            if coll.kind != "dataset":
+                continue
+            for key, take in store.current_takes(coll.name):
+                if take.get("qa_flags"):
+                    out.append({"collection": coll.name, "key": key, "flags": take["qa_flags"],
+                                "qa": json.loads(take["qa"]) if take.get("qa") else {}})
+        return out
+    finally:
+        store.close()
 
 
 def status(config: Config) -> dict[str, dict[str, int]]:

@@ -28,6 +28,10 @@ examples:
   tui-app --batch --collection dataset --limit 20
   tui-app --batch --retry-failed  queue failed items again, then run
   tui-app status --json           counts per collection and status
+  tui-app status --qa             entries whose take has QA flags
+  tui-app sync --check            is the disk in step with the state file? (exit 1 if not)
+  tui-app cleanup --dry-run       what deleting superseded takes would reclaim
+  tui-app export dataset --format ljspeech exports/ljspeech
 
 exit codes: 0 all completed, 1 some failed, 2 usage/config/input error, 130 interrupted
 """
@@ -58,6 +62,43 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Show item counts per collection and status, read from the state file.")
     _config_arg(st, argparse.SUPPRESS)
     st.add_argument("--json", action="store_true", help='print {"<collection>": {"<status>": count}}')
+    st.add_argument("--qa", action="store_true",
+                    help="list dataset entries whose current take has QA flags (silence, clipping, words/s)")
+
+    sy = sub.add_parser("sync", help="compare the state file with the files on disk, and repair",
+                        description="Find every mismatch between data/state.sqlite and the output folders: "
+                        "missing files, files whose sha256 differs from their take, completed items without a "
+                        "take, files no take references. Without --fix nothing changes.")
+    _config_arg(sy, argparse.SUPPRESS)
+    sy.add_argument("--check", action="store_true", help="exit 1 when anything is out of step")
+    sy.add_argument("--fix", action="store_true",
+                    help="repair: items go back to pending, stray files move to data/orphans/ (nothing is deleted)")
+    sy.add_argument("--quick", action="store_true", help="check that files exist, without re-hashing them")
+
+    cl = sub.add_parser("cleanup", help="delete superseded takes and orphaned files",
+                        description="Delete superseded takes beyond the newest N of each item (the current take is "
+                        "always kept) and everything sync moved to data/orphans/; report the bytes reclaimed.")
+    _config_arg(cl, argparse.SUPPRESS)
+    cl.add_argument("--keep", metavar="N", type=int, default=1, help="superseded takes to keep per item (default 1)")
+    cl.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+
+    rv = sub.add_parser("revert", help="make an earlier take the current one",
+                        description="Make take NUMBER of an item its current take again (see the takes in the "
+                        "TUI's detail pane).")
+    _config_arg(rv, argparse.SUPPRESS)
+    rv.add_argument("revert_collection", metavar="COLLECTION")
+    rv.add_argument("key", help="item key, e.g. arctic_a0001, page_003, astronaut.s1-balanced")
+    rv.add_argument("take", type=int, help="take number")
+
+    ex = sub.add_parser("export", help="export completed takes: a dataset, a picture book, chosen variants",
+                        description="Export completed current takes atomically into OUT (which must not exist).")
+    _config_arg(ex, argparse.SUPPRESS)
+    ex.add_argument("what", choices=["dataset", "pages", "variants"])
+    ex.add_argument("out", metavar="OUT", type=Path)
+    ex.add_argument("--format", default="ljspeech", choices=["ljspeech", "audiofolder", "nemo"],
+                    help="dataset layout (default ljspeech: wavs/ID.wav + metadata.csv ID|text|normalized)")
+    ex.add_argument("--collection", dest="export_collection", metavar="NAME",
+                    help="which collection of that kind (default: the first)")
     return parser
 
 
@@ -86,7 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"unknown collection {unknown[0]!r} (configured: {', '.join(config.collections)})")
 
     if args.command == "status":
-        return _status(config, args.json)
+        return _status(config, args.json, args.qa)
+    if args.command == "sync":
+        return _sync(config, args)
+    if args.command == "cleanup":
+        return _cleanup(config, args)
+    if args.command == "revert":
+        return _revert(config, args)
+    if args.command == "export":
+        return _export(config, args)
     if args.batch:
         return _batch(config, args)
     if args.json:
@@ -96,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _batch(config, args) -> int:
     from .batch import run_batch
+    from .lock import ProjectBusy
     from .providers import ProviderError
     from .sources import SourceError
 
@@ -106,13 +156,25 @@ def _batch(config, args) -> int:
         return _error(str(exc))
     except ProviderError as exc:
         return _error(exc.message)
+    except ProjectBusy as exc:
+        return _error(str(exc))
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
     return result.exit_code
 
 
-def _status(config, as_json: bool) -> int:
-    from .batch import status
+def _status(config, as_json: bool, qa: bool = False) -> int:
+    from .batch import qa_report, status
+
+    if qa:
+        flagged = qa_report(config)
+        if as_json:
+            print(json.dumps(flagged, indent=2))
+        else:
+            for f in flagged:
+                print(f"{f['collection']}/{f['key']}: {f['flags']}")
+            print(f"{len(flagged)} entries flagged", file=sys.stderr)
+        return int(ExitCode.OK)
 
     counts = status(config)
     if as_json:
@@ -132,6 +194,113 @@ def _status(config, as_json: bool) -> int:
     Console().print(table)
     if not config.state_path.exists():
         print("no state file yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
+    return int(ExitCode.OK)
+
+
+def _open_store(config):
+    from .store import Store
+
+    if not config.state_path.exists():
+        raise FileNotFoundError(f"{config.state_path}: no state file yet (run `tui-app --batch` first)")
+    return Store(config.state_path)
+
+
+def _sync(config, args) -> int:
+    from .lock import ProjectBusy, ProjectLock
+    from .sync import reconcile
+
+    try:
+        store = _open_store(config)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    try:
+        if args.fix:
+            with ProjectLock(config.state_path):
+                findings = reconcile(config, store, fix=True, verify_hashes=not args.quick)
+        else:
+            findings = reconcile(config, store, fix=False, verify_hashes=not args.quick)
+    except ProjectBusy as exc:
+        return _error(str(exc))
+    finally:
+        store.close()
+    for finding in findings:
+        print(finding.line(fixed=args.fix))
+    verb = "fixed" if args.fix else "found"
+    print(f"{len(findings)} mismatches {verb}" if findings else "disk and state are in step", file=sys.stderr)
+    return int(ExitCode.FAILED) if (args.check and findings) else int(ExitCode.OK)
+
+
+def _cleanup(config, args) -> int:
+    from .lock import ProjectBusy, ProjectLock
+    from .sync import cleanup
+
+    if args.keep < 0:
+        return _error("--keep must be at least 0")
+    try:
+        store = _open_store(config)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    try:
+        with ProjectLock(config.state_path):
+            report = cleanup(config, store, keep=args.keep, dry_run=args.dry_run)
+    except ProjectBusy as exc:
+        return _error(str(exc))
+    finally:
+        store.close()
+    for line in report.lines:
+        print(("would delete " if args.dry_run else "deleted ") + line)
+    verb = "would reclaim" if args.dry_run else "reclaimed"
+    print(f"{report.takes} superseded takes, {report.files} files: {verb} {report.bytes / 1e6:.2f} MB "
+          f"({report.bytes} bytes)")
+    return int(ExitCode.OK)
+
+
+def _revert(config, args) -> int:
+    from .lock import ProjectBusy, ProjectLock
+
+    try:
+        store = _open_store(config)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    try:
+        item = store.find_item(args.revert_collection, args.key)
+        if item is None:
+            return _error(f"no item {args.key!r} in collection {args.revert_collection!r}")
+        with ProjectLock(config.state_path):
+            if not store.revert(item.id, args.take):
+                numbers = [t["number"] for t in store.takes(item.id)]
+                return _error(f"{args.key} has no take {args.take} (takes: {numbers or 'none'})")
+    except ProjectBusy as exc:
+        return _error(str(exc))
+    finally:
+        store.close()
+    print(f"{args.revert_collection}/{args.key}: take {args.take} is current again")
+    return int(ExitCode.OK)
+
+
+def _export(config, args) -> int:
+    from .exports import ExportError, export_dataset, export_pages, export_variants
+
+    try:
+        store = _open_store(config)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    try:
+        if args.what == "dataset":
+            report = export_dataset(config, store, args.out, fmt=args.format, collection=args.export_collection)
+        elif args.what == "pages":
+            report = export_pages(config, store, args.out, collection=args.export_collection)
+        else:
+            report = export_variants(config, store, args.out, collection=args.export_collection)
+    except ExportError as exc:
+        return _error(str(exc))
+    finally:
+        store.close()
+    print(report.summary())
+    for key, reason in report.skipped[:20]:
+        print(f"  skipped {key}: {reason}")
+    if len(report.skipped) > 20:
+        print(f"  ... and {len(report.skipped) - 20} more skipped")
     return int(ExitCode.OK)
 
 

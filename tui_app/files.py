@@ -83,6 +83,23 @@ def free_take_path(folder: Path, key: str, number: int, suffix: str) -> tuple[Pa
         number += 1
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` hold the same bytes as ``src``: a hard link when the file system allows,
+    else an atomic copy. Never overwrites ``dst``.
+
+    Raises:
+        FileExistsError: ``dst`` exists.
+        OSError: ``src`` cannot be read.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:
+        atomic_write(dst, src.read_bytes(), overwrite=False)
+
+
 def remove_temp_files(folder: Path) -> list[Path]:
     """Delete leftover temp files (from an interrupted write) under ``folder``; returns them."""
     removed: list[Path] = []

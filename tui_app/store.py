@@ -72,8 +72,14 @@ CREATE TABLE IF NOT EXISTS takes (
     seed        INTEGER,
     elapsed_s   REAL    NOT NULL,
     created_at  REAL    NOT NULL,
+    qa          TEXT,                         -- JSON QA metrics (speech takes)
+    qa_flags    TEXT,                         -- '; '-joined flags, NULL when none
+    cache_key   TEXT,                         -- sha256 of the request (generation cache)
+    cache_uses  INTEGER NOT NULL DEFAULT 0,   -- times this take's file was reused
+    cache_last_used REAL,
     UNIQUE (item_id, number)
 );
+CREATE INDEX IF NOT EXISTS takes_cache ON takes (cache_key);
 CREATE TABLE IF NOT EXISTS batches (
     id         INTEGER PRIMARY KEY,
     kind       TEXT NOT NULL,                 -- run, regenerate, retry
@@ -145,6 +151,10 @@ class TakeRecord:
     model: str | None = None
     params: Mapping[str, Any] | None = None
     seed: int | None = None
+    qa: Mapping[str, Any] | None = None
+    qa_flags: str | None = None
+    cache_key: str | None = None
+    cached_from: int | None = None  # id of the take whose file was reused (generation cache)
 
 
 @dataclass(frozen=True)
@@ -388,7 +398,7 @@ class Store:
         queued items.
         """
         now = time.time()
-        ov = json.dumps(dict(overrides)) if overrides else None
+        ov = json.dumps(dict(overrides)) if overrides is not None else None
         out = []
         with self.transaction() as c:
             for item_id in item_ids:
@@ -460,16 +470,22 @@ class Store:
             number = take.number
             cur = c.execute(
                 "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width, height,"
-                " provider, model, params, seed, elapsed_s, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (item.id, number, take.path, take.sha256, take.bytes, take.duration_s, take.sample_rate,
                  take.width, take.height, take.provider, take.model, json.dumps(dict(take.params or {})),
-                 take.seed, take.elapsed_s, now))
+                 take.seed, take.elapsed_s, now, json.dumps(dict(take.qa)) if take.qa else None,
+                 take.qa_flags, take.cache_key))
             take_id = int(cur.lastrowid)
+            if take.cached_from is not None:
+                c.execute("UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",
+                          (now, take.cached_from))
             c.execute("UPDATE items SET status='completed', current_take=?, stale=0, last_error=NULL,"
                       " overrides=NULL, priority=0, updated_at=? WHERE id=? AND generation=? AND status='generating'",
                       (take_id, now, item.id, item.generation))
+            how = ", from the generation cache" if take.cached_from is not None else ""
             self._event(c, "info", "completed", item.collection, item.key,
-                        f"{item.key} completed ({_describe(take)}, {take.elapsed_s:.2f} s)", now)
+                        f"{item.key} completed ({_describe(take)}, {take.elapsed_s:.2f} s{how})", now)
         return take_id
 
     def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:
@@ -536,6 +552,72 @@ class Store:
                             f"{key} was left generating by an interrupted run -> pending")
             c.execute("UPDATE batches SET state='queued' WHERE state='open'")
         return [(r[0], r[1]) for r in rows]
+
+    # ------------------------------------------------------------------ takes: cache, revert, cleanup
+
+    def cache_lookup(self, cache_key: str) -> dict[str, Any] | None:
+        """The newest take made by an identical request (same :func:`cache_key`), or None."""
+        cur = self.conn.execute("SELECT * FROM takes WHERE cache_key=? ORDER BY id DESC LIMIT 1", (cache_key,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        take = dict(zip([d[0] for d in cur.description], row))
+        take["params"] = json.loads(take["params"])
+        return take
+
+    def revert(self, item_id: int, number: int) -> bool:
+        """Make take ``number`` the item's current take again (an earlier take).
+
+        In-flight work on the item is superseded (its generation is bumped).
+        Returns False when the item has no such take.
+        """
+        with self.transaction() as c:
+            row = c.execute("SELECT t.id, i.collection, i.key FROM takes t JOIN items i ON i.id=t.item_id "
+                            "WHERE t.item_id=? AND t.number=?", (item_id, number)).fetchone()
+            if row is None:
+                return False
+            c.execute("UPDATE items SET current_take=?, status='completed', generation=generation+1, stale=0,"
+                      " last_error=NULL, updated_at=? WHERE id=?", (row[0], time.time(), item_id))
+            self._event(c, "info", "reverted", row[1], row[2], f"{row[2]} reverted to take {number}")
+        return True
+
+    def all_takes(self, collection: str | None = None) -> list[dict[str, Any]]:
+        """Every take (id, item_id, number, path, sha256, bytes, is_current, collection, key, status)."""
+        sql = ("SELECT t.id, t.item_id, t.number, t.path, t.sha256, t.bytes, (i.current_take = t.id),"
+               " i.collection, i.key, i.status FROM takes t JOIN items i ON i.id = t.item_id")
+        args: tuple = ()
+        if collection:
+            sql += " WHERE i.collection=?"
+            args = (collection,)
+        names = ("id", "item_id", "number", "path", "sha256", "bytes", "is_current", "collection", "key", "status")
+        return [dict(zip(names, r)) for r in self.conn.execute(sql + " ORDER BY t.item_id, t.number", args)]
+
+    def completed_without_take(self) -> list[tuple[int, str, str]]:
+        """``(id, collection, key)`` of completed items whose current take is missing."""
+        return self.conn.execute(
+            "SELECT i.id, i.collection, i.key FROM items i LEFT JOIN takes t ON t.id = i.current_take "
+            "WHERE i.status='completed' AND t.id IS NULL").fetchall()
+
+    def requeue(self, item_id: int, reason: str) -> bool:
+        """Send a completed item back to ``pending`` without a current take (its file is gone or wrong)."""
+        with self.transaction() as c:
+            row = c.execute("UPDATE items SET status='pending', current_take=NULL, generation=generation+1,"
+                            " attempts=0, not_before=0, updated_at=? WHERE id=? RETURNING collection, key",
+                            (time.time(), item_id)).fetchone()
+            if row:
+                self._event(c, "warning", "sync", row[0], row[1], f"{row[1]}: {reason}")
+            return row is not None
+
+    def forget_take(self, take_id: int, reason: str) -> None:
+        """Delete a superseded take's row (its file is gone or being deleted); never the current take."""
+        with self.transaction() as c:
+            row = c.execute("SELECT i.collection, i.key, t.number FROM takes t JOIN items i ON i.id=t.item_id "
+                            "WHERE t.id=? AND (i.current_take IS NULL OR i.current_take <> t.id)",
+                            (take_id,)).fetchone()
+            if row is None:
+                return
+            c.execute("DELETE FROM takes WHERE id=?", (take_id,))
+            self._event(c, "info", "cleanup", row[0], row[1], f"{row[1]}: take {row[2]} {reason}")
 
     def choose(self, item_id: int) -> list[int]:
         """Choose one variant: it gets ``chosen = 1``, the other slots of the same photo ``-1`` (set aside).

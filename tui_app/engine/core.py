@@ -21,7 +21,8 @@ Nothing here imports Textual: the TUI and the headless runner both drive this cl
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import json
 import math
 import secrets
 import time
@@ -32,8 +33,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import anyio
 
-from ..config import CollectionConfig, Config
-from ..files import atomic_write, free_take_path, remove_temp_files
+from ..config import CollectionConfig, Config, ProviderConfig
+from ..files import atomic_write, free_take_path, link_or_copy, remove_temp_files
+from ..qa import audio_metrics
+from ..qa import flags as qa_flags
 from ..providers import Provider, ProviderError, Request, build_provider
 from ..sources import load_items
 from ..store import ImportReport, Item, Store, TakeRecord
@@ -41,6 +44,40 @@ from .retry import RetryPolicy
 from .throttle import Throttle
 
 REGENERATE_PRIORITY = 10
+
+
+@dataclass(frozen=True)
+class CachedOutput:
+    """A generation-cache hit: the earlier take (a store row) whose file is reused."""
+
+    take: dict[str, Any]
+    path: Path
+    data: bytes = b""
+
+
+def request_cache_key(coll: CollectionConfig, provider: ProviderConfig, request: Request) -> str:
+    """sha256 (hex) identifying a request: provider, model/voice options, text or prompt, params, seed.
+
+    Two requests with the same key would make the same output, so the second reuses
+    the first's file. Only option *names* of secrets (``api_key_env``) take part, never values.
+    """
+    blob = json.dumps({"provider": provider.name, "provider_kind": provider.kind,
+                       "provider_options": dict(provider.options), "kind": coll.kind,
+                       "options": dict(coll.params), "text": request.text, "params": dict(request.params)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _write_take(path: Path, data: bytes, text: str | None) -> tuple[str, dict[str, Any] | None]:
+    """Write a take file atomically (never overwriting) and compute speech QA when ``text`` is given."""
+    sha = atomic_write(path, data, overwrite=False)
+    qa = None
+    if text is not None:
+        try:
+            qa = audio_metrics(data, text)
+        except ValueError:
+            qa = None
+    return sha, qa
 
 
 @dataclass(frozen=True)
@@ -173,7 +210,8 @@ class Engine:
         return {c.name: self.store.import_items(c.name, items) for c, items in loaded}
 
     def recover(self) -> list[str]:
-        """Crash recovery: reset items left ``generating``, delete leftover temp files; log each.
+        """Crash recovery: reset items left ``generating``, delete leftover temp files, move aside
+        take files that were written but never recorded; log each.
 
         Returns the log lines.
         """
@@ -183,6 +221,9 @@ class Engine:
                 msg = f"removed leftover temp file {path.relative_to(self.config.root)}"
                 self.store.log("warning", "recovered", msg, collection=coll.name)
                 lines.append(msg)
+        from ..sync import recover_orphan_takes
+
+        lines.extend(recover_orphan_takes(self.config, self.store))
         return lines
 
     def provider(self, name: str) -> Provider:
@@ -308,11 +349,16 @@ class Engine:
             request = self._request(coll, item)
             started = time.perf_counter()
             error: ProviderError | None = None
+            cache_key = request_cache_key(coll, pc, request)
+            cached = None if request.fresh else self._cache_hit(cache_key)
             try:
-                await throttle.wait_turn()
-                with anyio.fail_after(pc.timeout_s):
-                    output = await provider.generate(request)
-                if not output.data:
+                if cached is not None:
+                    output = cached
+                else:
+                    await throttle.wait_turn()
+                    with anyio.fail_after(pc.timeout_s):
+                        output = await provider.generate(request)
+                if not output.data and not isinstance(output, CachedOutput):
                     raise ProviderError("the provider returned an empty file")
             except ProviderError as exc:
                 error = exc
@@ -328,7 +374,8 @@ class Engine:
             if error is None:
                 with anyio.CancelScope(shield=True):
                     try:
-                        await self._finish(coll, item, request, output, time.perf_counter() - started)
+                        await self._finish(coll, item, request, output, time.perf_counter() - started,
+                                           cache_key)
                     except OSError as exc:  # disk full, permissions: this item fails, the run goes on
                         error = ProviderError(f"cannot write the take file: {exc}")
             if error is not None:
@@ -350,17 +397,42 @@ class Engine:
         return Request(coll.name, coll.kind, item.key, text, params, coll.params, source,
                        self.store.next_take_number(item.id), fresh)
 
+    def _cache_hit(self, cache_key: str) -> "CachedOutput | None":
+        take = self.store.cache_lookup(cache_key)
+        if take is None:
+            return None
+        path = self.config.root / take["path"]
+        try:
+            if path.stat().st_size != take["bytes"]:
+                return None
+        except OSError:
+            return None
+        return CachedOutput(take, path)
+
     async def _finish(self, coll: CollectionConfig, item: Item, request: Request, output: Any,
-                      elapsed: float) -> None:
-        path, number = free_take_path(coll.output, item.key, request.take_number, output.suffix)
-        sha = await anyio.to_thread.run_sync(functools.partial(atomic_write, path, output.data, overwrite=False))
-        record = TakeRecord(
-            path=str(path.relative_to(self.config.root)) if path.is_relative_to(self.config.root) else str(path),
-            sha256=sha, bytes=len(output.data), provider=coll.provider, elapsed_s=elapsed, number=number,
-            duration_s=output.duration_s, sample_rate=output.sample_rate, width=output.width,
-            height=output.height, model=output.model,
-            params={**{k: v for k, v in request.params.items() if k != "photo_sha256"}, **dict(output.params)},
-            seed=output.seed if output.seed is not None else request.params.get("seed"))
+                      elapsed: float, cache_key: str) -> None:
+        cached = output if isinstance(output, CachedOutput) else None
+        suffix = cached.path.suffix if cached else output.suffix
+        path, number = free_take_path(coll.output, item.key, request.take_number, suffix)
+        if cached is not None:
+            t = cached.take
+            await anyio.to_thread.run_sync(link_or_copy, cached.path, path)
+            record = TakeRecord(
+                path=self._relative(path), sha256=t["sha256"], bytes=t["bytes"], provider=coll.provider,
+                elapsed_s=elapsed, number=number, duration_s=t["duration_s"], sample_rate=t["sample_rate"],
+                width=t["width"], height=t["height"], model=t["model"], params=t["params"], seed=t["seed"],
+                qa=json.loads(t["qa"]) if t["qa"] else None, qa_flags=t["qa_flags"], cache_key=cache_key,
+                cached_from=t["id"])
+        else:
+            text = request.text if coll.kind == "dataset" else None
+            sha, qa = await anyio.to_thread.run_sync(_write_take, path, output.data, text)
+            record = TakeRecord(
+                path=self._relative(path), sha256=sha, bytes=len(output.data), provider=coll.provider,
+                elapsed_s=elapsed, number=number, duration_s=output.duration_s, sample_rate=output.sample_rate,
+                width=output.width, height=output.height, model=output.model,
+                params={**{k: v for k, v in request.params.items() if k != "photo_sha256"}, **dict(output.params)},
+                seed=output.seed if output.seed is not None else request.params.get("seed"),
+                qa=qa, qa_flags=("; ".join(qa_flags(qa)) or None) if qa else None, cache_key=cache_key)
         take_id = self.store.complete(item, record)
         stats = self.stats[coll.name]
         if take_id is None:
@@ -369,7 +441,11 @@ class Engine:
             return
         stats.completed += 1
         stats.note_done(time.monotonic())
-        self.emit("completed", coll.name, f"{item.key} completed ({elapsed:.2f} s)", item)
+        how = " from the generation cache" if cached else ""
+        self.emit("completed", coll.name, f"{item.key} completed ({elapsed:.2f} s{how})", item)
+
+    def _relative(self, path: Path) -> str:
+        return str(path.relative_to(self.config.root)) if path.is_relative_to(self.config.root) else str(path)
 
     def _failed(self, coll: CollectionConfig, item: Item, error: ProviderError, policy: RetryPolicy,
                 throttle: Throttle) -> None:

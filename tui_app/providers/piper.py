@@ -28,6 +28,9 @@ from ..config import ProviderConfig
 from ..media import wav_bytes
 from .base import Output, ProviderError, Request
 
+#: Peak level of each sentence: -1 dBFS (10 ** (-1 / 20)), so no sample sits at full scale.
+PEAK = 0.891
+
 
 def bundled_voice() -> Path:
     """Path of the bundled en_US-joe-medium ``.onnx``.
@@ -117,7 +120,7 @@ class PiperProvider:
                 audio = audio[0]
             peak = float(np.max(np.abs(audio))) if audio.size else 0.0
             if peak > 1e-8:
-                audio = audio / peak
+                audio = audio * (PEAK / peak)
             pieces.append(audio)
             if len(sentences) > 1:
                 pieces.append(np.zeros(int(rate * 0.2), dtype=np.float32))
