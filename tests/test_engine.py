@@ -160,6 +160,10 @@ def test_debounced_requests_50ms_apart_form_one_batch_and_all_are_generated(tmp_
 
     async def main():
         debouncer = RegenerateDebouncer(engine, 0.3, on_batch=lambda *b: batches.append(b))
+        with anyio.fail_after(30):
+            await scenario(debouncer)
+
+    async def scenario(debouncer):
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: engine.run(["dataset"], until_idle=False))
             tg.start_soon(debouncer.run)
@@ -173,8 +177,7 @@ def test_debounced_requests_50ms_apart_form_one_batch_and_all_are_generated(tmp_
             engine.stop()
             tg.cancel_scope.cancel()
 
-    with anyio.fail_after(30):
-        anyio.run(main)
+    anyio.run(main)
     assert len(batches) == 1 and batches[0][1] == 3
     assert batches[0][2] == f"3 regenerations queued as batch {batches[0][0]}"
     assert {store.get_item(i.id).batch_id for i in targets} == {batches[0][0]}
