@@ -101,8 +101,9 @@ def _illustration(prompt: str, seed: int, width: int, height: int) -> Image.Imag
                 draw.ellipse((x - size * 0.6, y - size * 1.4, x + size * 0.6, y - size * 0.3), fill=leaf)
     # a watercolour feel: soften, then lay a faint paper grain
     img = img.filter(ImageFilter.GaussianBlur(radius=max(1, width // 400)))
-    grain = Image.effect_noise((max(1, width // 4), max(1, height // 4)), 24).resize((width, height))
-    return Image.blend(img, Image.merge("RGB", (grain, grain, grain)), 0.06)
+    gw, gh = max(1, width // 4), max(1, height // 4)
+    grain = Image.frombytes("L", (gw, gh), rng.randbytes(gw * gh)).resize((width, height))
+    return Image.blend(img, Image.merge("RGB", (grain, grain, grain)), 0.04)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

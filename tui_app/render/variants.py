@@ -53,7 +53,9 @@ def analyse_photo(image: Image.Image) -> PhotoAnalysis:
     rgb = image.convert("RGB")
     luma = rgb.convert("L")
     stat = ImageStat.Stat(luma)
-    edges = ImageStat.Stat(luma.filter(ImageFilter.FIND_EDGES))
+    # the filter's 1-px border is an artefact of padding: leave it out
+    edges = ImageStat.Stat(luma.filter(ImageFilter.FIND_EDGES).crop((1, 1, max(2, rgb.width - 1),
+                                                                     max(2, rgb.height - 1))))
     means = ImageStat.Stat(rgb).mean
     return PhotoAnalysis(
         width=rgb.width, height=rgb.height,
