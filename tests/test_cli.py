@@ -69,9 +69,12 @@ def test_usage_errors_exit_2(tmp_path):
 
 
 def test_plain_progress_lines_when_not_a_terminal(tmp_path):
-    write_project(tmp_path, entries=5, pages=1, photos=1)
-    proc = tui_app("--batch", "--collection", "dataset", cwd=tmp_path)
-    assert "dataset: 5/5 completed, 0 failed, 0 in flight" in proc.stdout
+    write_project(tmp_path, entries=20, pages=1, photos=1, latency_ms=100, concurrency=2)
+    proc = tui_app("--batch", "--collection", "dataset", "--progress-interval", "0.3", cwd=tmp_path)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("dataset: ") and "items/s, ETA" in line]
+    assert len(lines) >= 2, proc.stdout
+    assert lines[0].startswith("dataset: ") and "/20 completed, 0 failed, " in lines[0]
+    assert "dataset: 20/20 completed (20 this run), 0 failed, 0 pending" in proc.stdout
     assert "\x1b[" not in proc.stdout  # no terminal control codes in a log file
 
 

@@ -79,7 +79,7 @@ class _Display:
         self.tasks: dict[str, Any] = {}
         self.started = time.monotonic()
         self.start_done: dict[str, int] = {}
-        self._last_plain = 0.0
+        self._last_plain = self.started  # first plain line after one interval; the summary covers the end
 
     def __enter__(self) -> "_Display":
         counts = self.engine.store.counts(self.names)
@@ -99,8 +99,8 @@ class _Display:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.refresh(force=True)
         if self.progress is not None:
+            self.refresh(force=True)
             self.progress.stop()
 
     def on_event(self, event: EngineEvent) -> None:
@@ -148,7 +148,7 @@ def read_sources(config: Config, names: Sequence[str]) -> list[tuple[str, list]]
 
 def run_batch(config: Config, *, collections: Sequence[str] = (), retry_failed: bool = False,
               limit: int | None = None, as_json: bool = False, out: TextIO | None = None,
-              err: TextIO | None = None) -> BatchResult:
+              err: TextIO | None = None, progress_interval_s: float = 5.0) -> BatchResult:
     """Run pending work headless and return the result (the CLI maps it to an exit code).
 
     Args:
@@ -157,6 +157,7 @@ def run_batch(config: Config, *, collections: Sequence[str] = (), retry_failed: 
         retry_failed: queue failed items again first.
         limit: at most this many items per collection.
         as_json: print the summary as JSON on ``out`` (progress goes to ``err``).
+        progress_interval_s: seconds between plain progress lines when not on a terminal.
 
     Raises:
         SourceError: a source is malformed (nothing has been written).
@@ -169,11 +170,11 @@ def run_batch(config: Config, *, collections: Sequence[str] = (), retry_failed: 
     loaded = read_sources(config, names)  # before the store is touched
     console = Console(file=err if as_json else out, highlight=False)
     with ProjectLock(config.state_path):
-        return _locked_run(config, names, loaded, console, retry_failed, limit, as_json, out)
+        return _locked_run(config, names, loaded, console, retry_failed, limit, as_json, out, progress_interval_s)
 
 
 def _locked_run(config: Config, names: list[str], loaded: list, console: Console, retry_failed: bool,
-                limit: int | None, as_json: bool, out: TextIO) -> BatchResult:
+                limit: int | None, as_json: bool, out: TextIO, interval_s: float) -> BatchResult:
     store = Store(config.state_path)
     try:
         engine = Engine(config, store)
@@ -188,7 +189,7 @@ def _locked_run(config: Config, names: list[str], loaded: list, console: Console
             n = engine.retry_failed(names)
             console.print(f"{n} failed items queued again", highlight=False)
         started = time.monotonic()
-        interrupted = anyio.run(_run, engine, names, limit, console)
+        interrupted = anyio.run(_run, engine, names, limit, console, interval_s)
         elapsed = time.monotonic() - started
         counts = store.counts(names)
         failed = [{"collection": c, "key": k, "error": e} for c, k, e in store.failed_items(names)]
@@ -206,10 +207,10 @@ def _locked_run(config: Config, names: list[str], loaded: list, console: Console
         store.close()
 
 
-async def _run(engine: Engine, names: list[str], limit: int | None, console: Console) -> bool:
+async def _run(engine: Engine, names: list[str], limit: int | None, console: Console, interval_s: float) -> bool:
     interrupted = False
     await engine.prepare(names)
-    display = _Display(engine, names, console, quiet=False)
+    display = _Display(engine, names, console, quiet=False, interval_s=interval_s)
     engine.subscribe(display.on_event)
     try:
         with display:

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --batch: generate at most N items per collection")
     parser.add_argument("--json", action="store_true",
                         help="with --batch: print a machine-readable summary on stdout (progress on stderr)")
+    parser.add_argument("--progress-interval", metavar="S", type=float, default=5.0,
+                        help="with --batch: seconds between plain progress lines when stdout is not a terminal "
+                        "(default 5)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     st = sub.add_parser("status", help="show item counts per collection and status",
                         description="Show item counts per collection and status, read from the state file.")
@@ -151,7 +154,8 @@ def _batch(config, args) -> int:
 
     try:
         result = run_batch(config, collections=args.collection, retry_failed=args.retry_failed,
-                           limit=args.limit, as_json=args.json)
+                           limit=args.limit, as_json=args.json,
+                           progress_interval_s=max(0.1, args.progress_interval))
     except SourceError as exc:
         return _error(str(exc))
     except ProviderError as exc:

@@ -120,8 +120,9 @@ class RunStats:
         times = [t for t in self._done_times if now - t <= window_s]
         if len(times) < 2:
             return 0.0
-        span = max(now - times[0], 1e-6)
-        return len(times) / span
+        # once nothing is in flight the rate is that of the finished stretch, not decaying with idle time
+        end = now if self.in_flight else times[-1]
+        return (len(times) - (0 if self.in_flight else 1)) / max(end - times[0], 1e-6)
 
 
 def resolve_seed(kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool) -> int | None:
