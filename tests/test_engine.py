@@ -216,3 +216,13 @@ def test_explicit_regenerate_gets_a_new_seed_and_a_new_take(project):
     assert [t["number"] for t in takes] == [1, 2]
     assert takes[0]["seed"] == page.params["seed"] and takes[1]["seed"] != takes[0]["seed"]
     assert Path(engine.config.root / takes[0]["path"]).exists()  # old take kept
+
+
+def test_collections_sharing_a_provider_take_turns(tmp_path):
+    config_path = write_project(tmp_path, entries=40, pages=2, photos=1, concurrency=2)
+    provider = Scripted({}, latency_s=0.02)
+    engine = _engine(config_path, {"simulated": provider})
+    anyio.run(lambda: engine.run(["dataset", "pages"]))
+    order = [k for k, _ in provider.calls]
+    assert order.index("page_000") < 5  # not starved until the 40 entries are done
+    assert engine.store.counts(["pages"])["pages"]["completed"] == 3

@@ -47,7 +47,7 @@ class Throttle:
         self.clock = clock
         self.in_use = 0
         self.cooldown_until = 0.0  # on ``clock``
-        self._freed: anyio.Event | None = None
+        self._waiters: deque[anyio.Event] = deque()
         self._gate = anyio.Lock()
         self._last_start = -math.inf
         self.starts: deque[float] = deque(maxlen=10_000)  # recent request starts on ``clock``
@@ -60,19 +60,34 @@ class Throttle:
     # --------------------------------------------------------------- concurrency
 
     async def acquire(self) -> None:
-        """Wait for a free concurrency slot and take it."""
-        while self.in_use >= self.limit:
-            if self._freed is None:
-                self._freed = anyio.Event()
-            await self._freed.wait()
-        self.in_use += 1
+        """Wait for a free concurrency slot and take it.
+
+        Waiters are served first come, first served, so collections sharing a
+        provider take turns instead of the busiest one starving the others.
+        """
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return
+        waiter = anyio.Event()
+        self._waiters.append(waiter)
+        try:
+            await waiter.wait()
+        except BaseException:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.is_set():
+                self.release()  # the slot was handed to us as we were cancelled: pass it on
+            raise
 
     def release(self) -> None:
         """Give a slot back (any task may release a slot another task took)."""
         self.in_use -= 1
-        if self._freed is not None:
-            self._freed.set()
-            self._freed = None
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiters and self.in_use < self.limit:
+            self.in_use += 1
+            self._waiters.popleft().set()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -86,9 +101,7 @@ class Throttle:
     def set_limit(self, limit: int) -> None:
         """Change the concurrency limit (>= 1); lowering it takes effect as slots free up."""
         self.limit = max(1, int(limit))
-        if self._freed is not None:
-            self._freed.set()
-            self._freed = None
+        self._hand_over()
 
     # --------------------------------------------------------------- pacing
 
