@@ -118,6 +118,7 @@ class Item:
     overrides: dict[str, Any] | None
     batch_id: int | None
     current_take: int | None
+    next_take: int = 0  # set by claim_next: the number the next take will get
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ _ITEM_COLS = ("id, collection, key, ordinal, text, params, status, stale, priori
 def _item(row: Sequence[Any]) -> Item:
     return Item(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], bool(row[7]),
                 row[8], row[9], row[10], row[11], json.loads(row[12]) if row[12] else None, row[13],
-                row[14])
+                row[14], row[15] if len(row) > 15 else 0)
 
 
 class Store:
@@ -445,7 +446,8 @@ class Store:
                 f"  AND not_before <= ?"
                 f"  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE state='open'))"
                 f"  {cover_gate} ORDER BY priority DESC, ordinal LIMIT 1"
-                f") RETURNING {_ITEM_COLS}", args
+                f") RETURNING {_ITEM_COLS},"
+                f" (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)", args
             ).fetchone()
             if row is None:
                 return None
@@ -463,19 +465,18 @@ class Store:
         """
         now = time.time()
         with self.transaction() as c:
-            ok = c.execute("SELECT 1 FROM items WHERE id=? AND generation=? AND status='generating'",
-                           (item.id, item.generation)).fetchone()
-            if not ok:
-                return None
-            number = take.number
+            # the guard and the insert in one statement: no row is inserted unless the claim still holds
             cur = c.execute(
                 "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width, height,"
                 " provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (item.id, number, take.path, take.sha256, take.bytes, take.duration_s, take.sample_rate,
+                " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,? FROM items"
+                " WHERE id=? AND generation=? AND status='generating'",
+                (item.id, take.number, take.path, take.sha256, take.bytes, take.duration_s, take.sample_rate,
                  take.width, take.height, take.provider, take.model, json.dumps(dict(take.params or {})),
                  take.seed, take.elapsed_s, now, json.dumps(dict(take.qa)) if take.qa else None,
-                 take.qa_flags, take.cache_key))
+                 take.qa_flags, take.cache_key, item.id, item.generation))
+            if not cur.rowcount:
+                return None
             take_id = int(cur.lastrowid)
             if take.cached_from is not None:
                 c.execute("UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import secrets
 import time
 from collections import deque
@@ -44,6 +45,8 @@ from .retry import RetryPolicy
 from .throttle import Throttle
 
 REGENERATE_PRIORITY = 10
+#: Threads writing take files (fsync) and computing QA; more only add contention on 2 cores.
+WRITER_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,27 @@ def request_cache_key(coll: CollectionConfig, provider: ProviderConfig, request:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _write_take(path: Path, data: bytes, text: str | None) -> tuple[str, dict[str, Any] | None]:
-    """Write a take file atomically (never overwriting) and compute speech QA when ``text`` is given."""
-    sha = atomic_write(path, data, overwrite=False)
-    qa = None
-    if text is not None:
-        try:
-            qa = audio_metrics(data, text)
-        except ValueError:
-            qa = None
-    return sha, qa
+def _write_take(folder: Path, key: str, number: int, suffix: str, data: bytes) -> tuple[Path, int, str]:
+    """Write a take file atomically under a free take name (never overwriting).
+
+    Returns (path, take number, sha256)."""
+    path, number = free_take_path(folder, key, number, suffix)
+    return path, number, atomic_write(path, data, overwrite=False)
+
+
+def _speech_qa(data: bytes, text: str) -> dict[str, Any] | None:
+    """QA metrics of a speech take, or None when the file is not 16-bit PCM."""
+    try:
+        return audio_metrics(data, text)
+    except ValueError:
+        return None
+
+
+def _link_take(src: Path, folder: Path, key: str, number: int) -> tuple[Path, int]:
+    """Reuse a cached take's file under a free take name (hard link, or copy)."""
+    path, number = free_take_path(folder, key, number, src.suffix)
+    link_or_copy(src, path)
+    return path, number
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,9 @@ class Engine:
         self._wake: dict[str, anyio.Event] = {}
         self._stopping = False
         self._cancel_scope: anyio.CancelScope | None = None
+        self._cache_keys: set[str] | None = None
+        self._writers = anyio.CapacityLimiter(WRITER_THREADS)
+        self._root_prefix = str(config.root) + os.sep
         self.running = False
 
     # ------------------------------------------------------------------ events
@@ -396,9 +413,14 @@ class Engine:
             text = params.get("normalized") or item.text
         source = coll.source / item.text if coll.kind == "variants" else None
         return Request(coll.name, coll.kind, item.key, text, params, coll.params, source,
-                       self.store.next_take_number(item.id), fresh)
+                       item.next_take or self.store.next_take_number(item.id), fresh)
 
     def _cache_hit(self, cache_key: str) -> "CachedOutput | None":
+        if self._cache_keys is None:  # one query per process; this process is the project's only writer
+            self._cache_keys = {k for (k,) in self.store.conn.execute(
+                "SELECT cache_key FROM takes WHERE cache_key IS NOT NULL")}
+        if cache_key not in self._cache_keys:
+            return None
         take = self.store.cache_lookup(cache_key)
         if take is None:
             return None
@@ -413,11 +435,10 @@ class Engine:
     async def _finish(self, coll: CollectionConfig, item: Item, request: Request, output: Any,
                       elapsed: float, cache_key: str) -> None:
         cached = output if isinstance(output, CachedOutput) else None
-        suffix = cached.path.suffix if cached else output.suffix
-        path, number = free_take_path(coll.output, item.key, request.take_number, suffix)
         if cached is not None:
             t = cached.take
-            await anyio.to_thread.run_sync(link_or_copy, cached.path, path)
+            path, number = await anyio.to_thread.run_sync(
+                _link_take, cached.path, coll.output, item.key, request.take_number)
             record = TakeRecord(
                 path=self._relative(path), sha256=t["sha256"], bytes=t["bytes"], provider=coll.provider,
                 elapsed_s=elapsed, number=number, duration_s=t["duration_s"], sample_rate=t["sample_rate"],
@@ -425,8 +446,11 @@ class Engine:
                 qa=json.loads(t["qa"]) if t["qa"] else None, qa_flags=t["qa_flags"], cache_key=cache_key,
                 cached_from=t["id"])
         else:
-            text = request.text if coll.kind == "dataset" else None
-            sha, qa = await anyio.to_thread.run_sync(_write_take, path, output.data, text)
+            path, number, sha = await anyio.to_thread.run_sync(
+                _write_take, coll.output, item.key, request.take_number, output.suffix, output.data,
+                limiter=self._writers)
+            # QA takes tens of microseconds of numpy per clip: cheaper here than contending for the GIL
+            qa = _speech_qa(output.data, request.text) if coll.kind == "dataset" else None
             record = TakeRecord(
                 path=self._relative(path), sha256=sha, bytes=len(output.data), provider=coll.provider,
                 elapsed_s=elapsed, number=number, duration_s=output.duration_s, sample_rate=output.sample_rate,
@@ -442,11 +466,14 @@ class Engine:
             return
         stats.completed += 1
         stats.note_done(time.monotonic())
+        if self._cache_keys is not None:
+            self._cache_keys.add(cache_key)
         how = " from the generation cache" if cached else ""
         self.emit("completed", coll.name, f"{item.key} completed ({elapsed:.2f} s{how})", item)
 
     def _relative(self, path: Path) -> str:
-        return str(path.relative_to(self.config.root)) if path.is_relative_to(self.config.root) else str(path)
+        text = str(path)
+        return text[len(self._root_prefix):] if text.startswith(self._root_prefix) else text
 
     def _failed(self, coll: CollectionConfig, item: Item, error: ProviderError, policy: RetryPolicy,
                 throttle: Throttle) -> None:
