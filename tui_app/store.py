@@ -412,23 +412,25 @@ class Store:
                     out.append(_item(row))
         return out
 
-    def reset_failed(self, collections: Sequence[str], batch_id: int | None) -> int:
+    def reset_failed(self, collections: Sequence[str], batch_id: int | None, *, priority: int = 0) -> int:
         """Queue every failed item of ``collections`` again (attempts reset); returns how many."""
         now = time.time()
         with self.transaction() as c:
             cur = c.execute(
-                f"UPDATE items SET status='pending', attempts=0, not_before=0, batch_id=?, updated_at=?"
+                f"UPDATE items SET status='pending', attempts=0, not_before=0, batch_id=?, priority=?,"
+                f" generation=generation+1, updated_at=?"
                 f" WHERE status='failed' AND retired=0 AND collection IN ({','.join('?' * len(collections))})",
-                (batch_id, now, *collections))
+                (batch_id, priority, now, *collections))
             return cur.rowcount
 
-    def claim_next(self, collection: str, *, cover_first: bool = False) -> Item | None:
+    def claim_next(self, collection: str, *, cover_first: bool = False, min_priority: int = 0) -> Item | None:
         """Atomically take the next claimable item of ``collection`` and mark it ``generating``.
 
         Order: highest priority first, then source order. Items still backing off
         (``not_before`` in the future), in an open debounce batch, or retired are
         skipped. With ``cover_first``, items with ordinal > 0 wait until ordinal 0
-        (the cover) is no longer pending or generating.
+        (the cover) is no longer pending or generating. With ``min_priority`` > 0 only
+        explicitly requested items (regenerations, retries) are claimed.
 
         Returns the claimed item (its ``generation`` and ``attempts`` already
         incremented) or None when nothing is claimable now.
@@ -437,13 +439,13 @@ class Store:
         cover_gate = (" AND (ordinal = 0 OR NOT EXISTS (SELECT 1 FROM items c WHERE c.collection = ?"
                       " AND c.ordinal = 0 AND c.retired = 0 AND c.status IN ('pending','generating')))"
                       if cover_first else "")
-        args: list[Any] = [now, collection, now] + ([collection] if cover_first else [])
+        args: list[Any] = [now, collection, now, min_priority] + ([collection] if cover_first else [])
         with self.transaction() as c:
             row = c.execute(
                 f"UPDATE items SET status='generating', generation=generation+1, attempts=attempts+1,"
                 f" updated_at=? WHERE id = ("
                 f"  SELECT id FROM items WHERE status='pending' AND retired=0 AND collection=?"
-                f"  AND not_before <= ?"
+                f"  AND not_before <= ? AND priority >= ?"
                 f"  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE state='open'))"
                 f"  {cover_gate} ORDER BY priority DESC, ordinal LIMIT 1"
                 f") RETURNING {_ITEM_COLS},"

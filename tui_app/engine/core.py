@@ -45,6 +45,7 @@ from .retry import RetryPolicy
 from .throttle import Throttle
 
 REGENERATE_PRIORITY = 10
+RETRY_PRIORITY = 5
 #: Threads writing take files (fsync) and computing QA; more only add contention on 2 cores.
 WRITER_THREADS = 16
 
@@ -178,6 +179,9 @@ class Engine:
         self.listeners: list[Callable[[EngineEvent], None]] = []
         self._wake: dict[str, anyio.Event] = {}
         self._stopping = False
+        #: per collection, the lowest priority served: 0 = everything pending, 1 = only
+        #: requested items (the TUI starts so, until the user asks to generate all pending).
+        self.min_priority: dict[str, int] = dict.fromkeys(config.collections, 0)
         self._cancel_scope: anyio.CancelScope | None = None
         self._cache_keys: set[str] | None = None
         self._writers = anyio.CapacityLimiter(WRITER_THREADS)
@@ -284,11 +288,17 @@ class Engine:
         """Queue the failed items of the selected collections again (one ``retry`` batch)."""
         colls = [c.name for c in self.collections(names)]
         batch = self.store.create_batch("retry", "retry failed")
-        n = self.store.reset_failed(colls, batch)
+        n = self.store.reset_failed(colls, batch, priority=RETRY_PRIORITY)
         if n:
             self.store.log("info", "batch", f"{n} failed items queued again as batch {batch}")
         self.notify()
         return n
+
+    def serve_all(self, names: Sequence[str] | None = None) -> None:
+        """Generate every pending item of the selected collections (not only requested ones)."""
+        for coll in self.collections(names):
+            self.min_priority[coll.name] = 0
+            self.notify(coll.name)
 
     def stop(self) -> None:
         """Start no new work; in-flight items finish (use :meth:`cancel` to abort them)."""
@@ -345,7 +355,8 @@ class Engine:
                 if self._stopping:
                     throttle.release()
                     break
-                item = self.store.claim_next(coll.name, cover_first=cover_first)
+                item = self.store.claim_next(coll.name, cover_first=cover_first,
+                                             min_priority=self.min_priority.get(coll.name, 0))
                 if item is None:
                     throttle.release()
                     wake_at = self.store.next_wakeup([coll.name])

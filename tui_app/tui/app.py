@@ -1,0 +1,487 @@
+"""The Textual app: live tables of entries, pages and variants over the same engine as ``--batch``.
+
+The engine runs inside the app's event loop (a worker); its events only mark
+collections dirty, and a 100 ms timer repaints what changed, so a burst of
+engine events never delays a key press. Tables read their visible rows
+straight from the store (see :mod:`tui_app.tui.table`).
+
+On start only explicitly requested items are generated (regenerate, retry);
+``g`` generates everything pending in the current collection.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable
+
+import anyio
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, RichLog, Static, TabbedContent, TabPane
+
+from ..batch import format_eta
+from ..config import Config
+from ..engine import Engine, EngineEvent, RegenerateDebouncer
+from ..store import Store
+from ..views import RowSource, recent_events, take_details
+from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialog
+from .table import ItemTable, header_text
+
+STATUS_CYCLE = ["", "pending", "generating", "completed", "failed", "cancelled", "qa"]
+AUDIO_PLAYERS = (["paplay"], ["aplay", "-q"], ["afplay"], ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"],
+                 ["play", "-q"])
+LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
+
+
+class TuiApp(App[int]):
+    """The tui_app workbench. Build it with :func:`build_app`."""
+
+    TITLE = "tui_app"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("r", "regenerate", "Regenerate", id="regenerate"),
+        Binding("g", "generate_pending", "Generate pending", id="generate_pending"),
+        Binding("f", "retry_failed", "Retry failed", id="retry_failed"),
+        Binding("enter", "details", "Details", id="details"),
+        Binding("p", "play", "Play/preview", id="play"),
+        Binding("c", "choose", "Choose variant", id="choose"),
+        Binding("x", "cancel_items", "Cancel", id="cancel_items"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("t", "status_filter", "Status filter", id="status_filter"),
+        Binding("s", "sync", "Sync disk", id="sync"),
+        Binding("q", "quit_app", "Quit", id="quit"),
+        Binding("1", "tab(0)", "Tab 1", show=False),
+        Binding("2", "tab(1)", "Tab 2", show=False),
+        Binding("3", "tab(2)", "Tab 3", show=False),
+        Binding("4", "tab(3)", "Tab 4", show=False),
+        Binding("5", "tab(4)", "Tab 5", show=False),
+    ]
+
+    def __init__(self, config: Config, store: Store, engine: Engine, *, clock_free: bool = False):
+        super().__init__()
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.clock_free = clock_free  # hide time-dependent text (snapshot tests)
+        self.debouncer = RegenerateDebouncer(engine, config.debounce_s, on_batch=self._batch_closed)
+        self.sources = {name: RowSource(store, name) for name in config.collections}
+        self._dirty: set[str] = set(config.collections)
+        self._last_event_id = 0
+        self._last_summary = 0.0
+        self._failures: list[str] = []
+        self._was_busy: dict[str, bool] = dict.fromkeys(config.collections, False)
+        self.status_index: dict[str, int] = dict.fromkeys(config.collections, 0)
+        engine.min_priority = dict.fromkeys(config.collections, 1)
+        engine.subscribe(self._on_engine_event)
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"tui_app  {self.config.path}", id="title")
+        with TabbedContent(id="tabs"):
+            for coll in self.config.collections.values():
+                with TabPane(coll.name.capitalize(), id=f"tab-{coll.name}"):
+                    with Vertical():
+                        yield Static("", id=f"sum-{coll.name}", classes="summary")
+                        yield Static(header_text(coll.kind), classes="colheader")
+                        yield ItemTable(self.sources[coll.name], coll.kind, id=f"table-{coll.name}")
+            with TabPane("Log", id="tab-log"):
+                yield RichLog(id="log", max_lines=5000, wrap=False, markup=False)
+        yield Input(placeholder="filter by text or id (Enter: back to the table, Esc: clear)", id="filter-input")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        log = self.query_one("#log", RichLog)
+        for event in recent_events(self.store, 500):
+            self._write_event(log, event)
+        self.query_one("#filter-input", Input).display = False
+        for name in self.config.collections:
+            self.query_one(f"#table-{name}", ItemTable).reload()
+        self._refresh_summaries()
+        first = next(iter(self.config.collections))
+        self.query_one(f"#table-{first}", ItemTable).focus()
+        self.set_interval(0.1, self._tick)
+        self.run_engine()
+
+    @work(exclusive=True, group="engine")
+    async def run_engine(self) -> None:
+        """The engine and the debouncer, for as long as the app runs."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.debouncer.run)
+                await self.engine.run(until_idle=False)
+                tg.cancel_scope.cancel()
+        except Exception as exc:  # never crash the app: say what happened
+            self.notify(f"engine stopped: {exc}", severity="error", timeout=10)
+
+    # ------------------------------------------------------------------ engine events -> repaint
+
+    def _on_engine_event(self, event: EngineEvent) -> None:
+        if event.collection:
+            self._dirty.add(event.collection)
+        else:
+            self._dirty.update(self.config.collections)
+        if event.kind == "failed":
+            self._failures.append(event.message)
+
+    def _batch_closed(self, batch_id: int, count: int, message: str) -> None:
+        self.notify(message, title="Regenerate")
+
+    def _tick(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for name in dirty:
+            table = self.query_one(f"#table-{name}", ItemTable)
+            table.reload()
+        now = time.monotonic()
+        if dirty or now - self._last_summary > 1.0:
+            self._refresh_summaries()
+            self._last_summary = now
+        if dirty:
+            log = self.query_one("#log", RichLog)
+            for event in self.store.events(after_id=self._last_event_id, limit=2000):
+                self._write_event(log, event)
+        if self._failures:
+            first, n = self._failures[0], len(self._failures)
+            self._failures.clear()
+            self.notify(first if n == 1 else f"{first} (and {n - 1} more failures)", severity="error")
+        for name, stats in self.engine.stats.items():
+            busy = stats.in_flight > 0
+            if self._was_busy[name] and not busy:
+                counts = self.store.counts([name])[name]
+                self.notify(f"{name}: nothing in flight; {counts['completed']} completed, "
+                            f"{counts['failed']} failed, {counts['pending']} pending", title="Batch finished")
+            self._was_busy[name] = busy
+
+    def _write_event(self, log: RichLog, event: dict) -> None:
+        from rich.text import Text
+
+        self._last_event_id = max(self._last_event_id, event["id"])
+        stamp = "" if self.clock_free else time.strftime("%H:%M:%S ", time.localtime(event["ts"]))
+        log.write(Text(stamp + event["message"], style=LEVEL_STYLES.get(event["level"], "")))
+
+    def summary_text(self, name: str) -> str:
+        """One line: completed/total, failed, in flight, items/s, ETA, filters, and the throttle."""
+        counts = self.store.counts([name])[name]
+        stats = self.engine.stats[name]
+        coll = self.config.collections[name]
+        throttle = self.engine.throttles[coll.provider]
+        total = sum(counts.values())
+        rate = stats.rate()
+        remaining = counts["pending"] + counts["generating"]
+        eta = format_eta(remaining / rate) if rate > 0 else "-"
+        cooling = throttle.cooling_down_for()
+        parts = [f"[b]{counts['completed']}/{total}[/b] completed",
+                 f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "0 failed",
+                 f"{stats.in_flight} in flight"]
+        if not self.clock_free:
+            parts += [f"{rate:.1f} items/s", f"ETA {eta}"]
+        mode = "all pending" if self.engine.min_priority.get(name, 0) == 0 else "requests only (g: all pending)"
+        parts.append(f"{coll.provider} {throttle.in_use}/{throttle.limit} in use"
+                     + (f", cooling down {cooling:.0f} s" if cooling > 0 else ""))
+        parts.append(mode)
+        source = self.sources[name]
+        filters = []
+        if source.text_filter:
+            filters.append(f"text~{source.text_filter!r}")
+        if source.status_filter or source.qa_only:
+            filters.append(f"status={source.status_filter or 'QA flagged'}")
+        table = self.query_one(f"#table-{name}", ItemTable)
+        if table.marks:
+            filters.append(f"{len(table.marks)} marked")
+        if filters:
+            parts.append("[cyan]" + ", ".join(filters) + "[/cyan]")
+        return " · ".join(parts)
+
+    def _refresh_summaries(self) -> None:
+        for name in self.config.collections:
+            self.query_one(f"#sum-{name}", Static).update(self.summary_text(name))
+
+    # ------------------------------------------------------------------ helpers
+
+    def current_collection(self) -> str | None:
+        """The collection of the active tab (None on the Log tab)."""
+        active = self.query_one("#tabs", TabbedContent).active
+        return active.removeprefix("tab-") if active and active != "tab-log" else None
+
+    def current_table(self) -> ItemTable | None:
+        name = self.current_collection()
+        return self.query_one(f"#table-{name}", ItemTable) if name else None
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        table = self.current_table()
+        if table is not None:
+            table.focus()
+
+    def on_item_table_cursor_moved(self, event: ItemTable.CursorMoved) -> None:
+        pass
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.show:
+                yield SystemCommand(binding.description, f"key: {binding.key}",
+                                    lambda action=binding.action: self.run_action(action))
+        for key, action, text in (("space", "toggle_mark", "Mark or unmark the row"),
+                                  ("a", "mark_all", "Mark all visible rows"),
+                                  ("A", "invert_marks", "Invert the marks"),
+                                  ("escape", "clear_marks", "Clear the marks")):
+            yield SystemCommand(text, f"key: {key}", lambda a=action: self._table_action(a))
+
+    def _table_action(self, action: str) -> None:
+        table = self.current_table()
+        if table is not None:
+            getattr(table, f"action_{action}")()
+
+    # ------------------------------------------------------------------ actions
+
+    def action_tab(self, index: int) -> None:
+        panes = [f"tab-{n}" for n in self.config.collections] + ["tab-log"]
+        if index < len(panes):
+            self.query_one("#tabs", TabbedContent).active = panes[index]
+
+    def action_regenerate(self) -> None:
+        name, table = self.current_collection(), self.current_table()
+        if not name or table is None:
+            return
+        ids = table.selected_ids()
+        if not ids:
+            return
+        kind = self.config.collections[name].kind
+
+        def queued(overrides: dict | None) -> None:
+            if overrides is None:
+                return
+            batch = self.debouncer.request(name, ids, overrides)
+            table.action_clear_marks()
+            self._dirty.add(name)
+            self.log.info(f"regenerate {len(ids)} in {name} -> batch {batch}")
+
+        self.push_screen(RegenerateDialog(kind, len(ids)), queued)
+
+    def action_generate_pending(self) -> None:
+        names = [self.current_collection()] if self.current_collection() else list(self.config.collections)
+        self.engine.serve_all(names)
+        pending = sum(self.store.counts(names)[n]["pending"] for n in names)
+        self.notify(f"generating {pending} pending items in {', '.join(names)}")
+        self._dirty.update(names)
+
+    def action_retry_failed(self) -> None:
+        names = [self.current_collection()] if self.current_collection() else list(self.config.collections)
+        n = self.engine.retry_failed(names)
+        self.notify(f"{n} failed items queued again" if n else "no failed items")
+        self._dirty.update(names)
+
+    def action_details(self) -> None:
+        name, table = self.current_collection(), self.current_table()
+        row = table.cursor_row if table else None
+        if row is None or name is None:
+            return
+
+        def revert(number: int | None) -> None:
+            if number is not None and self.store.revert(row.id, number):
+                self.notify(f"{row.key}: take {number} is current again")
+                self._dirty.add(name)
+
+        self.push_screen(DetailScreen(take_details(self.store, row.id), name), revert)
+
+    def _current_file(self) -> tuple[str, Path] | None:
+        table = self.current_table()
+        row = table.cursor_row if table else None
+        if row is None or not row.take_number:
+            self.notify("no take yet for this row", severity="warning")
+            return None
+        take = next(t for t in self.store.takes(row.id) if t["number"] == row.take_number)
+        return row.key, self.config.root / take["path"]
+
+    def action_play(self) -> None:
+        name = self.current_collection()
+        found = self._current_file() if name else None
+        if found is None:
+            return
+        key, path = found
+        if self.config.collections[name].kind != "dataset":
+            self.push_screen(PreviewScreen(path, key))
+            return
+        for cmd in AUDIO_PLAYERS:
+            if shutil.which(cmd[0]):
+                subprocess.Popen([*cmd, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self.notify(f"playing {key} with {cmd[0]}")
+                return
+        self.notify(f"no audio player found (tried {', '.join(c[0] for c in AUDIO_PLAYERS)}); file: {path}",
+                    severity="warning", timeout=8)
+
+    def action_choose(self) -> None:
+        name, table = self.current_collection(), self.current_table()
+        if not name or table is None or self.config.collections[name].kind != "variants":
+            self.notify("choose works on the variants tab", severity="warning")
+            return
+        row = table.cursor_row
+        if row is None or row.status != "completed":
+            self.notify("only a completed variant can be chosen", severity="warning")
+            return
+        aside = self.store.choose(row.id)
+        self._dirty.add(name)
+        self.finalize(name, row.id, row.key, len(aside))
+
+    @work(group="finalize")
+    async def finalize(self, name: str, item_id: int, key: str, aside: int) -> None:
+        """Upscale the chosen variant 2x (Lanczos) into ``OUTPUT/finals/KEY.png`` off the event loop."""
+        take = next(t for t in self.store.takes(item_id) if t["id"] == self.store.get_item(item_id).current_take)
+        src = self.config.root / take["path"]
+        dst = self.config.collections[name].output / "finals" / f"{key}.png"
+        try:
+            size = await anyio.to_thread.run_sync(finalize_variant, src, dst)
+        except Exception as exc:
+            self.notify(f"{key}: cannot finalize: {exc}", severity="error")
+            return
+        self.store.log("info", "finalized", f"{key} chosen and finalized to {dst.name} ({size[0]}x{size[1]})",
+                       collection=name, key=key)
+        self._dirty.add(name)
+        self.notify(f"{key} chosen ({aside} other variants set aside); finalized {size[0]}x{size[1]}")
+
+    def action_cancel_items(self) -> None:
+        name, table = self.current_collection(), self.current_table()
+        if not name or table is None:
+            return
+        n = self.store.cancel(table.selected_ids())
+        table.action_clear_marks()
+        self._dirty.add(name)
+        self.notify(f"{n} items cancelled" if n else "nothing queued or in flight to cancel")
+
+    def action_filter(self) -> None:
+        if self.current_collection() is None:
+            return
+        box = self.query_one("#filter-input", Input)
+        box.value = self.sources[self.current_collection()].text_filter
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter-input" and self.current_collection():
+            self.sources[self.current_collection()].text_filter = event.value
+            self._dirty.add(self.current_collection())
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter-input":
+            event.input.display = False
+            table = self.current_table()
+            if table is not None:
+                table.focus()
+
+    def on_key(self, event) -> None:
+        box = self.query_one("#filter-input", Input)
+        if event.key == "escape" and box.has_focus:
+            box.value = ""
+            box.display = False
+            table = self.current_table()
+            if table is not None:
+                table.focus()
+            event.stop()
+
+    def action_status_filter(self) -> None:
+        name = self.current_collection()
+        if not name:
+            return
+        self.status_index[name] = (self.status_index[name] + 1) % len(STATUS_CYCLE)
+        value = STATUS_CYCLE[self.status_index[name]]
+        source = self.sources[name]
+        source.qa_only = value == "qa"
+        source.status_filter = "" if value in ("", "qa") else value
+        self._dirty.add(name)
+
+    def action_sync(self) -> None:
+        from ..sync import reconcile
+
+        findings = reconcile(self.config, self.store, fix=True)
+        for finding in findings:
+            self.store.log("warning", "sync", finding.line(fixed=True), collection=finding.collection)
+        self._dirty.update(self.config.collections)
+        self.notify(f"sync: {len(findings)} mismatches fixed (see the Log tab)" if findings
+                    else "sync: disk and state are in step")
+
+    def in_flight(self) -> int:
+        return sum(s.in_flight for s in self.engine.stats.values())
+
+    def action_quit_app(self) -> None:
+        n = self.in_flight()
+        if not n:
+            self.shutdown()
+            return
+
+        def answer(yes: bool) -> None:
+            if yes:
+                self.shutdown()
+
+        self.push_screen(ConfirmScreen(f"{n} items are in flight. Quit? They go back to pending."), answer)
+
+    @work(exclusive=True, group="shutdown")
+    async def shutdown(self) -> None:
+        """Cancel in-flight work (it goes back to pending), wait for the engine, exit."""
+        self.engine.cancel()
+        for worker in self.workers:
+            if worker.group == "engine":
+                await worker.wait()
+        self.exit(0)
+
+
+def finalize_variant(src: Path, dst: Path, scale: int = 2) -> tuple[int, int]:
+    """Upscale ``src`` by ``scale`` with Lanczos into ``dst`` (atomic write); returns the new size (px)."""
+    import io
+
+    from PIL import Image
+
+    from ..files import atomic_write
+
+    with Image.open(src) as img:
+        big = img.convert("RGB").resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    big.save(buf, "PNG")
+    atomic_write(dst, buf.getvalue())
+    return big.size
+
+
+def build_app(config: Config, *, clock_free: bool = False) -> TuiApp:
+    """The app over a project: opens the store, recovers, imports the sources (factory for tests too).
+
+    Raises:
+        SourceError: a source is malformed (nothing is written).
+    """
+    from ..batch import read_sources
+
+    loaded = read_sources(config, list(config.collections))
+    store = Store(config.state_path)
+    engine = Engine(config, store)
+    engine.recover()
+    for name, items in loaded:
+        store.import_items(name, items)
+    return TuiApp(config, store, engine, clock_free=clock_free)
+
+
+def run_app(config: Config) -> int:
+    """Open the TUI on a project; returns the exit code."""
+    import sys
+
+    from ..lock import ProjectBusy, ProjectLock
+    from ..sources import SourceError
+
+    try:
+        with ProjectLock(config.state_path):
+            try:
+                app = build_app(config)
+            except SourceError as exc:
+                print(f"tui-app: error: {exc}", file=sys.stderr)
+                return 2
+            try:
+                result = app.run()
+            finally:
+                app.store.close()
+            return int(result or 0)
+    except ProjectBusy as exc:
+        print(f"tui-app: error: {exc}", file=sys.stderr)
+        return 2

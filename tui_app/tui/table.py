@@ -1,0 +1,267 @@
+"""ItemTable: a line-API table that renders only the visible rows, fetched from SQLite.
+
+Like toolong's ``LogLines``, it is a :class:`~textual.scroll_view.ScrollView`
+whose virtual height is the row count; :meth:`render_line` asks a small page
+cache for the row under each screen line, so first paint costs one COUNT and
+one page query whether the collection has 100 or 100,000 items. Marks are a
+set of item ids, so they survive refreshes, filters and re-sorting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ..views import Row, RowSource
+
+PAGE = 128
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: title, width in cells, and how to get the cell text from a row."""
+
+    title: str
+    width: int
+    value: Callable[[Row], str]
+
+
+def _kb(n: int | None) -> str:
+    return f"{n / 1024:.0f}" if n else ""
+
+
+def _secs(v: float | None) -> str:
+    return f"{v:.2f}" if v is not None else ""
+
+
+def _qa_or_error(row: Row) -> str:
+    if row.status == "failed" and row.last_error:
+        return row.last_error
+    if row.stale:
+        return "stale: text changed"
+    return row.qa_flags or ("ok" if row.take_number else "")
+
+
+def _chosen(row: Row) -> str:
+    return {1: "chosen", -1: "set aside"}.get(row.chosen, "")
+
+
+COLUMNS: dict[str, list[Column]] = {
+    "dataset": [
+        Column("id", 14, lambda r: r.key),
+        Column("text", 40, lambda r: r.text),
+        Column("emotion", 8, lambda r: str(r.params.get("emotion", ""))),
+        Column("status", 10, lambda r: r.status),
+        Column("att", 3, lambda r: str(r.attempts)),
+        Column("dur s", 6, lambda r: _secs(r.duration_s)),
+        Column("KB", 5, lambda r: _kb(r.bytes)),
+        Column("take", 4, lambda r: str(r.take_number or "")),
+        Column("QA or error", 40, _qa_or_error),
+    ],
+    "pages": [
+        Column("page", 5, lambda r: str(r.params.get("page", r.ordinal))),
+        Column("text", 60, lambda r: r.params.get("title") or r.text),
+        Column("status", 10, lambda r: r.status),
+        Column("KB", 5, lambda r: _kb(r.bytes)),
+        Column("take", 4, lambda r: str(r.take_number or "")),
+        Column("seed", 10, lambda r: str(r.seed if r.seed is not None else r.params.get("seed", ""))),
+        Column("error", 40, lambda r: r.last_error if r.status == "failed" and r.last_error else ""),
+    ],
+    "variants": [
+        Column("photo", 16, lambda r: r.params.get("photo", r.text)),
+        Column("slot", 4, lambda r: str(r.params.get("slot", ""))),
+        Column("variant", 10, lambda r: str(r.params.get("preset") or r.params.get("variant", ""))),
+        Column("temp", 5, lambda r: f"{float(r.params.get('temperature', 0)):.2f}"),
+        Column("seed", 11, lambda r: str(r.seed if r.seed is not None else (r.params.get("seed") or "random"))),
+        Column("status", 10, lambda r: r.status),
+        Column("take", 4, lambda r: str(r.take_number or "")),
+        Column("chosen", 9, _chosen),
+        Column("error", 40, lambda r: r.last_error if r.status == "failed" and r.last_error else ""),
+    ],
+}
+
+STATUS_STYLES = {
+    "pending": Style(color="grey62"),
+    "generating": Style(color="yellow", bold=True),
+    "completed": Style(color="green"),
+    "failed": Style(color="red", bold=True),
+    "cancelled": Style(color="grey42", italic=True),
+}
+
+
+def header_text(kind: str) -> str:
+    """The column titles of a table of ``kind``, aligned like its rows."""
+    return "  " + " ".join(c.title.ljust(c.width)[: c.width] for c in COLUMNS[kind])
+
+
+class ItemTable(ScrollView, can_focus=True):
+    """Rows of one collection; see the module docstring."""
+
+    DEFAULT_CSS = """
+    ItemTable { height: 1fr; }
+    ItemTable > .itemtable--cursor { background: $accent 40%; }
+    ItemTable > .itemtable--marked { background: $primary 30%; }
+    """
+    COMPONENT_CLASSES = {"itemtable--cursor", "itemtable--marked"}
+
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+        Binding("space", "toggle_mark", "Mark", id="mark"),
+        Binding("shift+down", "extend(1)", "Extend down", show=False, id="extend_down"),
+        Binding("shift+up", "extend(-1)", "Extend up", show=False, id="extend_up"),
+        Binding("a", "mark_all", "Mark all", id="mark_all"),
+        Binding("A", "invert_marks", "Invert", id="invert_marks"),
+        Binding("escape", "clear_marks", "Clear marks", show=False, id="clear_marks"),
+    ]
+
+    class CursorMoved(Message):
+        """The cursor moved to another row."""
+
+    def __init__(self, source: RowSource, kind: str, *, id: str | None = None):
+        super().__init__(id=id)
+        self.source = source
+        self.kind = kind
+        self.columns = COLUMNS[kind]
+        self.row_width = 2 + sum(c.width + 1 for c in self.columns)
+        self.count = 0
+        self.cursor = 0
+        self.marks: set[int] = set()
+        self._pages: dict[int, list[Row]] = {}
+        self._anchor: int | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def reload(self) -> None:
+        """Re-read the row count and drop cached rows (after engine events or a filter change)."""
+        self._pages.clear()
+        self.count = self.source.count()
+        self.virtual_size = Size(self.row_width, self.count)
+        if self.cursor >= self.count:
+            self.cursor = max(0, self.count - 1)
+        self.refresh()
+
+    def row_at(self, index: int) -> Row | None:
+        """The row at ``index`` in the filtered order (from the page cache)."""
+        if not 0 <= index < self.count:
+            return None
+        page = index // PAGE
+        rows = self._pages.get(page)
+        if rows is None:
+            if len(self._pages) > 16:
+                self._pages.clear()
+            rows = self._pages[page] = self.source.rows(page * PAGE, PAGE)
+        offset = index - page * PAGE
+        return rows[offset] if offset < len(rows) else None
+
+    @property
+    def cursor_row(self) -> Row | None:
+        return self.row_at(self.cursor)
+
+    def selected_ids(self) -> list[int]:
+        """Marked ids, or the cursor row's id when nothing is marked."""
+        if self.marks:
+            return sorted(self.marks)
+        row = self.cursor_row
+        return [row.id] if row else []
+
+    # ------------------------------------------------------------------ rendering
+
+    def render_line(self, y: int) -> Strip:
+        index = self.scroll_offset.y + y
+        row = self.row_at(index)
+        width = max(self.size.width, self.row_width)
+        if row is None:
+            return Strip.blank(width)
+        base = Style()
+        if index == self.cursor and self.has_focus:
+            base = self.get_component_rich_style("itemtable--cursor")
+        elif index == self.cursor:
+            base = Style(reverse=True)
+        elif row.id in self.marks:
+            base = self.get_component_rich_style("itemtable--marked")
+        marker = "● " if row.id in self.marks else "  "
+        segments = [Segment(marker, base + Style(color="cyan", bold=True))]
+        for column in self.columns:
+            text = " ".join(str(column.value(row)).split())
+            cell = (text[: column.width - 1] + "…") if len(text) > column.width else text.ljust(column.width)
+            style = base + STATUS_STYLES[row.status] if column.title == "status" else base
+            segments.append(Segment(cell + " ", style))
+        strip = Strip(segments).extend_cell_length(width, base)
+        return strip.crop(self.scroll_offset.x, self.scroll_offset.x + self.size.width)
+
+    # ------------------------------------------------------------------ cursor and marks
+
+    def move_to(self, index: int) -> None:
+        """Put the cursor on ``index`` (clamped) and scroll it into view."""
+        old = self.cursor
+        self.cursor = max(0, min(index, self.count - 1)) if self.count else 0
+        self.scroll_to_region(Region(0, self.cursor, 1, 1), animate=False, force=True)
+        if old != self.cursor:
+            self.refresh()
+            self.post_message(self.CursorMoved())
+
+    def action_cursor(self, delta: int) -> None:
+        self._anchor = None
+        self.move_to(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_to(self.cursor + direction * max(1, self.size.height - 1))
+
+    def action_jump(self, where: int) -> None:
+        self.move_to(self.count - 1 if where < 0 else 0)
+
+    def action_toggle_mark(self) -> None:
+        row = self.cursor_row
+        if row is None:
+            return
+        self.marks.symmetric_difference_update({row.id})
+        self.move_to(self.cursor + 1)
+        self.refresh()
+
+    def action_extend(self, delta: int) -> None:
+        """Extend the marks from where the range started to the new cursor row."""
+        row = self.cursor_row
+        if row is None:
+            return
+        if self._anchor is None:
+            self._anchor = self.cursor
+            self.marks.add(row.id)
+        self.move_to(self.cursor + delta)
+        lo, hi = sorted((self._anchor, self.cursor))
+        for index in range(lo, hi + 1):
+            r = self.row_at(index)
+            if r:
+                self.marks.add(r.id)
+        self.refresh()
+
+    def action_mark_all(self) -> None:
+        self.marks.update(self.source.ids())
+        self.refresh()
+
+    def action_invert_marks(self) -> None:
+        self.marks = set(self.source.ids()) - self.marks
+        self.refresh()
+
+    def action_clear_marks(self) -> None:
+        self.marks.clear()
+        self._anchor = None
+        self.refresh()
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
