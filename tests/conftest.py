@@ -20,6 +20,8 @@ def write_project(root: Path, *, entries: int = 12, pages: int = 4, photos: int 
     pages (plus cover) and ``photos`` demo photos; returns the config path."""
     (root / "data" / "photos").mkdir(parents=True, exist_ok=True)
     prompts = (DEMO / "arctic" / "cmuarctic.data").read_text().splitlines()[:entries]
+    prompts += [f'( extra_{n:05d} "Synthetic prompt number {n} for a larger test project." )'
+                for n in range(entries - len(prompts))]
     (root / "data" / "prompts.data").write_text("\n".join(prompts) + "\n")
     blocks = (DEMO / "story" / "peter_rabbit.md").read_text().split("\n---\n")[:pages]
     (root / "data" / "story.md").write_text("\n---\n".join(blocks) + "\n")
@@ -28,7 +30,7 @@ def write_project(root: Path, *, entries: int = 12, pages: int = 4, photos: int 
     config = root / "config.toml"
     config.write_text(textwrap.dedent(f"""\
         [project]
-        debounce_ms = 100
+        debounce_ms = 300
 
         [collections.dataset]
         source = "data/prompts.data"
@@ -62,3 +64,9 @@ def write_project(root: Path, *, entries: int = 12, pages: int = 4, photos: int 
 def project(tmp_path: Path) -> Path:
     """Config path of a small simulated project (12 entries, cover + 4 pages, 2 photos x 3 slots)."""
     return write_project(tmp_path)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, like Textual."""
+    return "asyncio"

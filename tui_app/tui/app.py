@@ -46,6 +46,7 @@ class TuiApp(App[int]):
     CSS_PATH = "app.tcss"
     BINDINGS = [
         Binding("r", "regenerate", "Regenerate", id="regenerate"),
+        Binding("R", "regenerate_with", "Regenerate with…", id="regenerate_with"),
         Binding("g", "generate_pending", "Generate pending", id="generate_pending"),
         Binding("f", "retry_failed", "Retry failed", id="retry_failed"),
         Binding("enter", "details", "Details", id="details"),
@@ -97,9 +98,9 @@ class TuiApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        log = self.query_one("#log", RichLog)
-        for event in recent_events(self.store, 500):
-            self._write_event(log, event)
+        recent = recent_events(self.store, 500)
+        if recent:
+            self._write_events(self.query_one("#log", RichLog), recent)
         self.query_one("#filter-input", Input).display = False
         for name in self.config.collections:
             self.query_one(f"#table-{name}", ItemTable).reload()
@@ -143,9 +144,9 @@ class TuiApp(App[int]):
             self._refresh_summaries()
             self._last_summary = now
         if dirty:
-            log = self.query_one("#log", RichLog)
-            for event in self.store.events(after_id=self._last_event_id, limit=2000):
-                self._write_event(log, event)
+            events = self.store.events(after_id=self._last_event_id, limit=5000)
+            if events:
+                self._write_events(self.query_one("#log", RichLog), events)
         if self._failures:
             first, n = self._failures[0], len(self._failures)
             self._failures.clear()
@@ -158,12 +159,16 @@ class TuiApp(App[int]):
                             f"{counts['failed']} failed, {counts['pending']} pending", title="Batch finished")
             self._was_busy[name] = busy
 
-    def _write_event(self, log: RichLog, event: dict) -> None:
+    def _write_events(self, log: RichLog, events: list[dict]) -> None:
+        """Append events to the Log tab as one write (one layout pass, however many lines)."""
         from rich.text import Text
 
-        self._last_event_id = max(self._last_event_id, event["id"])
-        stamp = "" if self.clock_free else time.strftime("%H:%M:%S ", time.localtime(event["ts"]))
-        log.write(Text(stamp + event["message"], style=LEVEL_STYLES.get(event["level"], "")))
+        text = Text()
+        for n, event in enumerate(events[-1000:]):
+            stamp = "" if self.clock_free else time.strftime("%H:%M:%S ", time.localtime(event["ts"]))
+            text.append(("\n" if n else "") + stamp + event["message"], style=LEVEL_STYLES.get(event["level"], ""))
+        self._last_event_id = max(self._last_event_id, events[-1]["id"])
+        log.write(text)
 
     def summary_text(self, name: str) -> str:
         """One line: completed/total, failed, in flight, items/s, ETA, filters, and the throttle."""
@@ -246,6 +251,14 @@ class TuiApp(App[int]):
             self.query_one("#tabs", TabbedContent).active = panes[index]
 
     def action_regenerate(self) -> None:
+        """Regenerate the marked rows (or the cursor row) now; quick presses merge into one batch."""
+        self._regenerate(dialog=False)
+
+    def action_regenerate_with(self) -> None:
+        """Regenerate with overrides from a dialog (emotion; prompt and seed; temperature and seed)."""
+        self._regenerate(dialog=True)
+
+    def _regenerate(self, *, dialog: bool) -> None:
         name, table = self.current_collection(), self.current_table()
         if not name or table is None:
             return
@@ -257,12 +270,14 @@ class TuiApp(App[int]):
         def queued(overrides: dict | None) -> None:
             if overrides is None:
                 return
-            batch = self.debouncer.request(name, ids, overrides)
+            self.debouncer.request(name, ids, overrides)
             table.action_clear_marks()
             self._dirty.add(name)
-            self.log.info(f"regenerate {len(ids)} in {name} -> batch {batch}")
 
-        self.push_screen(RegenerateDialog(kind, len(ids)), queued)
+        if dialog:
+            self.push_screen(RegenerateDialog(kind, len(ids)), queued)
+        else:
+            queued({})
 
     def action_generate_pending(self) -> None:
         names = [self.current_collection()] if self.current_collection() else list(self.config.collections)
