@@ -84,7 +84,8 @@ class TuiApp(App[int]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Static(f"tui_app  {self.config.path}", id="title")
+        where = self.config.path.name if self.clock_free else str(self.config.path)
+        yield Static(f"tui_app  {where}", id="title")
         with TabbedContent(id="tabs"):
             for coll in self.config.collections.values():
                 with TabPane(coll.name.capitalize(), id=f"tab-{coll.name}"):
