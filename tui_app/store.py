@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("pending", "generating", "completed", "failed", "cancelled")
 
 _SCHEMA = """
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (collection, key)
 );
 CREATE INDEX IF NOT EXISTS items_queue ON items (collection, status, priority DESC, ordinal);
+CREATE INDEX IF NOT EXISTS items_order ON items (collection, ordinal);          -- table pages
+CREATE INDEX IF NOT EXISTS items_counts ON items (collection, retired, status); -- counts by status
 CREATE TABLE IF NOT EXISTS takes (
     id          INTEGER PRIMARY KEY,
     item_id     INTEGER NOT NULL REFERENCES items(id),

@@ -79,11 +79,30 @@ class RowSource:
         join = " LEFT JOIN takes t ON t.id = i.current_take" if self.qa_only else ""
         return int(self.store.conn.execute(f"SELECT COUNT(*) FROM items i{join}{where}", args).fetchone()[0])
 
-    def rows(self, offset: int, limit: int) -> list[Row]:
-        """Rows ``offset`` .. ``offset + limit - 1`` in source order."""
+    def filtered(self) -> bool:
+        """True when a text, status or QA filter is set."""
+        return bool(self.text_filter or self.status_filter or self.qa_only)
+
+    def dense(self) -> bool:
+        """True when the unfiltered rows are exactly ordinals 0..count-1 (offsets are then ordinals)."""
+        row = self.store.conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(ordinal), -1), COUNT(*) FILTER (WHERE retired = 1)"
+            " FROM items WHERE collection = ?", (self.collection,)).fetchone()
+        return row[2] == 0 and row[1] == row[0] - 1
+
+    def rows(self, offset: int, limit: int, *, dense: bool = False) -> list[Row]:
+        """Rows ``offset`` .. ``offset + limit - 1`` in source order.
+
+        With ``dense`` (see :meth:`dense`) and no filter, the page is found by ordinal
+        through the index instead of skipping ``offset`` rows.
+        """
         where, args = self._where()
-        cur = self.store.conn.execute(f"{_SELECT}{where} ORDER BY i.ordinal LIMIT ? OFFSET ?",
-                                      [*args, limit, offset])
+        if dense and not self.filtered():
+            cur = self.store.conn.execute(f"{_SELECT}{where} AND i.ordinal >= ? ORDER BY i.ordinal LIMIT ?",
+                                          [*args, offset, limit])
+        else:
+            cur = self.store.conn.execute(f"{_SELECT}{where} ORDER BY i.ordinal LIMIT ? OFFSET ?",
+                                          [*args, limit, offset])
         return [Row(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], bool(r[8]), r[9], r[10], r[11],
                     r[12], r[13], r[14]) for r in cur.fetchall()]
 

@@ -35,7 +35,7 @@ def _project(tmp_path: Path, generate: bool = True):
 
 @pytest.mark.parametrize("tab", ["1", "2", "3"])
 def test_collection_tabs(snap_compare, tmp_path, tab):
-    app = build_app(_project(tmp_path), clock_free=True)
+    app = build_app(_project(tmp_path), clock_free=True, import_in_background=False)
     assert snap_compare(app, terminal_size=SIZE, press=[tab, "space", "down", "space"])
 
 
@@ -46,10 +46,10 @@ def test_log_tab(snap_compare, tmp_path):
     store.log("warning", "retry", "page_012 failed: HTTP 500, retry 2/3 in 4.0 s", collection="pages")
     store.log("error", "failed", "arctic_a0007 failed: HTTP 401: invalid API key", collection="dataset")
     store.close()
-    app = build_app(config, clock_free=True)
+    app = build_app(config, clock_free=True, import_in_background=False)
     assert snap_compare(app, terminal_size=SIZE, press=["4"])
 
 
 def test_regenerate_dialog(snap_compare, tmp_path):
-    app = build_app(_project(tmp_path), clock_free=True)
+    app = build_app(_project(tmp_path), clock_free=True, import_in_background=False)
     assert snap_compare(app, terminal_size=SIZE, press=["2", "down", "R"])

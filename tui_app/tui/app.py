@@ -64,8 +64,10 @@ class TuiApp(App[int]):
         Binding("5", "tab(4)", "Tab 5", show=False),
     ]
 
-    def __init__(self, config: Config, store: Store, engine: Engine, *, clock_free: bool = False):
+    def __init__(self, config: Config, store: Store, engine: Engine, *, clock_free: bool = False,
+                 pending_import: bool = False):
         super().__init__()
+        self.pending_import = pending_import  # import the sources in the background after the first paint
         self.config = config
         self.store = store
         self.engine = engine
@@ -73,6 +75,7 @@ class TuiApp(App[int]):
         self.debouncer = RegenerateDebouncer(engine, config.debounce_s, on_batch=self._batch_closed)
         self.sources = {name: RowSource(store, name) for name in config.collections}
         self._dirty: set[str] = set(config.collections)
+        self._recount: set[str] = set()  # collections whose row count may have changed (import, filters)
         self._last_event_id = 0
         self._last_summary = 0.0
         self._failures: list[str] = []
@@ -99,17 +102,47 @@ class TuiApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # widget references: the timer must reach them while a modal screen is on top
+        self.tables = {n: self.query_one(f"#table-{n}", ItemTable) for n in self.config.collections}
+        self.summaries = {n: self.query_one(f"#sum-{n}", Static) for n in self.config.collections}
+        self.log_view = self.query_one("#log", RichLog)
+        self.tabs = self.query_one("#tabs", TabbedContent)
+        self.filter_box = self.query_one("#filter-input", Input)
         recent = recent_events(self.store, 500)
         if recent:
-            self._write_events(self.query_one("#log", RichLog), recent)
-        self.query_one("#filter-input", Input).display = False
+            self._write_events(self.log_view, recent)
+        self.filter_box.display = False
         for name in self.config.collections:
-            self.query_one(f"#table-{name}", ItemTable).reload()
+            self.tables[name].reload()
         self._refresh_summaries()
         first = next(iter(self.config.collections))
         self.query_one(f"#table-{first}", ItemTable).focus()
         self.set_interval(0.1, self._tick)
         self.run_engine()
+        if self.pending_import:
+            self.import_sources()
+
+    @work(thread=True, exclusive=True, group="import")
+    def import_sources(self) -> None:
+        """Check the sources against the store in a thread (own connection), after the first paint."""
+        from ..batch import read_sources
+        from ..sources import SourceError
+
+        try:
+            loaded = read_sources(self.config, list(self.config.collections))
+        except SourceError as exc:
+            self.call_from_thread(self.notify, f"source not imported: {exc}", severity="error", timeout=15)
+            return
+        store = Store(self.config.state_path)
+        try:
+            for name, items in loaded:
+                report = store.import_items(name, items)
+                if report.added or report.changed or report.retired:
+                    self.call_from_thread(self.notify, f"{name}: {report.added} new, {report.changed} changed, "
+                                                       f"{report.retired} retired items imported")
+        finally:
+            store.close()
+        self.call_from_thread(self._recount.update, self.config.collections)
 
     @work(exclusive=True, group="engine")
     async def run_engine(self) -> None:
@@ -137,17 +170,18 @@ class TuiApp(App[int]):
 
     def _tick(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        for name in dirty:
-            table = self.query_one(f"#table-{name}", ItemTable)
-            table.reload()
+        recount, self._recount = self._recount, set()
+        for name in dirty | recount:
+            table = self.tables[name]
+            table.reload(recount=name in recount)
         now = time.monotonic()
-        if dirty or now - self._last_summary > 1.0:
+        if (dirty and now - self._last_summary > 0.5) or now - self._last_summary > 1.0:
             self._refresh_summaries()
             self._last_summary = now
         if dirty:
             events = self.store.events(after_id=self._last_event_id, limit=5000)
             if events:
-                self._write_events(self.query_one("#log", RichLog), events)
+                self._write_events(self.log_view, events)
         if self._failures:
             first, n = self._failures[0], len(self._failures)
             self._failures.clear()
@@ -197,7 +231,7 @@ class TuiApp(App[int]):
             filters.append(f"text~{source.text_filter!r}")
         if source.status_filter or source.qa_only:
             filters.append(f"status={source.status_filter or 'QA flagged'}")
-        table = self.query_one(f"#table-{name}", ItemTable)
+        table = self.tables[name]
         if table.marks:
             filters.append(f"{len(table.marks)} marked")
         if filters:
@@ -206,18 +240,18 @@ class TuiApp(App[int]):
 
     def _refresh_summaries(self) -> None:
         for name in self.config.collections:
-            self.query_one(f"#sum-{name}", Static).update(self.summary_text(name))
+            self.summaries[name].update(self.summary_text(name))
 
     # ------------------------------------------------------------------ helpers
 
     def current_collection(self) -> str | None:
         """The collection of the active tab (None on the Log tab)."""
-        active = self.query_one("#tabs", TabbedContent).active
+        active = self.tabs.active
         return active.removeprefix("tab-") if active and active != "tab-log" else None
 
     def current_table(self) -> ItemTable | None:
         name = self.current_collection()
-        return self.query_one(f"#table-{name}", ItemTable) if name else None
+        return self.tables[name] if name else None
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         table = self.current_table()
@@ -249,7 +283,7 @@ class TuiApp(App[int]):
     def action_tab(self, index: int) -> None:
         panes = [f"tab-{n}" for n in self.config.collections] + ["tab-log"]
         if index < len(panes):
-            self.query_one("#tabs", TabbedContent).active = panes[index]
+            self.tabs.active = panes[index]
 
     def action_regenerate(self) -> None:
         """Regenerate the marked rows (or the cursor row) now; quick presses merge into one batch."""
@@ -373,7 +407,7 @@ class TuiApp(App[int]):
     def action_filter(self) -> None:
         if self.current_collection() is None:
             return
-        box = self.query_one("#filter-input", Input)
+        box = self.filter_box
         box.value = self.sources[self.current_collection()].text_filter
         box.display = True
         box.focus()
@@ -381,7 +415,7 @@ class TuiApp(App[int]):
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter-input" and self.current_collection():
             self.sources[self.current_collection()].text_filter = event.value
-            self._dirty.add(self.current_collection())
+            self._recount.add(self.current_collection())
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter-input":
@@ -391,7 +425,7 @@ class TuiApp(App[int]):
                 table.focus()
 
     def on_key(self, event) -> None:
-        box = self.query_one("#filter-input", Input)
+        box = self.filter_box
         if event.key == "escape" and box.has_focus:
             box.value = ""
             box.display = False
@@ -409,7 +443,7 @@ class TuiApp(App[int]):
         source = self.sources[name]
         source.qa_only = value == "qa"
         source.status_filter = "" if value in ("", "qa") else value
-        self._dirty.add(name)
+        self._recount.add(name)
 
     def action_sync(self) -> None:
         from ..sync import reconcile
@@ -462,21 +496,27 @@ def finalize_variant(src: Path, dst: Path, scale: int = 2) -> tuple[int, int]:
     return big.size
 
 
-def build_app(config: Config, *, clock_free: bool = False) -> TuiApp:
+def build_app(config: Config, *, clock_free: bool = False, import_in_background: bool | None = None) -> TuiApp:
     """The app over a project: opens the store, recovers, imports the sources (factory for tests too).
 
+    A project that already has a state file opens at once on what is stored, and
+    its sources are checked in the background (a large source takes a second or
+    two); a new project is imported first.
+
     Raises:
-        SourceError: a source is malformed (nothing is written).
+        SourceError: a source is malformed (for a new project; nothing is written).
     """
     from ..batch import read_sources
 
-    loaded = read_sources(config, list(config.collections))
+    if import_in_background is None:
+        import_in_background = config.state_path.exists()
+    loaded = [] if import_in_background else read_sources(config, list(config.collections))
     store = Store(config.state_path)
     engine = Engine(config, store)
     engine.recover()
     for name, items in loaded:
         store.import_items(name, items)
-    return TuiApp(config, store, engine, clock_free=clock_free)
+    return TuiApp(config, store, engine, clock_free=clock_free, pending_import=import_in_background)
 
 
 def run_app(config: Config) -> int:

@@ -141,14 +141,21 @@ class ItemTable(ScrollView, can_focus=True):
         self.marks: set[int] = set()
         self._pages: dict[int, list[Row]] = {}
         self._anchor: int | None = None
+        self._dense = False
 
     # ------------------------------------------------------------------ data
 
-    def reload(self) -> None:
-        """Re-read the row count and drop cached rows (after engine events or a filter change)."""
+    def reload(self, *, recount: bool = True) -> None:
+        """Drop cached rows (after engine events) and, with ``recount``, re-read the row count.
+
+        Status changes do not change the count of an unfiltered view, so engine
+        events reload with ``recount=False`` unless a filter is set.
+        """
         self._pages.clear()
-        self.count = self.source.count()
-        self.virtual_size = Size(self.row_width, self.count)
+        if recount or self.source.filtered():
+            self.count = self.source.count()
+            self._dense = self.source.dense()
+            self.virtual_size = Size(self.row_width, self.count)
         if self.cursor >= self.count:
             self.cursor = max(0, self.count - 1)
         self.refresh()
@@ -162,7 +169,7 @@ class ItemTable(ScrollView, can_focus=True):
         if rows is None:
             if len(self._pages) > 16:
                 self._pages.clear()
-            rows = self._pages[page] = self.source.rows(page * PAGE, PAGE)
+            rows = self._pages[page] = self.source.rows(page * PAGE, PAGE, dense=self._dense)
         offset = index - page * PAGE
         return rows[offset] if offset < len(rows) else None
 
