@@ -206,7 +206,7 @@ _GENERIC_PROVIDER_KEYS = {
 _COLLECTION_KEYS = {
     "dataset": {"format", "columns", "voice", "model", "speed"},
     "pages": {"width", "height", "style", "seed", "cover_first", "model"},
-    "variants": {"slots", "extensions", "model", "size"},
+    "variants": {"slots", "extensions", "model", "size", "prompt"},
 }
 
 
@@ -379,7 +379,7 @@ def _collection_params(reader: _Reader, kind: str, presets: Mapping[str, Any]) -
         params["slots"] = list(slots)
         exts = reader.get("extensions", list, [".png", ".jpg", ".jpeg", ".webp"])
         params["extensions"] = [e.lower() for e in exts]
-        for key in ("model", "size"):
+        for key in ("model", "size", "prompt"):
             value = reader.get(key, str, None)
             if value is not None:
                 params[key] = value

@@ -489,6 +489,13 @@ class Engine:
     def _failed(self, coll: CollectionConfig, item: Item, error: ProviderError, policy: RetryPolicy,
                 throttle: Throttle) -> None:
         stats = self.stats[coll.name]
+        if error.lower_concurrency and throttle.in_use > 1:
+            # in_use still counts this request: the server accepted one fewer than were in flight
+            new_limit = min(throttle.limit, throttle.in_use - 1)
+            if new_limit < throttle.limit:
+                throttle.set_limit(new_limit)
+                self.emit("cooldown", coll.name, f"{coll.provider}: too many concurrent requests, "
+                          f"concurrency lowered to {new_limit}")
         if error.retry_after_s:
             throttle.cool_down(min(error.retry_after_s, policy.max_retry_after_s))
             self.emit("cooldown", coll.name, f"{coll.provider}: cooling down {error.retry_after_s:.1f} s")

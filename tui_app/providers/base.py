@@ -26,15 +26,19 @@ class ProviderError(Exception):
         retryable: True for transient faults worth another attempt.
         retry_after_s: server-requested delay before the next request, seconds (provider-wide).
         status: HTTP status code, when there was one.
+        lower_concurrency: the server refused because too many requests were in
+            flight (ElevenLabs' ``too_many_concurrent_requests``): the engine lowers
+            the provider's concurrency limit to one below what was in flight.
     """
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after_s: float | None = None,
-                 status: int | None = None):
+                 status: int | None = None, lower_concurrency: bool = False):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.status = status
+        self.lower_concurrency = lower_concurrency
 
 
 @dataclass(frozen=True)

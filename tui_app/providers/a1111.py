@@ -1,0 +1,189 @@
+"""The ``a1111`` provider: the AUTOMATIC1111 Stable Diffusion web UI API (also Forge and SD.Next).
+
+Endpoints (shapes from the web UI's ``modules/api/models.py``; start it with ``--api``):
+
+* pages: ``POST /sdapi/v1/txt2img`` with JSON ``prompt``, ``negative_prompt``,
+  ``seed``, ``width``, ``height``, ``steps``, ``cfg_scale``, ``sampler_name``,
+  ``batch_size = 1``, ``n_iter = 1``;
+* variants: ``POST /sdapi/v1/img2img`` with the same plus ``init_images``
+  (the photo, base64) and ``denoising_strength`` = the slot's temperature
+  (0.1 for forensic: nearly the photo; 0.8 for creative: a new picture);
+* finalizing a chosen variant: ``POST /sdapi/v1/extra-single-image`` with
+  ``image`` (base64), ``upscaling_resize`` and ``upscaler_1``.
+
+Answers hold ``images[0]`` (base64 PNG) and ``info``, a JSON *string* whose
+``seed`` is the seed actually used (what the take records: a request with
+seed -1 gets a random one). Errors come as FastAPI's ``{"detail": ...}`` or
+the web UI's ``{"error", "detail", "body", "errors"}``.
+
+Options (``[providers.NAME]`` with ``kind = "a1111"``):
+    base_url: default ``http://127.0.0.1:7860``.
+    username, password_env: HTTP Basic auth (``--api-auth user:password``); the
+        password comes from the environment variable named by ``password_env``.
+    negative_prompt (``""``), steps (20), cfg_scale (7), sampler_name (server default),
+    checkpoint: sent as ``override_settings.sd_model_checkpoint`` when set.
+    max_side: img2img output's longer side, px (default 768; sizes round to multiples of 8).
+    upscaler (``R-ESRGAN 4x+``): the upscaler used when a chosen variant is finalized.
+    connect_timeout_s (10), read_timeout_s (the provider's timeout_s).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Mapping
+
+from ..config import Config, ProviderConfig
+from .base import Output, ProviderError, Request
+from .http import HttpClient, check_image, check_options, client_from_options, decode_b64, json_body, read_secret
+from .openai_api import DEFAULT_PROMPT, variant_prompt
+
+DEFAULT_BASE_URL = "http://127.0.0.1:7860"
+
+
+def _round8(value: float) -> int:
+    return max(64, int(round(value / 8.0)) * 8)
+
+
+class A1111Provider:
+    """See the module docstring. One instance per provider table, used from one event loop."""
+
+    def __init__(self, config: ProviderConfig, project: Config | None = None):
+        self.name = config.name
+        self.config = config
+        self.options: dict[str, Any] = dict(config.options)
+        self._client: HttpClient | None = None
+
+    async def prepare(self, params: Mapping[str, Any] | None = None) -> None:
+        """Read the password (if any) and open the connection pool.
+
+        Raises:
+            ProviderError: ``password_env`` names an unset variable.
+        """
+        self.client()
+
+    def client(self) -> HttpClient:
+        """The connection pool (opened on first use)."""
+        if self._client is None:
+            auth = None
+            password = None
+            if self.options.get("username"):
+                password = read_secret(self.options.get("password_env", "A1111_PASSWORD"), self.name)
+                auth = (str(self.options["username"]), password or "")
+            self._client = client_from_options(self.name, self.options, DEFAULT_BASE_URL, self.config.concurrency,
+                                               self.config.timeout_s, auth=auth, secrets=[password or ""])
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _common(self, prompt: str, seed: Any) -> dict[str, Any]:
+        o = self.options
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": str(o.get("negative_prompt", "")),
+            "seed": int(seed) if seed is not None else -1,
+            "steps": int(o.get("steps", 20)),
+            "cfg_scale": float(o.get("cfg_scale", 7.0)),
+            "batch_size": 1,
+            "n_iter": 1,
+            "send_images": True,
+            "save_images": False,
+        }
+        if o.get("sampler_name"):
+            body["sampler_name"] = o["sampler_name"]
+        if o.get("checkpoint"):
+            body["override_settings"] = {"sd_model_checkpoint": o["checkpoint"]}
+        return body
+
+    async def generate(self, request: Request) -> Output:
+        """One image: txt2img for pages, img2img for variants.
+
+        Raises:
+            ProviderError: HTTP errors (with the server's message), malformed answers.
+        """
+        p = request.params
+        if request.kind == "pages":
+            body = self._common(str(p.get("prompt") or request.text), p.get("seed"))
+            body["width"] = int(request.options.get("width", 512))
+            body["height"] = int(request.options.get("height", 512))
+            path = "sdapi/v1/txt2img"
+        elif request.kind == "variants":
+            if request.source is None:
+                raise ProviderError(f"{request.key}: no source photo")
+            try:
+                photo = request.source.read_bytes()
+            except OSError as exc:
+                raise ProviderError(f"{request.source.name}: cannot read the photo: {exc.strerror or exc}") from None
+            width, height, _, _ = check_image(photo, f"the photo {request.source.name}")
+            scale = min(1.0, float(self.options.get("max_side", 768)) / max(width, height))
+            temperature = float(p.get("temperature", 0.4))
+            prompt = variant_prompt(str(request.options.get("prompt") or DEFAULT_PROMPT), temperature)
+            body = self._common(prompt, p.get("seed"))
+            body.update({"init_images": [base64.b64encode(photo).decode("ascii")],
+                         "denoising_strength": round(min(1.0, max(0.0, temperature)), 3),
+                         "width": _round8(width * scale), "height": _round8(height * scale), "resize_mode": 0})
+            path = "sdapi/v1/img2img"
+        else:
+            raise ProviderError(f"an a1111 provider cannot generate {request.kind}")
+        response = await self.client().request("POST", path, json=body)
+        answer = json_body(response, f"the {path.rsplit('/', 1)[1]} answer")
+        images = answer.get("images") if isinstance(answer, dict) else None
+        if not isinstance(images, list) or not images:
+            raise ProviderError("malformed answer: no images[0]")
+        data = decode_b64(images[0], "images[0]")
+        width, height, suffix, _ = check_image(data, "images[0]")
+        seed, model = self._info(answer.get("info"), body["seed"])
+        params = {k: body[k] for k in ("prompt", "negative_prompt", "steps", "cfg_scale", "width", "height")}
+        for key in ("denoising_strength", "sampler_name"):
+            if key in body:
+                params[key] = body[key]
+        return Output(data, suffix, width=width, height=height, model=model or self.options.get("checkpoint"),
+                      seed=seed, params=params)
+
+    @staticmethod
+    def _info(info: Any, requested: int) -> tuple[int | None, str | None]:
+        """(seed used, model name) from the ``info`` JSON string; the requested seed when absent."""
+        if isinstance(info, str):
+            try:
+                info = json.loads(info)
+            except ValueError:
+                info = None
+        if not isinstance(info, dict):
+            return (requested if requested >= 0 else None), None
+        seed = info.get("seed")
+        if not isinstance(seed, int) and isinstance(info.get("all_seeds"), list) and info["all_seeds"]:
+            seed = info["all_seeds"][0]
+        return (int(seed) if isinstance(seed, int) else (requested if requested >= 0 else None)), \
+            info.get("sd_model_name")
+
+    async def upscale(self, data: bytes, scale: int = 2) -> bytes:
+        """Upscale a finished image with ``/sdapi/v1/extra-single-image``; returns the image bytes.
+
+        Raises:
+            ProviderError: HTTP errors or a malformed answer.
+        """
+        body = {"image": base64.b64encode(data).decode("ascii"), "upscaling_resize": scale,
+                "upscaler_1": str(self.options.get("upscaler", "R-ESRGAN 4x+"))}
+        response = await self.client().request("POST", "sdapi/v1/extra-single-image", json=body)
+        answer = json_body(response, "the extra-single-image answer")
+        out = decode_b64(answer.get("image") if isinstance(answer, dict) else None, "image")
+        check_image(out, "the upscaled image")
+        return out
+
+
+def validate_options(options: dict, error) -> None:
+    """Check an ``a1111`` provider table; ``error(key, msg)`` builds the ConfigError."""
+    check_options(options, error, "a1111",
+                  strings={"username", "password_env", "negative_prompt", "sampler_name", "checkpoint", "upscaler"},
+                  numbers={"steps", "cfg_scale", "max_side"})
+    if options.get("password_env") and not options.get("username"):
+        raise error("password_env", "needs username too (HTTP Basic auth)")
+
+
+def create(pc: ProviderConfig, config: Config) -> A1111Provider:
+    """The provider for a validated ``[providers.NAME]`` table."""
+    return A1111Provider(pc, config)

@@ -1,0 +1,419 @@
+"""What the HTTP providers share: an httpx client, error mapping, rate-limit headers, checks.
+
+Every HTTP provider (``openai``, ``a1111``, ``elevenlabs``) sends its requests
+through :class:`HttpClient`, which
+
+* pools connections, sized to the provider's concurrency (``httpx.Limits``),
+  with separate connect and read timeouts from the config;
+* turns transport faults into retryable :class:`ProviderError` s (timeouts,
+  refused or dropped connections, truncated bodies);
+* turns non-2xx answers into :class:`ProviderError` s carrying the server's own
+  message, parsed from each API's error shape (:func:`error_detail`), whether to
+  retry (:func:`is_retryable_status`, never ``insufficient_quota``/``quota_exceeded``),
+  and how long the whole provider must wait (:func:`retry_after_seconds`);
+* removes the secrets it was given from every message it produces (:func:`redact`).
+
+The engine applies the verdict: backoff, a provider-wide cooldown, or a failed item.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import os
+import re
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import httpx
+
+from ..engine.retry import is_retryable_status
+from ..media import image_info, wav_bytes, wav_info
+from .base import ProviderError
+
+#: Error codes that mean "stop": retrying cannot help (OpenAI, ElevenLabs).
+NEVER_RETRY_CODES = frozenset({"insufficient_quota", "quota_exceeded", "invalid_api_key", "billing_hard_limit_reached"})
+#: ElevenLabs' answer when more requests are in flight than the plan allows.
+TOO_MANY_CONCURRENT = "too_many_concurrent_requests"
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9_\-*]{6,}")
+_IMAGE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+_IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+# --------------------------------------------------------------------------- headers
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a rate-limit reset value: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` or ``"0.5"``.
+
+    The Go-style duration strings are what OpenAI sends in ``x-ratelimit-reset-requests``
+    and ``x-ratelimit-reset-tokens``; a bare number is taken as seconds. None when unparsable.
+    """
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def retry_after_seconds(headers: Mapping[str, str], status: int, now: float | None = None) -> float | None:
+    """The delay a server asks for before the next request, in seconds, or None.
+
+    In order of precedence: ``retry-after-ms`` (milliseconds, as OpenAI sends it),
+    ``retry-after`` (delta-seconds or an HTTP-date, RFC 9110 section 10.2.3), and, for a
+    429 only, the ``x-ratelimit-reset-requests`` / ``x-ratelimit-reset-tokens`` durations
+    (the one whose ``x-ratelimit-remaining-*`` is 0, else the longer one).
+
+    Args:
+        headers: response headers (case-insensitive mapping such as ``httpx.Headers``).
+        status: the HTTP status code.
+        now: the current Unix time, seconds (for HTTP-dates; defaults to ``time.time()``).
+    """
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is not None:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                when = None
+            if when is not None:
+                return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    if status != 429:
+        return None
+    resets: list[float] = []
+    for kind in ("requests", "tokens"):
+        raw = headers.get(f"x-ratelimit-reset-{kind}")
+        seconds = parse_duration(raw) if raw is not None else None
+        if seconds is None:
+            continue
+        if headers.get(f"x-ratelimit-remaining-{kind}", "").strip() == "0":
+            return seconds
+        resets.append(seconds)
+    return max(resets) if resets else None
+
+
+# --------------------------------------------------------------------------- error bodies
+
+def error_detail(body: bytes, content_type: str = "") -> tuple[str, str | None]:
+    """``(message, code)`` from an error response body, whatever API sent it.
+
+    Shapes understood:
+
+    * OpenAI: ``{"error": {"message", "type", "param", "code"}}``
+    * ElevenLabs: ``{"detail": {"status", "message"}}``
+    * FastAPI / Kokoro-FastAPI / A1111 validation: ``{"detail": "text"}`` or
+      ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``
+    * A1111 exceptions: ``{"error": "OutOfMemoryError", "detail": "", "body": "", "errors": "CUDA out of memory"}``
+
+    Anything else gives the first line of the body (at most 200 characters).
+    """
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text) if text[:1] in "{[" else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):  # OpenAI
+            code = err.get("code") or err.get("type")
+            message = str(err.get("message") or code or "error")
+            if err.get("param"):
+                message += f" (param: {err['param']})"
+            return _one_line(message), str(code) if code else None
+        detail = data.get("detail")
+        if isinstance(detail, dict):  # ElevenLabs
+            code = detail.get("status") or detail.get("code")
+            return _one_line(str(detail.get("message") or code or "error")), str(code) if code else None
+        if isinstance(detail, list) and detail:  # FastAPI validation errors
+            parts = []
+            for entry in detail[:5]:
+                if isinstance(entry, dict):
+                    loc = [str(p) for p in entry.get("loc", []) if p != "body"]
+                    parts.append(f"{'.'.join(loc)}: {entry.get('msg', '')}" if loc else str(entry.get("msg", "")))
+                else:
+                    parts.append(str(entry))
+            return _one_line("; ".join(parts)), None
+        if isinstance(err, str) and err:  # A1111 exception handler
+            extra = data.get("errors") or data.get("detail") or data.get("body") or ""
+            return _one_line(f"{err}: {extra}" if extra else err), None
+        if isinstance(detail, str) and detail:
+            return _one_line(detail), None
+        for key in ("message", "msg"):
+            if isinstance(data.get(key), str):
+                return _one_line(data[key]), None
+    if not text:
+        return "empty body", None
+    return _one_line(text), None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret, and anything shaped like an API key, replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
+
+
+# --------------------------------------------------------------------------- payload checks
+
+def decode_b64(data: Any, what: str) -> bytes:
+    """Bytes of a base64 string from a JSON answer.
+
+    Raises:
+        ProviderError: not a string, or not valid base64 (not retryable).
+    """
+    if not isinstance(data, str) or not data:
+        raise ProviderError(f"malformed answer: {what} is missing or not a base64 string")
+    if data.startswith("data:") and "," in data:  # data URL, as some servers send
+        data = data.split(",", 1)[1]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProviderError(f"malformed answer: {what} is not valid base64") from None
+
+
+def check_image(data: bytes, what: str = "the image") -> tuple[int, int, str, str]:
+    """``(width, height, suffix, mime)`` of PNG, JPEG or WebP bytes after a full decode.
+
+    Raises:
+        ProviderError: not a decodable PNG/JPEG/WebP (not retryable).
+    """
+    try:
+        width, height, fmt = image_info(data)
+    except ValueError as exc:
+        raise ProviderError(f"malformed answer: {what} is not a decodable image ({exc})") from None
+    if fmt not in _IMAGE_SUFFIX:
+        raise ProviderError(f"malformed answer: {what} is {fmt}, expected PNG, JPEG or WebP")
+    return width, height, _IMAGE_SUFFIX[fmt], _IMAGE_MIME[fmt]
+
+
+def check_wav(data: bytes, expected_rate: int | None = None) -> tuple[float, int]:
+    """``(duration s, sample rate Hz)`` of a complete 16-bit PCM WAV.
+
+    Raises:
+        ProviderError: not a WAV, truncated, not 16-bit, or not at ``expected_rate`` Hz (not retryable).
+    """
+    try:
+        info = wav_info(data)
+    except ValueError as exc:
+        raise ProviderError(f"malformed answer: {exc}") from None
+    if info.sample_width != 2:
+        raise ProviderError(f"malformed answer: {8 * info.sample_width}-bit WAV, expected 16-bit PCM")
+    if info.frames == 0:
+        raise ProviderError("malformed answer: the WAV holds no samples")
+    if expected_rate and info.sample_rate != expected_rate:
+        raise ProviderError(f"wrong sample rate: the WAV is {info.sample_rate} Hz, expected {expected_rate} Hz")
+    return info.duration_s, info.sample_rate
+
+
+_CONTAINER_MAGIC = {b"RIFF": "a WAV file", b"ID3": "an MP3 file", b"\xff\xfb": "an MP3 file",
+                    b"\xff\xf3": "an MP3 file", b"OggS": "an Ogg file", b"fLaC": "a FLAC file",
+                    b"{": "JSON", b"<": "HTML or XML"}
+
+
+def pcm_to_wav(data: bytes, sample_rate: int) -> tuple[bytes, float]:
+    """Wrap raw 16-bit little-endian mono PCM in a WAV; returns ``(wav bytes, duration s)``.
+
+    Raises:
+        ProviderError: empty, an odd byte count (a truncated sample), or a container
+            or text instead of raw PCM (not retryable).
+    """
+    if not data:
+        raise ProviderError("malformed answer: no audio in the response body")
+    for magic, name in _CONTAINER_MAGIC.items():
+        if data.startswith(magic):
+            raise ProviderError(f"malformed answer: expected raw 16-bit PCM, got {name}")
+    if len(data) % 2:
+        raise ProviderError(f"malformed answer: truncated PCM ({len(data)} bytes is not a whole number of samples)")
+    return wav_bytes(data, sample_rate), len(data) / 2 / sample_rate
+
+
+# --------------------------------------------------------------------------- options
+
+def read_secret(env_name: str | None, provider: str) -> str | None:
+    """The value of the environment variable ``env_name`` (None when ``env_name`` is empty).
+
+    Raises:
+        ProviderError: the variable is named but not set or empty.
+    """
+    if not env_name:
+        return None
+    value = os.environ.get(env_name, "")
+    if not value:
+        raise ProviderError(f"provider {provider!r}: the environment variable {env_name} is not set "
+                            f"(it should hold the API key; set api_key_env = \"\" for a server without one)")
+    return value
+
+
+def check_options(options: Mapping[str, Any], error: Callable[[str, str], Exception], kind: str,
+                  strings: Iterable[str] = (), numbers: Iterable[str] = (), booleans: Iterable[str] = (),
+                  allowed: Mapping[str, Iterable[str]] | None = None) -> None:
+    """Config-time checks shared by the HTTP providers: known keys and their types.
+
+    Raises:
+        ConfigError: built by ``error(key, message)`` for the first unknown or mistyped key.
+    """
+    strings, numbers, booleans = set(strings) | {"base_url"}, set(numbers) | {"connect_timeout_s", "read_timeout_s"}, set(booleans)
+    known = strings | numbers | booleans
+    for key, value in options.items():
+        if key not in known:
+            raise error(key, f"unknown key for a {kind} provider (known: {', '.join(sorted(known))})")
+        if key in strings and not isinstance(value, str):
+            raise error(key, f"must be a string, got {value!r}")
+        if key in numbers and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                               or (value == 0 and key.endswith("_s"))):
+            raise error(key, f"must be a number {'> 0' if key.endswith('_s') else '>= 0'}, got {value!r}")
+        if key in booleans and not isinstance(value, bool):
+            raise error(key, f"must be true or false, got {value!r}")
+        if allowed and key in allowed and value not in allowed[key]:
+            raise error(key, f"must be one of {', '.join(map(str, allowed[key]))}, got {value!r}")
+    base = options.get("base_url")
+    if base is not None and not re.match(r"https?://[^/\s]+", base):
+        raise error("base_url", f"must be an http:// or https:// URL, got {base!r}")
+    if base is not None and re.match(r"https?://[^/@\s]*@", base):
+        raise error("base_url", "must not hold credentials: use api_key_env (or username/password_env)")
+
+
+# --------------------------------------------------------------------------- client
+
+class HttpClient:
+    """One provider's connection pool and request helper.
+
+    Args:
+        provider: the provider name (for messages).
+        base_url: prefix of every relative path (no trailing slash needed).
+        concurrency: pool size: connections kept and allowed at once.
+        connect_timeout_s, read_timeout_s: httpx timeouts, seconds (read also bounds writes).
+        headers: sent with every request (may hold the API key: it is redacted from messages).
+        auth: optional ``(username, password)`` for HTTP Basic auth.
+        secrets: strings never to appear in a message (the key, the password).
+    """
+
+    def __init__(self, provider: str, base_url: str, concurrency: int, connect_timeout_s: float,
+                 read_timeout_s: float, headers: Mapping[str, str] | None = None,
+                 auth: tuple[str, str] | None = None, secrets: Iterable[str] = ()):
+        self.provider = provider
+        self.secrets = [s for s in secrets if s]
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=None)
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=dict(headers or {}),
+                                        auth=auth, limits=limits, timeout=timeout, follow_redirects=True)
+        self._plain: httpx.AsyncClient | None = None  # for asset URLs on other hosts: no credentials
+        self._timeout = timeout
+
+    def error(self, message: str, **kwargs: Any) -> ProviderError:
+        """A :class:`ProviderError` whose message has the secrets removed."""
+        return ProviderError(redact(message, self.secrets), **kwargs)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request (``path`` relative to the base URL) and return a 2xx response.
+
+        Keyword arguments go to ``httpx.AsyncClient.request`` (``json``, ``data``,
+        ``files``, ``params``, ``headers``).
+
+        Raises:
+            ProviderError: transport faults (retryable) or a non-2xx status (see the module doc).
+        """
+        try:
+            response = await self.client.request(method, path.lstrip("/"), **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 300:
+            raise self.status_error(response)
+        return response
+
+    async def fetch(self, url: str) -> bytes:
+        """GET an asset URL from an answer (e.g. an image URL), without the API credentials.
+
+        Raises:
+            ProviderError: as :meth:`request`.
+        """
+        if url.startswith("/") or url.startswith(str(self.client.base_url)):
+            response = await self.request("GET", url.removeprefix(str(self.client.base_url)))
+            return response.content
+        if self._plain is None:
+            self._plain = httpx.AsyncClient(timeout=self._timeout, follow_redirects=True)
+        try:
+            response = await self._plain.get(url)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 300:
+            raise self.status_error(response)
+        return response.content
+
+    def status_error(self, response: httpx.Response) -> ProviderError:
+        """The :class:`ProviderError` for a non-2xx answer (message, retryable, Retry-After)."""
+        status = response.status_code
+        message, code = error_detail(response.content, response.headers.get("content-type", ""))
+        retryable = is_retryable_status(status) and code not in NEVER_RETRY_CODES
+        text = f"HTTP {status}: {message}"
+        if code and code not in message:
+            text += f" [{code}]"
+        return self.error(text, retryable=retryable, status=status,
+                          retry_after_s=retry_after_seconds(response.headers, status) if retryable else None,
+                          lower_concurrency=code == TOO_MANY_CONCURRENT)
+
+    def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
+        if isinstance(exc, httpx.TimeoutException):
+            what = {httpx.ConnectTimeout: "connect", httpx.ReadTimeout: "read", httpx.WriteTimeout: "write",
+                    httpx.PoolTimeout: "pool"}.get(type(exc), "request")
+            return self.error(f"{what} timeout talking to {self.client.base_url.host}", retryable=True)
+        if isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc):
+            return self.error(f"truncated body: the connection closed mid-answer ({exc})", retryable=True)
+        if isinstance(exc, httpx.TransportError):
+            reason = str(exc) or type(exc).__name__
+            return self.error(f"connection error: {reason}", retryable=True)
+        return self.error(f"{type(exc).__name__}: {exc}")
+
+    async def aclose(self) -> None:
+        """Close the pools."""
+        await self.client.aclose()
+        if self._plain is not None:
+            await self._plain.aclose()
+
+
+def client_from_options(provider: str, options: Mapping[str, Any], default_base: str, concurrency: int,
+                        timeout_s: float, headers: Mapping[str, str] | None = None,
+                        auth: tuple[str, str] | None = None, secrets: Iterable[str] = ()) -> HttpClient:
+    """An :class:`HttpClient` from a provider table's ``base_url`` and timeouts.
+
+    ``connect_timeout_s`` defaults to 10 s; ``read_timeout_s`` to the provider's ``timeout_s``.
+    """
+    return HttpClient(provider, str(options.get("base_url", default_base)), concurrency,
+                      float(options.get("connect_timeout_s", 10.0)), float(options.get("read_timeout_s", timeout_s)),
+                      headers=headers, auth=auth, secrets=secrets)
+
+
+def json_body(response: httpx.Response, what: str) -> Any:
+    """The JSON of a 2xx answer.
+
+    Raises:
+        ProviderError: the body is not JSON (not retryable).
+    """
+    try:
+        return response.json()
+    except ValueError:
+        ctype = response.headers.get("content-type", "?")
+        raise ProviderError(f"malformed answer: {what} is not JSON (content-type {ctype}, "
+                            f"{len(response.content)} bytes)") from None
