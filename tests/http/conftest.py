@@ -36,11 +36,11 @@ def keys(monkeypatch):
 def http_project(root: Path, server: LoopbackServer, *, dataset: str | None = None, pages: str | None = None,
                  variants: str | None = None, entries: int = 6, page_count: int = 3, photos: int = 2,
                  providers: str = "", slots: str = '["forensic", "balanced", "creative"]',
-                 provider_settings: str = "") -> Path:
+                 provider_settings: str = "", concurrency: int = 4) -> Path:
     """A project whose collections use the named providers; ``providers`` is extra TOML.
 
-    Built-in provider tables (``openai``, ``a1111``, ``elevenlabs``) point at the server
-    with fast backoff; ``provider_settings`` is appended to each of them.
+    The tables of the providers used (``openai``, ``a1111``, ``elevenlabs``) point at the
+    server with fast backoff; ``provider_settings`` is appended to each of them.
     """
     (root / "data" / "photos").mkdir(parents=True, exist_ok=True)
     prompts = (DEMO / "arctic" / "cmuarctic.data").read_text().splitlines()[:entries]
@@ -56,25 +56,17 @@ def http_project(root: Path, server: LoopbackServer, *, dataset: str | None = No
         text += f'[collections.pages]\nsource = "data/story.md"\nprovider = "{pages}"\nwidth = 128\nheight = 96\n\n'
     if variants:
         text += f'[collections.variants]\nsource = "data/photos"\nprovider = "{variants}"\nslots = {slots}\n\n'
-    common = f"backoff_base_s = 0.05\nbackoff_max_s = 0.2\nconcurrency = 4\n{provider_settings}\n"
-    text += textwrap.dedent(f"""\
-        [providers.openai]
-        kind = "openai"
-        base_url = "{server.url}/v1"
-        api_key_env = "LOOPBACK_OPENAI_KEY"
-        """) + common + "\n"
-    text += textwrap.dedent(f"""\
-        [providers.a1111]
-        kind = "a1111"
-        base_url = "{server.url}"
-        """) + common + "\n"
-    text += textwrap.dedent(f"""\
-        [providers.elevenlabs]
-        kind = "elevenlabs"
-        base_url = "{server.url}"
-        api_key_env = "LOOPBACK_XI_KEY"
-        voice_id = "21m00Tcm4TlvDq8ikWAM"
-        """) + common + "\n" + providers
+    common = f"backoff_base_s = 0.05\nbackoff_max_s = 0.2\nconcurrency = {concurrency}\n{provider_settings}\n"
+    tables = {
+        "openai": f'[providers.openai]\nkind = "openai"\nbase_url = "{server.url}/v1"\n'
+                  'api_key_env = "LOOPBACK_OPENAI_KEY"\n',
+        "a1111": f'[providers.a1111]\nkind = "a1111"\nbase_url = "{server.url}"\n',
+        "elevenlabs": f'[providers.elevenlabs]\nkind = "elevenlabs"\nbase_url = "{server.url}"\n'
+                      'api_key_env = "LOOPBACK_XI_KEY"\nvoice_id = "21m00Tcm4TlvDq8ikWAM"\n',
+    }
+    for name in dict.fromkeys(p for p in (dataset, pages, variants) if p in tables):
+        text += tables[name] + common + "\n"
+    text += providers
     config = root / "config.toml"
     config.write_text(text)
     return config

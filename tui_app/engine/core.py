@@ -494,11 +494,16 @@ class Engine:
             new_limit = min(throttle.limit, throttle.in_use - 1)
             if new_limit < throttle.limit:
                 throttle.set_limit(new_limit)
-                self.emit("cooldown", coll.name, f"{coll.provider}: too many concurrent requests, "
-                          f"concurrency lowered to {new_limit}")
+                message = f"{coll.provider}: too many concurrent requests, concurrency lowered to {new_limit}"
+                self.store.log("warning", "cooldown", message, collection=coll.name)
+                self.emit("cooldown", coll.name, message)
         if error.retry_after_s:
-            throttle.cool_down(min(error.retry_after_s, policy.max_retry_after_s))
-            self.emit("cooldown", coll.name, f"{coll.provider}: cooling down {error.retry_after_s:.1f} s")
+            seconds = min(error.retry_after_s, policy.max_retry_after_s)
+            if throttle.clock() + seconds > throttle.cooldown_until + 0.05:  # log each new cooldown once
+                message = f"{coll.provider}: server asked to wait, all requests cooling down {seconds:.1f} s"
+                self.store.log("warning", "cooldown", message, collection=coll.name)
+                self.emit("cooldown", coll.name, message)
+            throttle.cool_down(seconds)
         if policy.should_retry(error.retryable, item.attempts):
             delay = policy.delay(item.attempts, error.retry_after_s)
             if self.store.fail(item, error.message, retry_at=time.time() + delay,
