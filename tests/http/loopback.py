@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import base64
 import email.parser
+import functools
 import email.policy
 import io
 import json
@@ -91,6 +92,7 @@ class Recorded:
     status: int = 0
 
 
+@functools.lru_cache(maxsize=256)
 def tone_pcm(seconds: float, rate: int, seed: int = 0) -> bytes:
     """A quiet 220 Hz tone with a little seeded noise, 16-bit little-endian mono."""
     rng = random.Random(seed)
@@ -297,6 +299,14 @@ class LoopbackServer:
 
     async def _answer(self, route: str, rec: Recorded, fault: Fault | None) -> tuple[int, dict[str, str], Any]:
         if route == "stats":
+            if "reset" in rec.query:
+                with self._lock:
+                    self.requests.clear()
+                    self.counts.clear()
+                    self.rate_limited.clear()
+                    self._window.clear()
+                    self.max_in_flight = 0
+                    self.started = time.monotonic()
             return 200, {}, self.stats()
         if route == "unknown":
             return 404, {}, {"detail": "Not Found"}
@@ -471,9 +481,11 @@ class LoopbackServer:
         return 200, {"content-type": "audio/pcm"}, pcm
 
     def stats(self) -> dict[str, Any]:
-        """Counters: requests per route, 429s from the rate limiter (seconds since start), max in flight."""
+        """Counters: requests per route, times of the rate limiter's 429s and of every request
+        (seconds since start or the last ``GET /_stats?reset``), the most requests in flight."""
         return {"counts": dict(self.counts), "rate_limited": list(self.rate_limited),
-                "total": len(self.requests), "max_in_flight": self.max_in_flight}
+                "total": len(self.requests), "max_in_flight": self.max_in_flight,
+                "request_times": [round(r.time - self.started, 4) for r in self.requests]}
 
 
 def _route(method: str, path: str) -> str:
