@@ -1,6 +1,6 @@
 """HTTP provider benchmark (not a test): the engine and the ``openai`` provider against the loopback server.
 
-The loopback server (``tests/http/loopback.py``) runs in its own process and
+The loopback server (``tests/httpapi/loopback.py``) runs in its own process and
 answers ``POST /v1/audio/speech`` with real WAVs; the engine generates a
 dataset of N entries through it, writing takes and state as in a real run.
 
@@ -44,7 +44,7 @@ KEY = "sk-loopback-0123456789abcdefSECRET"  # what the loopback server expects
 
 
 def start_server(latency_ms: float, limit_rps: float | None) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, str(ROOT / "tests" / "http" / "loopback.py"), "--latency-ms", str(latency_ms)]
+    cmd = [sys.executable, str(ROOT / "tests" / "httpapi" / "loopback.py"), "--latency-ms", str(latency_ms)]
     if limit_rps:
         cmd += ["--limit-rps", str(limit_rps)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -123,7 +123,7 @@ def scenario(name: str, n: int, concurrency: int, latency_ms: float, limit_rps: 
               "max_in_flight_at_server": server["max_in_flight"]}
     if limit_rps is None:
         ideal = n * latency_ms / 1000.0 / concurrency
-        result.update(ideal_s=round(ideal, 3), wall_over_ideal=round(elapsed / ideal, 3))
+        result.update(ideal_s=round(ideal, 3), wall_over_ideal=round(elapsed / ideal, 3) if ideal else None)
     else:
         late = [t for t in server["request_times"] if t >= 5.0]
         late_429 = [t for t in server["rate_limited"] if t >= 5.0]

@@ -374,6 +374,7 @@ class Engine:
         stats = self.stats[coll.name]
         pc = self.config.providers[coll.provider]
         policy = self.policies[coll.provider]
+        holding = True
         try:
             request = self._request(coll, item)
             started = time.perf_counter()
@@ -400,6 +401,10 @@ class Engine:
                 raise
             except Exception as exc:  # a provider bug fails this item only
                 error = ProviderError(f"{type(exc).__name__}: {exc}")
+            # the provider is done with this request: its slot goes to the next one while the take is written
+            in_use = throttle.in_use  # with this request, for a "too many concurrent requests" answer
+            holding = False
+            throttle.release()
             if error is None:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -408,10 +413,11 @@ class Engine:
                     except OSError as exc:  # disk full, permissions: this item fails, the run goes on
                         error = ProviderError(f"cannot write the take file: {exc}")
             if error is not None:
-                self._failed(coll, item, error, policy, throttle)
+                self._failed(coll, item, error, policy, throttle, in_use)
         finally:
             stats.in_flight -= 1
-            throttle.release()
+            if holding:
+                throttle.release()
             self.notify(coll.name)
 
     def _request(self, coll: CollectionConfig, item: Item) -> Request:
@@ -487,11 +493,11 @@ class Engine:
         return text[len(self._root_prefix):] if text.startswith(self._root_prefix) else text
 
     def _failed(self, coll: CollectionConfig, item: Item, error: ProviderError, policy: RetryPolicy,
-                throttle: Throttle) -> None:
+                throttle: Throttle, in_use: int) -> None:
         stats = self.stats[coll.name]
-        if error.lower_concurrency and throttle.in_use > 1:
-            # in_use still counts this request: the server accepted one fewer than were in flight
-            new_limit = min(throttle.limit, throttle.in_use - 1)
+        if error.lower_concurrency and in_use > 1:
+            # in_use counts this request: the server accepted one fewer than were in flight
+            new_limit = min(throttle.limit, in_use - 1)
             if new_limit < throttle.limit:
                 throttle.set_limit(new_limit)
                 message = f"{coll.provider}: too many concurrent requests, concurrency lowered to {new_limit}"

@@ -22,6 +22,7 @@ import base64
 import binascii
 import email.utils
 import json
+import math
 import os
 import re
 import time
@@ -38,6 +39,8 @@ NEVER_RETRY_CODES = frozenset({"insufficient_quota", "quota_exceeded", "invalid_
 #: ElevenLabs' answer when more requests are in flight than the plan allows.
 TOO_MANY_CONCURRENT = "too_many_concurrent_requests"
 
+#: Most connections per httpx client; larger pools are split (see HttpClient).
+SHARD_SIZE = 8
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9_\-*]{6,}")
 _IMAGE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
@@ -303,7 +306,8 @@ class HttpClient:
     Args:
         provider: the provider name (for messages).
         base_url: prefix of every relative path (no trailing slash needed).
-        concurrency: pool size: connections kept and allowed at once.
+        concurrency: pool size: connections kept and allowed at once (split over
+            ``ceil(concurrency / SHARD_SIZE)`` clients; each request goes to the least busy).
         connect_timeout_s, read_timeout_s: httpx timeouts, seconds (read also bounds writes).
         headers: sent with every request (may hold the API key: it is redacted from messages).
         auth: optional ``(username, password)`` for HTTP Basic auth.
@@ -315,10 +319,18 @@ class HttpClient:
                  auth: tuple[str, str] | None = None, secrets: Iterable[str] = ()):
         self.provider = provider
         self.secrets = [s for s in secrets if s]
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=None)
-        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=dict(headers or {}),
-                                        auth=auth, limits=limits, timeout=timeout, follow_redirects=True)
+        # httpcore's pool does O(connections x queued requests) work, with a poll() per
+        # connection, on every pool event (encode/httpcore#928, #1035): at 32 connections that
+        # costs more than the requests. Shards of at most SHARD_SIZE connections keep it small.
+        count = max(1, math.ceil(concurrency / SHARD_SIZE))
+        per_shard = math.ceil(concurrency / count)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        self.shards = [httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=dict(headers or {}), auth=auth,
+                                         limits=limits, timeout=timeout, follow_redirects=True)
+                       for _ in range(count)]
+        self._busy = [0] * count
+        self.client = self.shards[0]
         self._plain: httpx.AsyncClient | None = None  # for asset URLs on other hosts: no credentials
         self._timeout = timeout
 
@@ -335,10 +347,14 @@ class HttpClient:
         Raises:
             ProviderError: transport faults (retryable) or a non-2xx status (see the module doc).
         """
+        index = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[index] += 1
         try:
-            response = await self.client.request(method, path.lstrip("/"), **kwargs)
+            response = await self.shards[index].request(method, path.lstrip("/"), **kwargs)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
+        finally:
+            self._busy[index] -= 1
         if response.status_code >= 300:
             raise self.status_error(response)
         return response
@@ -388,7 +404,8 @@ class HttpClient:
 
     async def aclose(self) -> None:
         """Close the pools."""
-        await self.client.aclose()
+        for shard in self.shards:
+            await shard.aclose()
         if self._plain is not None:
             await self._plain.aclose()
 

@@ -142,7 +142,12 @@ class TuiApp(App[int]):
                                                        f"{report.retired} retired items imported")
         finally:
             store.close()
-        self.call_from_thread(self._recount.update, self.config.collections)
+        # a Python callable, not the builtin ``set.update``: call_from_thread inspects its signature
+        self.call_from_thread(self._sources_imported)
+
+    def _sources_imported(self) -> None:
+        """Recount every table on the next tick (the background import may have added or retired rows)."""
+        self._recount.update(self.config.collections)
 
     @work(exclusive=True, group="engine")
     async def run_engine(self) -> None:

@@ -3,7 +3,7 @@
 Real sockets, real HTTP (``h11``, the sans-IO HTTP/1.1 library httpx itself is
 built on), keep-alive, the real request and response shapes and error bodies,
 and injectable faults. Used by the tests (in a thread: :class:`LoopbackServer`)
-and by ``bench/http.py`` (in its own process: ``python tests/http/loopback.py``).
+and by ``bench/http.py`` (in its own process: ``python tests/httpapi/loopback.py``).
 
 Routes (``route`` names used by :meth:`LoopbackServer.inject`):
 
@@ -29,6 +29,7 @@ or corrupt the payload (bad base64, wrong content, wrong sample rate).
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import base64
 import email.parser
@@ -38,7 +39,7 @@ import io
 import json
 import math
 import random
-import struct
+import sys
 import threading
 import time
 import wave
@@ -92,13 +93,26 @@ class Recorded:
     status: int = 0
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=8)
+def _tone_table(rate: int) -> bytes:
+    """2 s of a quiet 220 Hz tone with a little noise at ``rate`` Hz, 16-bit little-endian mono."""
+    rng = random.Random(rate)
+    samples = array.array("h", (int(6000 * math.sin(2 * math.pi * 220 * i / rate)) + rng.randint(-50, 50)
+                                for i in range(2 * rate)))
+    return samples.tobytes() if sys.byteorder == "little" else _swapped(samples)
+
+
+def _swapped(samples: "array.array") -> bytes:
+    samples.byteswap()
+    return samples.tobytes()
+
+
 def tone_pcm(seconds: float, rate: int, seed: int = 0) -> bytes:
-    """A quiet 220 Hz tone with a little seeded noise, 16-bit little-endian mono."""
-    rng = random.Random(seed)
-    n = max(1, int(seconds * rate))
-    return b"".join(struct.pack("<h", int(6000 * math.sin(2 * math.pi * 220 * i / rate)) + rng.randint(-50, 50))
-                    for i in range(n))
+    """Up to 2 s of tone (see :func:`_tone_table`), starting ``seed`` samples in; at least one sample."""
+    table = _tone_table(rate)
+    n = max(1, min(int(seconds * rate), 2 * rate))
+    start = 2 * (seed % rate)
+    return (table[start:] + table[:start])[: 2 * n]
 
 
 def wav_file(pcm: bytes, rate: int) -> bytes:
@@ -164,6 +178,8 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self.started = time.monotonic()
+        for rate in (speech_rate, 22_050):  # build the tone tables now, not inside the first answers
+            _tone_table(rate)
 
     # ------------------------------------------------------------------ control
 

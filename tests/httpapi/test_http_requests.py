@@ -9,7 +9,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from loopback import API_KEY, BASIC, XI_KEY, Fault, LoopbackServer
+from httpapi.loopback import API_KEY, BASIC, XI_KEY, Fault, LoopbackServer
 from PIL import Image
 
 from tui_app.config import ProviderConfig
@@ -306,6 +306,9 @@ def test_pool_is_sized_to_the_concurrency(server, keys):
     provider = _openai(server)
     pool = provider.client().client._transport._pool
     assert pool._max_connections == 2 and pool._max_keepalive_connections == 2
+    big = OpenAIProvider(ProviderConfig("oa", "openai", concurrency=32, options={"api_key_env": ""}))
+    pools = [shard._transport._pool for shard in big.client().shards]
+    assert sum(p._max_connections for p in pools) == 32 and max(p._max_connections for p in pools) <= 8
     timeout = provider.client().client.timeout
     assert timeout.connect == 10.0 and timeout.read == 10.0
     json.dumps(provider.options)  # options hold no secret objects

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from loopback import API_KEY, BASIC, XI_KEY, LoopbackServer  # noqa: E402
+from httpapi.loopback import API_KEY, BASIC, XI_KEY, LoopbackServer
 
 DEMO = Path(__file__).resolve().parents[2] / "data"
 

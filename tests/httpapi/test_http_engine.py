@@ -13,8 +13,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import http_project
-from loopback import API_KEY, Fault, LoopbackServer
+from httpapi.conftest import http_project
+from httpapi.loopback import API_KEY, Fault, LoopbackServer
 from PIL import Image
 
 from tui_app.config import load_config
@@ -191,13 +191,15 @@ def test_a1111_pages_and_variants_end_to_end_with_min_interval(tmp_path, keys):
     try:
         config = http_project(tmp_path, server, pages="a1111", variants="a1111", page_count=3, photos=2,
                               provider_settings="min_interval_s = 0.1")
-        _, store = _run(config)
+        engine, store = _run(config)
     finally:
         server.stop()
     for name in ("pages", "variants"):
         assert all(i["status"] == "completed" for i in _items(store, name).values())
-    starts = sorted(r.time for r in server.requests)
-    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.09  # the request stagger held over HTTP
+    starts = list(engine.throttles["a1111"].starts)
+    assert len(starts) == 10 and min(b - a for a, b in zip(starts, starts[1:])) >= 0.099  # the stagger held
+    arrivals = sorted(r.time for r in server.requests)  # as the server saw it (a new connection adds its setup)
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.05
     seeds = {row[0]: row[1] for row in store.conn.execute(
         "SELECT i.key, t.seed FROM takes t JOIN items i ON i.id = t.item_id WHERE i.collection = 'variants'")}
     sent = {base: r.json["seed"] for r in server.of("img2img") for base in [None]}
