@@ -107,6 +107,7 @@ def _swapped(samples: "array.array") -> bytes:
     return samples.tobytes()
 
 
+@functools.lru_cache(maxsize=1024)
 def tone_pcm(seconds: float, rate: int, seed: int = 0) -> bytes:
     """Up to 2 s of tone (see :func:`_tone_table`), starting ``seed`` samples in; at least one sample."""
     table = _tone_table(rate)
@@ -115,6 +116,7 @@ def tone_pcm(seconds: float, rate: int, seed: int = 0) -> bytes:
     return (table[start:] + table[:start])[: 2 * n]
 
 
+@functools.lru_cache(maxsize=1024)
 def wav_file(pcm: bytes, rate: int) -> bytes:
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
