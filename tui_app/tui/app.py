@@ -386,12 +386,15 @@ class TuiApp(App[int]):
 
     @work(group="finalize")
     async def finalize(self, name: str, item_id: int, key: str, aside: int) -> None:
-        """Upscale the chosen variant 2x (Lanczos) into ``OUTPUT/finals/KEY.png`` off the event loop."""
+        """Upscale the chosen variant 2x into ``OUTPUT/finals/KEY.png`` (the provider's upscaler, e.g.
+        A1111's extra-single-image, or Pillow's Lanczos), off the event loop."""
+        from ..finalize import finalize_variant
+
         take = next(t for t in self.store.takes(item_id) if t["id"] == self.store.get_item(item_id).current_take)
         src = self.config.root / take["path"]
         dst = self.config.collections[name].output / "finals" / f"{key}.png"
         try:
-            size = await anyio.to_thread.run_sync(finalize_variant, src, dst)
+            size = await finalize_variant(self.engine, name, src, dst)
         except Exception as exc:
             self.notify(f"{key}: cannot finalize: {exc}", severity="error")
             return
@@ -483,22 +486,6 @@ class TuiApp(App[int]):
             if worker.group == "engine":
                 await worker.wait()
         self.exit(0)
-
-
-def finalize_variant(src: Path, dst: Path, scale: int = 2) -> tuple[int, int]:
-    """Upscale ``src`` by ``scale`` with Lanczos into ``dst`` (atomic write); returns the new size (px)."""
-    import io
-
-    from PIL import Image
-
-    from ..files import atomic_write
-
-    with Image.open(src) as img:
-        big = img.convert("RGB").resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    big.save(buf, "PNG")
-    atomic_write(dst, buf.getvalue())
-    return big.size
 
 
 def build_app(config: Config, *, clock_free: bool = False, import_in_background: bool | None = None) -> TuiApp:
