@@ -126,18 +126,32 @@ class RunStats:
     retried: int = 0
     _done_times: deque = field(default_factory=lambda: deque(maxlen=2000))
 
+    _busy_since: float = -math.inf
+
+    def note_start(self, now: float) -> None:
+        """An item was claimed; the first after an idle spell starts a new stretch (for :meth:`rate`)."""
+        if self.in_flight == 0:
+            self._busy_since = now
+        self.in_flight += 1
+
     def note_done(self, now: float) -> None:
         self._done_times.append(now)
 
     def rate(self, now: float | None = None, window_s: float = 30.0) -> float:
-        """Items completed per second over the last ``window_s`` seconds (or since the first completion)."""
+        """Items completed per second over the last ``window_s`` seconds of the current stretch of work.
+
+        While work is in flight: completions since ``max(now - window_s, stretch start)`` over that
+        time (at least 1 s). Once idle: the rate of the finished stretch, not decaying with idle time.
+        An earlier stretch never counts, so an ETA after a pause is not diluted by it.
+        """
         now = time.monotonic() if now is None else now
-        times = [t for t in self._done_times if now - t <= window_s]
+        times = [t for t in self._done_times if now - t <= window_s and t >= self._busy_since]
+        if self.in_flight:
+            begin = max(now - window_s, self._busy_since)
+            return len(times) / max(now - begin, 1.0) if times else 0.0
         if len(times) < 2:
             return 0.0
-        # once nothing is in flight the rate is that of the finished stretch, not decaying with idle time
-        end = now if self.in_flight else times[-1]
-        return (len(times) - (0 if self.in_flight else 1)) / max(end - times[0], 1e-6)
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
 
 def resolve_seed(kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool) -> int | None:
@@ -366,7 +380,7 @@ class Engine:
                     await self._wait_wake(coll.name, max(0.0, timeout))
                     continue
                 claimed += 1
-                stats.in_flight += 1
+                stats.note_start(time.monotonic())
                 self.emit("started", coll.name, f"Generating {item.key}", item)
                 tg.start_soon(self._run_item, coll, item, provider, throttle)
 
