@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import Config, ProviderConfig
 from .base import Output, ProviderError, Request
-from .http import HttpClient, check_image, check_options, client_from_options, decode_b64, json_body, read_secret
+from .http import (HttpClient, HttpProvider, check_image, check_options, decode_b64, json_body, read_photo,
+                   read_secret)
 from .openai_api import DEFAULT_PROMPT, variant_prompt
 
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
@@ -45,40 +46,17 @@ def _round8(value: float) -> int:
     return max(64, int(round(value / 8.0)) * 8)
 
 
-class A1111Provider:
+class A1111Provider(HttpProvider):
     """See the module docstring. One instance per provider table, used from one event loop."""
 
-    def __init__(self, config: ProviderConfig, project: Config | None = None):
-        self.name = config.name
-        self.config = config
-        self.options: dict[str, Any] = dict(config.options)
-        self._client: HttpClient | None = None
+    default_base_url = DEFAULT_BASE_URL
 
-    async def prepare(self, params: Mapping[str, Any] | None = None) -> None:
-        """Read the password (if any) and open the connection pool.
-
-        Raises:
-            ProviderError: ``password_env`` names an unset variable.
-        """
-        self.client()
-
-    def client(self) -> HttpClient:
-        """The connection pool (opened on first use)."""
-        if self._client is None:
-            auth = None
-            password = None
-            if self.options.get("username"):
-                password = read_secret(self.options.get("password_env", "A1111_PASSWORD"), self.name)
-                auth = (str(self.options["username"]), password or "")
-            self._client = client_from_options(self.name, self.options, DEFAULT_BASE_URL, self.config.concurrency,
-                                               self.config.timeout_s, auth=auth, secrets=[password or ""])
-        return self._client
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def open_client(self) -> HttpClient:
+        """A pool with HTTP Basic auth when ``username`` is set (password from ``password_env``)."""
+        if not self.options.get("username"):
+            return self.make_client()
+        password = read_secret(self.options.get("password_env", "A1111_PASSWORD"), self.name) or ""
+        return self.make_client(auth=(str(self.options["username"]), password), secrets=[password])
 
     def _common(self, prompt: str, seed: Any) -> dict[str, Any]:
         o = self.options
@@ -112,13 +90,7 @@ class A1111Provider:
             body["height"] = int(request.options.get("height", 512))
             path = "sdapi/v1/txt2img"
         elif request.kind == "variants":
-            if request.source is None:
-                raise ProviderError(f"{request.key}: no source photo")
-            try:
-                photo = request.source.read_bytes()
-            except OSError as exc:
-                raise ProviderError(f"{request.source.name}: cannot read the photo: {exc.strerror or exc}") from None
-            width, height, _, _ = check_image(photo, f"the photo {request.source.name}")
+            photo, width, height, _ = read_photo(request.source, request.key)
             scale = min(1.0, float(self.options.get("max_side", 768)) / max(width, height))
             temperature = float(p.get("temperature", 0.4))
             prompt = variant_prompt(str(request.options.get("prompt") or DEFAULT_PROMPT), temperature)

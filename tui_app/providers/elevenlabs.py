@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from ..config import Config, ProviderConfig
 from .base import Output, ProviderError, Request
-from .http import HttpClient, check_options, client_from_options, pcm_to_wav, read_secret
+from .http import HttpClient, HttpProvider, check_options, pcm_to_wav, read_secret
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 FORMATS = ("pcm_16000", "pcm_22050", "pcm_24000", "pcm_44100")
@@ -61,17 +61,13 @@ def voice_settings(emotion: str | None, options: Mapping[str, Any]) -> dict[str,
             "style": style, "use_speaker_boost": True}
 
 
-class ElevenLabsProvider:
+class ElevenLabsProvider(HttpProvider):
     """See the module docstring. One instance per provider table, used from one event loop."""
 
-    def __init__(self, config: ProviderConfig, project: Config | None = None):
-        self.name = config.name
-        self.config = config
-        self.options: dict[str, Any] = dict(config.options)
-        self._client: HttpClient | None = None
+    default_base_url = DEFAULT_BASE_URL
 
     async def prepare(self, params: Mapping[str, Any] | None = None) -> None:
-        """Read the API key and open the connection pool.
+        """Check a voice is configured, read the API key and open the connection pool.
 
         Raises:
             ProviderError: the key's variable is unset, or no voice is configured.
@@ -81,20 +77,10 @@ class ElevenLabsProvider:
                                 "or voice in the collection")
         self.client()
 
-    def client(self) -> HttpClient:
-        """The connection pool (opened on first use)."""
-        if self._client is None:
-            key = read_secret(self.options.get("api_key_env", "ELEVENLABS_API_KEY"), self.name)
-            headers = {"xi-api-key": key} if key else {}
-            self._client = client_from_options(self.name, self.options, DEFAULT_BASE_URL, self.config.concurrency,
-                                               self.config.timeout_s, headers=headers, secrets=[key or ""])
-        return self._client
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def open_client(self) -> HttpClient:
+        """A pool sending the ``xi-api-key`` header (from ``api_key_env``)."""
+        key = read_secret(self.options.get("api_key_env", "ELEVENLABS_API_KEY"), self.name)
+        return self.make_client(headers={"xi-api-key": key} if key else {}, secrets=[key or ""])
 
     async def generate(self, request: Request) -> Output:
         """One clip.

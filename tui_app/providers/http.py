@@ -26,10 +26,12 @@ import math
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import httpx
 
+from ..config import ProviderConfig
 from ..engine.retry import is_retryable_status
 from ..media import image_info, wav_bytes, wav_info
 from .base import ProviderError
@@ -434,3 +436,64 @@ def json_body(response: httpx.Response, what: str) -> Any:
         ctype = response.headers.get("content-type", "?")
         raise ProviderError(f"malformed answer: {what} is not JSON (content-type {ctype}, "
                             f"{len(response.content)} bytes)") from None
+
+
+class HttpProvider:
+    """Base of the HTTP providers: one lazily opened :class:`HttpClient` per provider table.
+
+    Subclasses set ``default_base_url`` and implement :meth:`open_client` and ``generate``.
+    """
+
+    default_base_url = ""
+
+    def __init__(self, config: ProviderConfig, project: Any = None):
+        self.name = config.name
+        self.config = config
+        self.options: dict[str, Any] = dict(config.options)
+        self._client: HttpClient | None = None
+
+    async def prepare(self, params: Mapping[str, Any] | None = None) -> None:
+        """Read the secret and open the connection pool.
+
+        Raises:
+            ProviderError: the secret's environment variable is not set.
+        """
+        self.client()
+
+    def client(self) -> HttpClient:
+        """The connection pool (opened on first use)."""
+        if self._client is None:
+            self._client = self.open_client()
+        return self._client
+
+    def open_client(self) -> HttpClient:
+        """Build the :class:`HttpClient` (reads secrets from the environment)."""
+        raise NotImplementedError
+
+    def make_client(self, headers: Mapping[str, str] | None = None, auth: tuple[str, str] | None = None,
+                    secrets: Iterable[str] = ()) -> HttpClient:
+        """An :class:`HttpClient` for this provider's ``base_url``, concurrency and timeouts."""
+        return client_from_options(self.name, self.options, self.default_base_url, self.config.concurrency,
+                                   self.config.timeout_s, headers=headers, auth=auth, secrets=secrets)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def read_photo(path: Path | None, key: str) -> tuple[bytes, int, int, str]:
+    """``(bytes, width, height, MIME type)`` of a variant's source photo.
+
+    Raises:
+        ProviderError: no path, unreadable, or not a PNG/JPEG/WebP image (not retryable).
+    """
+    if path is None:
+        raise ProviderError(f"{key}: no source photo")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProviderError(f"{path.name}: cannot read the photo: {exc.strerror or exc}") from None
+    width, height, _, mime = check_image(data, f"the photo {path.name}")
+    return data, width, height, mime

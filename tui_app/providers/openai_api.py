@@ -35,12 +35,12 @@ A collection's ``model`` and ``voice`` (dataset) or ``model`` and ``size``
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import Config, ProviderConfig
 from .base import Output, ProviderError, Request
-from .http import (HttpClient, check_image, check_options, check_wav, client_from_options,
-                   decode_b64, json_body, pcm_to_wav, read_secret)
+from .http import (HttpClient, HttpProvider, check_image, check_options, check_wav, decode_b64, json_body,
+                   pcm_to_wav, read_photo, read_secret)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_PROMPT = "Retouch this photo: keep its subject, people and composition exactly."
@@ -57,39 +57,15 @@ def variant_prompt(base: str, temperature: float) -> str:
     return f"{base} {how}"
 
 
-class OpenAIProvider:
+class OpenAIProvider(HttpProvider):
     """See the module docstring. One instance per ``[providers.NAME]`` table, used from one event loop."""
 
-    def __init__(self, config: ProviderConfig, project: Config | None = None):
-        self.name = config.name
-        self.config = config
-        self.options: dict[str, Any] = dict(config.options)
-        self._client: HttpClient | None = None
+    default_base_url = DEFAULT_BASE_URL
 
-    # ------------------------------------------------------------------ lifecycle
-
-    async def prepare(self, params: Mapping[str, Any] | None = None) -> None:
-        """Read the API key and open the connection pool.
-
-        Raises:
-            ProviderError: ``api_key_env`` names an unset variable.
-        """
-        self.client()
-
-    def client(self) -> HttpClient:
-        """The connection pool (opened on first use)."""
-        if self._client is None:
-            key = read_secret(self.options.get("api_key_env", "OPENAI_API_KEY"), self.name)
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            self._client = client_from_options(self.name, self.options, DEFAULT_BASE_URL, self.config.concurrency,
-                                               self.config.timeout_s, headers=headers, secrets=[key or ""])
-        return self._client
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def open_client(self) -> HttpClient:
+        """A pool sending ``Authorization: Bearer KEY`` (KEY from ``api_key_env``), when a key is configured."""
+        key = read_secret(self.options.get("api_key_env", "OPENAI_API_KEY"), self.name)
+        return self.make_client(headers={"Authorization": f"Bearer {key}"} if key else {}, secrets=[key or ""])
 
     # ------------------------------------------------------------------ generation
 
@@ -154,13 +130,7 @@ class OpenAIProvider:
 
     async def _edit(self, request: Request) -> Output:
         o, p = self.options, request.params
-        if request.source is None:
-            raise ProviderError(f"{request.key}: no source photo")
-        try:
-            photo = request.source.read_bytes()
-        except OSError as exc:
-            raise ProviderError(f"{request.source.name}: cannot read the photo: {exc.strerror or exc}") from None
-        _, _, _, mime = check_image(photo, f"the photo {request.source.name}")
+        photo, _, _, mime = read_photo(request.source, request.key)
         model = str(request.options.get("model") or o.get("edit_model") or o.get("image_model", "gpt-image-1"))
         temperature = float(p.get("temperature", 0.4))
         prompt = variant_prompt(str(request.options.get("prompt") or DEFAULT_PROMPT), temperature)
@@ -168,7 +138,7 @@ class OpenAIProvider:
         size = request.options.get("size") or o.get("edit_size")
         if size:
             fields["size"] = size
-        files = {"image": (request.source.name, photo, mime)}
+        files = {"image": (request.source.name if request.source else "photo", photo, mime)}
         response = await self.client().request("POST", "images/edits", data=fields, files=files)
         data, revised = await self._first_image(response)
         width, height, suffix, _ = check_image(data)
