@@ -237,6 +237,7 @@ def test_rate_counts_only_the_current_stretch_of_work():
         stats.note_done(t)
     stats.in_flight = 0
     assert stats.rate(now=10.0) == pytest.approx(1.0)  # idle: the finished stretch's rate, not decaying
+    assert stats.rate(now=100.0) == pytest.approx(1.0)  # ... however long the pause
     stats.note_start(20.0)  # a new stretch after a pause: the old completions must not dilute it
     for t in (20.5, 21.0, 21.5, 22.0):
         stats.note_done(t)

@@ -145,7 +145,9 @@ class RunStats:
         An earlier stretch never counts, so an ETA after a pause is not diluted by it.
         """
         now = time.monotonic() if now is None else now
-        times = [t for t in self._done_times if now - t <= window_s and t >= self._busy_since]
+        # idle: the window ends at the last completion, so the rate does not decay with idle time
+        end = now if self.in_flight or not self._done_times else self._done_times[-1]
+        times = [t for t in self._done_times if end - t <= window_s and t >= self._busy_since]
         if self.in_flight:
             begin = max(now - window_s, self._busy_since)
             return len(times) / max(now - begin, 1.0) if times else 0.0
