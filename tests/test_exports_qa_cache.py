@@ -150,3 +150,13 @@ def test_generation_cache_reuses_identical_requests(tmp_path):
     newest = store.takes(copy.id)[-1]
     assert newest["number"] == 2 and newest["cache_key"] is not None
     assert store.takes(original.id)[0]["cache_uses"] == 1
+
+
+def test_full_scale_negative_samples_count_as_clipped():
+    import struct
+
+    from tui_app.media import wav_bytes
+
+    pcm = struct.pack("<4h", 0, -32768, -32768, 1000) * 2205
+    m = audio_metrics(wav_bytes(pcm, 22_050), "a b")
+    assert m["clipped"] == 2 * 2205 and m["peak_dbfs"] == 0.0
