@@ -150,15 +150,30 @@ class ItemTable(ScrollView, can_focus=True):
 
         Status changes do not change the count of an unfiltered view, so engine
         events reload with ``recount=False`` unless a filter is set.
+
+        When the count and the cursor stay put, only the visible lines whose row
+        changed are repainted (compared with the rows they were painted from):
+        under a stream of engine events most reloads then repaint nothing, and a
+        key press never waits behind a full repaint of the table.
         """
-        self._pages.clear()
+        old_pages, old_count, old_cursor = self._pages, self.count, self.cursor
+        self._pages = {}
         if recount or self.source.filtered():
             self.count = self.source.count()
             self._dense = self.source.dense()
             self.virtual_size = Size(self.row_width, self.count)
         if self.cursor >= self.count:
             self.cursor = max(0, self.count - 1)
-        self.refresh()
+        if self.count != old_count or self.cursor != old_cursor or not old_pages or not self.is_on_screen:
+            self.refresh()
+            return
+        top = self.scroll_offset.y
+        for index in range(top, min(top + self.size.height, self.count)):
+            rows = old_pages.get(index // PAGE)
+            offset = index % PAGE
+            old = rows[offset] if rows is not None and offset < len(rows) else None
+            if old is None or self.row_at(index) != old:
+                self.refresh_line(index)
 
     def row_at(self, index: int) -> Row | None:
         """The row at ``index`` in the filtered order (from the page cache)."""
@@ -217,7 +232,9 @@ class ItemTable(ScrollView, can_focus=True):
         self.cursor = max(0, min(index, self.count - 1)) if self.count else 0
         self.scroll_to_region(Region(0, self.cursor, 1, 1), animate=False, force=True)
         if old != self.cursor:
-            self.refresh()
+            # the two lines whose highlight changed (a scroll repaints the whole view by itself)
+            self.refresh_line(old)
+            self.refresh_line(self.cursor)
             self.post_message(self.CursorMoved())
 
     def action_cursor(self, delta: int) -> None:
