@@ -12,8 +12,8 @@ dataset of N entries through it, writing takes and state as in a real run.
     one configures a client for a documented limit) and concurrency 32.
     Targets: completed items/s at least 0.95 x 20 = 19; 429s at most 2 % of the
     requests after the first 5 s.
-(c) for comparison, (b) without ``requests_per_minute``: only the 429s'
-    Retry-After (a provider-wide cooldown) paces the client.
+(c) (b) without ``requests_per_minute``: the client learns the pace from the
+    429s (the throttle's learned pace plus the Retry-After cooldown); same targets.
 
 Usage:
     python bench/http.py                 # all scenarios

@@ -90,3 +90,38 @@ def test_should_retry():
     assert policy.should_retry(True, 1) and policy.should_retry(True, 2)
     assert not policy.should_retry(True, 3)
     assert not policy.should_retry(False, 1)
+
+
+def test_a_429_paces_the_provider_at_the_rate_the_server_accepted():
+    now = [0.0]
+    throttle = Throttle("t", concurrency=8, clock=lambda: now[0])
+    for i in range(100):  # 20 accepted answers per second for 5 s
+        now[0] = i * 0.05
+        throttle.note_accepted()
+    now[0] = 5.0
+    assert throttle.note_rate_limited() == pytest.approx(19.0)  # 100 answers over 5 s = 20/s, x 0.95
+    learned = throttle.learned_rps
+    now[0] = 5.5
+    assert throttle.note_rate_limited() is None  # the same burst of 429s is one signal
+    now[0] = 15.0
+    assert throttle.paced_rps() == pytest.approx(learned * 1.01 ** 10)  # probing upwards without 429s
+    for i in range(30):  # the server took 30/s for a second, then said 429
+        now[0] = 15.0 + i / 30
+        throttle.note_accepted()
+    now[0] = 16.0
+    assert throttle.note_rate_limited() == pytest.approx(learned * 1.01 ** 11)  # never above the pace that failed
+
+
+def test_no_accepted_answers_means_no_pace_to_learn():
+    throttle = Throttle("t", concurrency=8)
+    assert throttle.note_rate_limited() is None and throttle.learned_rps is None
+
+
+def test_learned_pace_spaces_request_starts():
+    throttle = Throttle("t", concurrency=8)
+    for _ in range(10):
+        throttle.note_accepted()
+    assert throttle.note_rate_limited() == pytest.approx(9.5)  # 10 in under a second: 10/s x 0.95
+    _, starts = anyio.run(_hammer, throttle, 5, 0.0)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 1 / 9.6

@@ -264,3 +264,22 @@ def test_secrets_never_leak(tmp_path, monkeypatch):
     for blob in blobs:
         assert wrong not in blob and API_KEY not in blob
         assert "wrong-key-0123456789" not in blob and "0123456789abcdef" not in blob
+
+
+def test_rate_limited_server_without_configured_rate_is_learned(tmp_path, keys):
+    """No requests_per_minute set: after the first 429s the provider paces itself under the limit."""
+    server = LoopbackServer(limit_rps=40, latency_s=0.02).start()
+    try:
+        config = http_project(tmp_path, server, dataset="openai", entries=0, concurrency=16,
+                              provider_settings="max_attempts = 10")
+        (tmp_path / "data" / "prompts.data").write_text(
+            "".join(f'( e{i:04d} "Entry number {i} of the rate test." )\n' for i in range(160)))
+        engine, store = _run(config)
+    finally:
+        server.stop()
+    assert all(i["status"] == "completed" for i in _items(store, "dataset").values())
+    assert engine.throttles["openai"].learned_rps is not None
+    assert any("pacing requests at" in e["message"] for e in store.events())
+    late = [r for r in server.requests if r.time - server.started >= 1.5]
+    limited = [r for r in late if r.status == 429]
+    assert len(late) > 50 and len(limited) <= 0.1 * len(late)

@@ -156,6 +156,11 @@ class RunStats:
         return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
 
+def error_status(error: ProviderError | None) -> int | None:
+    """The HTTP status of a failure, None for success or a failure without one."""
+    return error.status if error is not None else None
+
+
 def resolve_seed(kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool) -> int | None:
     """The seed of the next take.
 
@@ -417,6 +422,8 @@ class Engine:
                 raise
             except Exception as exc:  # a provider bug fails this item only
                 error = ProviderError(f"{type(exc).__name__}: {exc}")
+            if cached is None and (error is None or error.status is not None) and error_status(error) != 429:
+                throttle.note_accepted()  # the server took this request: the rate it accepts, for 429s
             # the provider is done with this request: its slot goes to the next one while the take is written
             in_use = throttle.in_use  # with this request, for a "too many concurrent requests" answer
             holding = False
@@ -517,6 +524,12 @@ class Engine:
             if new_limit < throttle.limit:
                 throttle.set_limit(new_limit)
                 message = f"{coll.provider}: too many concurrent requests, concurrency lowered to {new_limit}"
+                self.store.log("warning", "cooldown", message, collection=coll.name)
+                self.emit("cooldown", coll.name, message)
+        if error.status == 429 and not error.lower_concurrency and error.retryable:
+            paced = throttle.note_rate_limited()
+            if paced is not None:
+                message = f"{coll.provider}: rate limited, pacing requests at {paced:.1f}/s"
                 self.store.log("warning", "cooldown", message, collection=coll.name)
                 self.emit("cooldown", coll.name, message)
         if error.retry_after_s:

@@ -9,6 +9,12 @@ One :class:`Throttle` per provider is shared by every collection that uses it:
   leaky bucket with a capacity of one request (``AsyncLimiter(1, 60 / rpm)``).
 * a provider-wide cooldown (:meth:`cool_down`): when a server says Retry-After,
   every worker of that provider waits, not only the one that was told.
+* a learned pace (:meth:`note_rate_limited`): after an HTTP 429 the provider is
+  paced at 95 % of the rate the server accepted over the last 5 s, then probes
+  upwards by 1 % per second until the next 429 (additive increase, multiplicative
+  decrease, as in botocore's "adaptive" retry mode). So a provider whose
+  ``requests_per_minute`` is unknown or too high settles just under the server's
+  limit instead of bursting into it after every cooldown.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class Throttle:
         self._gate = anyio.Lock()
         self._last_start = -math.inf
         self.starts: deque[float] = deque(maxlen=10_000)  # recent request starts on ``clock``
+        self.learned_rps: float | None = None  # pace learned from 429s, requests/s at the last 429
+        self._accepted: deque[float] = deque(maxlen=10_000)  # times of answers that were not 429
+        self._last_429 = -math.inf
 
     @classmethod
     def from_config(cls, config: ProviderConfig) -> "Throttle":
@@ -113,15 +122,60 @@ class Throttle:
         """Seconds left of the current cooldown (0 when none)."""
         return max(0.0, self.cooldown_until - self.clock())
 
+    # --------------------------------------------------------------- learned pace
+
+    #: seconds of accepted answers a 429 measures the server's rate over
+    LEARN_WINDOW_S = 5.0
+    #: the pace after a 429, as a fraction of the accepted rate
+    LEARN_MARGIN = 0.95
+    #: growth of the pace per second without a 429
+    PROBE_STEP = 0.01
+
+    def note_accepted(self) -> None:
+        """The server answered a request without a 429 (success or another error)."""
+        self._accepted.append(self.clock())
+
+    def note_rate_limited(self) -> float | None:
+        """The server answered 429: lower the pace (at most once a second).
+
+        Returns:
+            The new pace, requests/s, or None when it was not changed.
+        """
+        now = self.clock()
+        if now - self._last_429 < 1.0:
+            return None  # one burst of 429s is one signal
+        recent = [t for t in self._accepted if now - t <= self.LEARN_WINDOW_S]
+        if not recent:
+            return None  # nothing accepted lately to measure: the Retry-After cooldown alone applies
+        new = len(recent) / max(now - recent[0], 1.0) * self.LEARN_MARGIN
+        current = self.paced_rps(now)
+        if current:
+            new = min(new, current)
+        self.learned_rps = max(0.05, new)
+        self._last_429 = now
+        return self.learned_rps
+
+    def paced_rps(self, now: float | None = None) -> float | None:
+        """The learned pace now, requests/s (it grows by PROBE_STEP per second since the last 429)."""
+        if self.learned_rps is None:
+            return None
+        now = self.clock() if now is None else now
+        return self.learned_rps * (1.0 + self.PROBE_STEP) ** max(0.0, now - self._last_429)
+
+    def _interval(self, now: float) -> float:
+        paced = self.paced_rps(now)
+        return max(self.min_interval_s, 1.0 / paced if paced else 0.0)
+
     async def wait_turn(self) -> None:
-        """Wait until a request may start (cooldown, min interval, rate), then record the start."""
-        if self._limiter is None and self.min_interval_s <= 0 and self.cooldown_until <= self.clock():
+        """Wait until a request may start (cooldown, min interval, rate, learned pace), then record the start."""
+        if self._limiter is None and self.min_interval_s <= 0 and self.learned_rps is None \
+                and self.cooldown_until <= self.clock():
             self.starts.append(self.clock())
             return
         async with self._gate:
             while True:
                 now = self.clock()
-                wait = max(self.cooldown_until - now, self._last_start + self.min_interval_s - now)
+                wait = max(self.cooldown_until - now, self._last_start + self._interval(now) - now)
                 if wait <= 0:
                     break
                 await anyio.sleep(wait)
