@@ -130,6 +130,13 @@ class ItemTable(ScrollView, can_focus=True):
     class CursorMoved(Message):
         """The cursor moved to another row."""
 
+    class MarksChanged(Message):
+        """The set of marked rows changed (``table`` is the sender)."""
+
+        def __init__(self, table: "ItemTable"):
+            super().__init__()
+            self.table = table
+
     def __init__(self, source: RowSource, kind: str, *, id: str | None = None):
         super().__init__(id=id)
         self.source = source
@@ -247,13 +254,17 @@ class ItemTable(ScrollView, can_focus=True):
     def action_jump(self, where: int) -> None:
         self.move_to(self.count - 1 if where < 0 else 0)
 
+    def _marks_changed(self) -> None:
+        self.refresh()
+        self.post_message(self.MarksChanged(self))
+
     def action_toggle_mark(self) -> None:
         row = self.cursor_row
         if row is None:
             return
         self.marks.symmetric_difference_update({row.id})
         self.move_to(self.cursor + 1)
-        self.refresh()
+        self._marks_changed()
 
     def action_extend(self, delta: int) -> None:
         """Extend the marks from where the range started to the new cursor row."""
@@ -269,20 +280,20 @@ class ItemTable(ScrollView, can_focus=True):
             r = self.row_at(index)
             if r:
                 self.marks.add(r.id)
-        self.refresh()
+        self._marks_changed()
 
     def action_mark_all(self) -> None:
         self.marks.update(self.source.ids())
-        self.refresh()
+        self._marks_changed()
 
     def action_invert_marks(self) -> None:
         self.marks = set(self.source.ids()) - self.marks
-        self.refresh()
+        self._marks_changed()
 
     def action_clear_marks(self) -> None:
         self.marks.clear()
         self._anchor = None
-        self.refresh()
+        self._marks_changed()
 
     def on_focus(self) -> None:
         self.refresh()
