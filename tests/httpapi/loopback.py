@@ -303,13 +303,13 @@ class LoopbackServer:
             resp_headers.setdefault("content-type", "application/json")
         hdrs = [(k, v) for k, v in resp_headers.items()]
         hdrs.append(("content-length", str(len(payload))))
-        writer.write(conn.send(h11.Response(status_code=status, headers=hdrs)))
+        head = conn.send(h11.Response(status_code=status, headers=hdrs))
         if fault is not None and fault.truncate:
-            writer.write(payload[: len(payload) // 2])
+            writer.write(head + payload[: len(payload) // 2])
             await writer.drain()
             return False
-        writer.write(conn.send(h11.Data(data=payload)))
-        writer.write(conn.send(h11.EndOfMessage()))
+        # one write: head and body leave in as few segments as the socket allows
+        writer.write(head + conn.send(h11.Data(data=payload)) + conn.send(h11.EndOfMessage()))
         await writer.drain()
         return True
 
