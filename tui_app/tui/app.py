@@ -227,8 +227,10 @@ class TuiApp(App[int]):
         if not self.clock_free:
             parts += [f"{rate:.1f} items/s", f"ETA {eta}"]
         mode = "all pending" if self.engine.min_priority.get(name, 0) == 0 else "requests only (g: all pending)"
+        paced = throttle.paced_rps()
         parts.append(f"{coll.provider} {throttle.in_use}/{throttle.limit} in use"
-                     + (f", cooling down {cooling:.0f} s" if cooling > 0 else ""))
+                     + (f", cooling down {cooling:.0f} s" if cooling > 0 else "")
+                     + (f", paced {paced:.1f}/s after 429s" if paced else ""))
         parts.append(mode)
         source = self.sources[name]
         filters = []
