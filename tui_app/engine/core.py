@@ -372,6 +372,10 @@ class Engine:
         claimed = 0
         async with anyio.create_task_group() as tg:
             while not self._stopping and (limit is None or claimed < limit):
+                # a slot is freed when the provider answers, before the take is written: bound the items
+                # whose outputs wait for the disk, so a fast provider cannot pile them up in memory
+                while stats.in_flight >= throttle.limit + WRITER_THREADS and not self._stopping:
+                    await self._wait_wake(coll.name, 1.0)
                 await throttle.acquire()
                 if self._stopping:
                     throttle.release()
