@@ -242,3 +242,29 @@ def test_rate_counts_only_the_current_stretch_of_work():
     for t in (20.5, 21.0, 21.5, 22.0):
         stats.note_done(t)
     assert stats.rate(now=22.0) == pytest.approx(2.0)
+
+
+def test_outputs_waiting_for_the_disk_are_bounded(tmp_path, monkeypatch):
+    """A provider faster than the disk cannot pile up claimed items and their outputs in memory."""
+    import time as _time
+
+    from tui_app.engine import core
+
+    real_write = core._write_take
+
+    def slow_write(*args, **kwargs):
+        _time.sleep(0.02)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_write_take", slow_write)
+    engine = _engine(write_project(tmp_path, entries=80, concurrency=2))
+    peak = 0
+
+    def watch(event):
+        nonlocal peak
+        peak = max(peak, engine.stats["dataset"].in_flight)
+
+    engine.subscribe(watch)
+    anyio.run(lambda: engine.run(["dataset"]))
+    assert engine.store.counts(["dataset"])["dataset"]["completed"] == 80
+    assert 2 < peak <= 2 + core.WRITER_THREADS
