@@ -117,6 +117,7 @@ class DetailScreen(ModalScreen[int | None]):
     DEFAULT_CSS = """
     DetailScreen { align: center middle; }
     DetailScreen > Vertical { width: 90%; height: 90%; border: thick $accent; background: $surface; padding: 0 1; }
+    DetailScreen VerticalScroll { height: auto; max-height: 60%; }
     DetailScreen #takes { height: 1fr; }
     """
     BINDINGS = [Binding("escape,q,enter", "close", "Close"), Binding("v", "revert", "Revert to take")]
