@@ -179,7 +179,7 @@ def test_elevenlabs_too_many_concurrent_requests_lowers_concurrency(tmp_path, ke
     finally:
         server.stop()
     assert all(i["status"] == "completed" for i in _items(store, "dataset").values())
-    assert engine.throttles["elevenlabs"].limit == 2
+    assert 1 <= engine.throttles["elevenlabs"].limit <= 2  # in flight is read when the 429 arrives
     assert any("concurrency lowered to" in e["message"] for e in store.events())
     for path in _take_files(tmp_path, "data/out/dataset"):
         with wave.open(str(path)) as w:
