@@ -19,7 +19,7 @@ def _write(tmp_path: Path, provider: str) -> Path:
 
 
 @pytest.mark.parametrize("provider,key,needle", [
-    ('kind = "openai"\nvoise = "alloy"\n', "voise", "unknown key for a openai provider"),
+    ('kind = "openai"\nvoise = "alloy"\n', "voise", "unknown key for a provider of kind openai"),
     ('kind = "openai"\nresponse_format = "mp3"\n', "response_format", "must be one of wav, pcm"),
     ('kind = "openai"\nbase_url = "https://user:pw@api.example.com/v1"\n', "base_url", "must not hold credentials"),
     ('kind = "openai"\nbase_url = "api.example.com"\n', "base_url", "http:// or https:// URL"),

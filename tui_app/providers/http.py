@@ -283,7 +283,7 @@ def check_options(options: Mapping[str, Any], error: Callable[[str, str], Except
     known = strings | numbers | booleans
     for key, value in options.items():
         if key not in known:
-            raise error(key, f"unknown key for a {kind} provider (known: {', '.join(sorted(known))})")
+            raise error(key, f"unknown key for a provider of kind {kind} (known: {', '.join(sorted(known))})")
         if key in strings and not isinstance(value, str):
             raise error(key, f"must be a string, got {value!r}")
         if key in numbers and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
