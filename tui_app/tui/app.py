@@ -210,9 +210,11 @@ class TuiApp(App[int]):
         self._last_event_id = max(self._last_event_id, events[-1]["id"])
         log.write(text)
 
-    def summary_text(self, name: str) -> str:
-        """One line: completed/total, failed, in flight, items/s, ETA, filters, and the throttle."""
-        counts = self.store.counts([name])[name]
+    def summary_text(self, name: str, counts: dict[str, int] | None = None) -> str:
+        """One line: completed/total, failed, in flight, items/s, ETA, filters, and the throttle.
+
+        ``counts`` ({status: n}) saves a query when the caller has them already."""
+        counts = counts if counts is not None else self.store.counts([name])[name]
         stats = self.engine.stats[name]
         coll = self.config.collections[name]
         throttle = self.engine.throttles[coll.provider]
@@ -246,8 +248,9 @@ class TuiApp(App[int]):
         return " · ".join(parts)
 
     def _refresh_summaries(self) -> None:
+        counts = self.store.counts(list(self.config.collections))  # one query for every collection
         for name in self.config.collections:
-            self.summaries[name].update(self.summary_text(name))
+            self.summaries[name].update(self.summary_text(name, counts[name]))
 
     # ------------------------------------------------------------------ helpers
 
