@@ -95,6 +95,7 @@ async def test_debounce_three_presses_50ms_apart_during_a_long_run(tmp_path):
 async def test_pressing_r_on_the_same_row_three_times_queues_it_once_per_window(tmp_path):
     app = _app(tmp_path, entries=5, latency_ms=10)
     async with app.run_test(size=(140, 30)) as pilot:
+        await pilot.pause(0.3)  # the app has painted and settled, as a user sees it before pressing
         for _ in range(3):
             app.post_message(events.Key("r", "r"))
             await asyncio.sleep(0.05)
