@@ -285,10 +285,7 @@ class Engine:
             provider = self.provider(coll.provider)
             prepare = getattr(provider, "prepare", None)
             if prepare is not None:
-                try:
-                    await prepare(dict(coll.params))
-                except TypeError:
-                    await prepare()
+                await prepare(dict(coll.params))  # the collection's parameters (e.g. its voice)
 
     async def aclose(self) -> None:
         """Close every provider."""

@@ -100,6 +100,14 @@ class Provider(Protocol):
 
     name: str
 
+    async def prepare(self, options: Mapping[str, Any] | None = None) -> None:
+        """Load what the collection with these parameters needs (a voice, a key) before its first item.
+
+        Raises:
+            ProviderError: the provider cannot work (missing package, voice or API key).
+        """
+        ...
+
     async def generate(self, request: Request) -> Output:
         """Produce one take; raise :class:`ProviderError` on failure."""
         ...

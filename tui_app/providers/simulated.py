@@ -44,7 +44,7 @@ class SimulatedProvider:
         self.seed = int(opts.get("seed", 0))
         self._calls: dict[str, int] = defaultdict(int)
 
-    async def prepare(self) -> None:
+    async def prepare(self, options: dict | None = None) -> None:
         """Nothing to load."""
 
     async def generate(self, request: Request) -> Output:
