@@ -156,11 +156,6 @@ class RunStats:
         return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
 
-def error_status(error: ProviderError | None) -> int | None:
-    """The HTTP status of a failure, None for success or a failure without one."""
-    return error.status if error is not None else None
-
-
 def resolve_seed(kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool) -> int | None:
     """The seed of the next take.
 
@@ -423,8 +418,8 @@ class Engine:
                 raise
             except Exception as exc:  # a provider bug fails this item only
                 error = ProviderError(f"{type(exc).__name__}: {exc}")
-            if cached is None and (error is None or error.status is not None) and error_status(error) != 429:
-                throttle.note_accepted()  # the server took this request: the rate it accepts, for 429s
+            if cached is None and (error is None or error.status not in (None, 429)):
+                throttle.note_accepted()  # the server answered without a 429: the rate it accepts
             # the provider is done with this request: its slot goes to the next one while the take is written
             in_use = throttle.in_use  # with this request, for a "too many concurrent requests" answer
             holding = False
@@ -516,6 +511,12 @@ class Engine:
         text = str(path)
         return text[len(self._root_prefix):] if text.startswith(self._root_prefix) else text
 
+    def _throttle_event(self, coll: CollectionConfig, what: str) -> None:
+        """Log (in the store) and emit a change of the provider's throttle: ``PROVIDER: what``."""
+        message = f"{coll.provider}: {what}"
+        self.store.log("warning", "cooldown", message, collection=coll.name)
+        self.emit("cooldown", coll.name, message)
+
     def _failed(self, coll: CollectionConfig, item: Item, error: ProviderError, policy: RetryPolicy,
                 throttle: Throttle, in_use: int) -> None:
         stats = self.stats[coll.name]
@@ -524,21 +525,15 @@ class Engine:
             new_limit = min(throttle.limit, in_use - 1)
             if new_limit < throttle.limit:
                 throttle.set_limit(new_limit)
-                message = f"{coll.provider}: too many concurrent requests, concurrency lowered to {new_limit}"
-                self.store.log("warning", "cooldown", message, collection=coll.name)
-                self.emit("cooldown", coll.name, message)
+                self._throttle_event(coll, f"too many concurrent requests, concurrency lowered to {new_limit}")
         if error.status == 429 and not error.lower_concurrency and error.retryable:
             paced = throttle.note_rate_limited()
             if paced is not None:
-                message = f"{coll.provider}: rate limited, pacing requests at {paced:.1f}/s"
-                self.store.log("warning", "cooldown", message, collection=coll.name)
-                self.emit("cooldown", coll.name, message)
+                self._throttle_event(coll, f"rate limited, pacing requests at {paced:.1f}/s")
         if error.retry_after_s:
             seconds = min(error.retry_after_s, policy.max_retry_after_s)
             if throttle.clock() + seconds > throttle.cooldown_until + 0.05:  # log each new cooldown once
-                message = f"{coll.provider}: server asked to wait, all requests cooling down {seconds:.1f} s"
-                self.store.log("warning", "cooldown", message, collection=coll.name)
-                self.emit("cooldown", coll.name, message)
+                self._throttle_event(coll, f"server asked to wait, all requests cooling down {seconds:.1f} s")
             throttle.cool_down(seconds)
         if policy.should_retry(error.retryable, item.attempts):
             delay = policy.delay(item.attempts, error.retry_after_s)
