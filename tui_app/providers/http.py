@@ -115,7 +115,7 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now: float | No
 
 # --------------------------------------------------------------------------- error bodies
 
-def error_detail(body: bytes, content_type: str = "") -> tuple[str, str | None]:
+def error_detail(body: bytes) -> tuple[str, str | None]:
     """``(message, code)`` from an error response body, whatever API sent it.
 
     Shapes understood:
@@ -272,15 +272,16 @@ def read_secret(env_name: str | None, provider: str) -> str | None:
 
 
 def check_options(options: Mapping[str, Any], error: Callable[[str, str], Exception], kind: str,
-                  strings: Iterable[str] = (), numbers: Iterable[str] = (), booleans: Iterable[str] = (),
+                  strings: Iterable[str] = (), numbers: Iterable[str] = (),
                   allowed: Mapping[str, Iterable[str]] | None = None) -> None:
     """Config-time checks shared by the HTTP providers: known keys and their types.
 
     Raises:
         ConfigError: built by ``error(key, message)`` for the first unknown or mistyped key.
     """
-    strings, numbers, booleans = set(strings) | {"base_url"}, set(numbers) | {"connect_timeout_s", "read_timeout_s"}, set(booleans)
-    known = strings | numbers | booleans
+    strings = set(strings) | {"base_url"}
+    numbers = set(numbers) | {"connect_timeout_s", "read_timeout_s"}
+    known = strings | numbers
     for key, value in options.items():
         if key not in known:
             raise error(key, f"unknown key for a provider of kind {kind} (known: {', '.join(sorted(known))})")
@@ -289,8 +290,6 @@ def check_options(options: Mapping[str, Any], error: Callable[[str, str], Except
         if key in numbers and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
                                or (value == 0 and key.endswith("_s"))):
             raise error(key, f"must be a number {'> 0' if key.endswith('_s') else '>= 0'}, got {value!r}")
-        if key in booleans and not isinstance(value, bool):
-            raise error(key, f"must be true or false, got {value!r}")
         if allowed and key in allowed and value not in allowed[key]:
             raise error(key, f"must be one of {', '.join(map(str, allowed[key]))}, got {value!r}")
     base = options.get("base_url")
@@ -352,11 +351,15 @@ class HttpClient:
         index = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[index] += 1
         try:
-            response = await self.shards[index].request(method, path.lstrip("/"), **kwargs)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            return await self._send(self.shards[index], method, path.lstrip("/"), **kwargs)
         finally:
             self._busy[index] -= 1
+
+    async def _send(self, client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
         if response.status_code >= 300:
             raise self.status_error(response)
         return response
@@ -372,18 +375,12 @@ class HttpClient:
             return response.content
         if self._plain is None:
             self._plain = httpx.AsyncClient(timeout=self._timeout, follow_redirects=True)
-        try:
-            response = await self._plain.get(url)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
-        if response.status_code >= 300:
-            raise self.status_error(response)
-        return response.content
+        return (await self._send(self._plain, "GET", url)).content
 
     def status_error(self, response: httpx.Response) -> ProviderError:
         """The :class:`ProviderError` for a non-2xx answer (message, retryable, Retry-After)."""
         status = response.status_code
-        message, code = error_detail(response.content, response.headers.get("content-type", ""))
+        message, code = error_detail(response.content)
         retryable = is_retryable_status(status) and code not in NEVER_RETRY_CODES
         text = f"HTTP {status}: {message}"
         if code and code not in message:
@@ -410,18 +407,6 @@ class HttpClient:
             await shard.aclose()
         if self._plain is not None:
             await self._plain.aclose()
-
-
-def client_from_options(provider: str, options: Mapping[str, Any], default_base: str, concurrency: int,
-                        timeout_s: float, headers: Mapping[str, str] | None = None,
-                        auth: tuple[str, str] | None = None, secrets: Iterable[str] = ()) -> HttpClient:
-    """An :class:`HttpClient` from a provider table's ``base_url`` and timeouts.
-
-    ``connect_timeout_s`` defaults to 10 s; ``read_timeout_s`` to the provider's ``timeout_s``.
-    """
-    return HttpClient(provider, str(options.get("base_url", default_base)), concurrency,
-                      float(options.get("connect_timeout_s", 10.0)), float(options.get("read_timeout_s", timeout_s)),
-                      headers=headers, auth=auth, secrets=secrets)
 
 
 def json_body(response: httpx.Response, what: str) -> Any:
@@ -472,9 +457,14 @@ class HttpProvider:
 
     def make_client(self, headers: Mapping[str, str] | None = None, auth: tuple[str, str] | None = None,
                     secrets: Iterable[str] = ()) -> HttpClient:
-        """An :class:`HttpClient` for this provider's ``base_url``, concurrency and timeouts."""
-        return client_from_options(self.name, self.options, self.default_base_url, self.config.concurrency,
-                                   self.config.timeout_s, headers=headers, auth=auth, secrets=secrets)
+        """An :class:`HttpClient` for this provider's ``base_url``, concurrency and timeouts.
+
+        ``connect_timeout_s`` defaults to 10 s; ``read_timeout_s`` to the provider's ``timeout_s``.
+        """
+        o = self.options
+        return HttpClient(self.name, str(o.get("base_url", self.default_base_url)), self.config.concurrency,
+                          float(o.get("connect_timeout_s", 10.0)), float(o.get("read_timeout_s", self.config.timeout_s)),
+                          headers=headers, auth=auth, secrets=secrets)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
