@@ -273,9 +273,8 @@ class TuiApp(App[int]):
 
     def on_item_table_marks_changed(self, event: ItemTable.MarksChanged) -> None:
         """Show the new number of marked rows in that table's summary at once."""
-        for name, table in self.tables.items():
-            if table is event.table:
-                self.summaries[name].update(self.summary_text(name))
+        name = event.table.source.collection
+        self.summaries[name].update(self.summary_text(name))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
