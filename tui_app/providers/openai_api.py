@@ -130,7 +130,8 @@ class OpenAIProvider(HttpProvider):
 
     async def _edit(self, request: Request) -> Output:
         o, p = self.options, request.params
-        photo, _, _, mime = read_photo(request.source, request.key)
+        photo, _, _, mime = read_photo(request.source, request.key)  # raises when there is no source
+        name = request.source.name  # type: ignore[union-attr]
         model = str(request.options.get("model") or o.get("edit_model") or o.get("image_model", "gpt-image-1"))
         temperature = float(p.get("temperature", 0.4))
         prompt = variant_prompt(str(request.options.get("prompt") or DEFAULT_PROMPT), temperature)
@@ -138,7 +139,7 @@ class OpenAIProvider(HttpProvider):
         size = request.options.get("size") or o.get("edit_size")
         if size:
             fields["size"] = size
-        files = {"image": (request.source.name if request.source else "photo", photo, mime)}
+        files = {"image": (name, photo, mime)}
         response = await self.client().request("POST", "images/edits", data=fields, files=files)
         data, revised = await self._first_image(response)
         width, height, suffix, _ = check_image(data)
