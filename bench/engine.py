@@ -34,9 +34,11 @@ from tui_app.store import Store
 def make_project(root: Path, n: int, latency_ms: float, concurrency: int) -> Path:
     (root / "data").mkdir(parents=True)
     (root / "data" / "prompts.data").write_text(
-        "".join(f'( item_{i:06d} "Sentence number {i} of the benchmark." )\n' for i in range(n)))
+        "".join(f'( item_{i:06d} "Sentence number {i} of the benchmark." )\n' for i in range(n))
+    )
     config = root / "config.toml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         [collections.dataset]
         source = "data/prompts.data"
         provider = "sim"
@@ -45,7 +47,8 @@ def make_project(root: Path, n: int, latency_ms: float, concurrency: int) -> Pat
         kind = "simulated"
         concurrency = {concurrency}
         latency_ms = {latency_ms}
-        """))
+        """)
+    )
     return config
 
 
@@ -65,25 +68,36 @@ def run_once(n: int, latency_ms: float, concurrency: int) -> dict[str, float]:
         assert files == n, f"{files} files for {n} items"
         store.close()
         ideal = n * latency_ms / 1000.0 / concurrency
-        return {"n": n, "latency_ms": latency_ms, "concurrency": concurrency, "wall_s": wall,
-                "items_per_s": n / wall, "overhead_ms": (wall - ideal) / n * 1000.0 * concurrency
-                if latency_ms else wall / n * 1000.0, "ratio": wall / ideal if ideal else float("nan")}
+        return {
+            "n": n,
+            "latency_ms": latency_ms,
+            "concurrency": concurrency,
+            "wall_s": wall,
+            "items_per_s": n / wall,
+            "overhead_ms": (wall - ideal) / n * 1000.0 * concurrency if latency_ms else wall / n * 1000.0,
+            "ratio": wall / ideal if ideal else float("nan"),
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, help="items (default: run both reference scenarios)")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    scenarios = ([(args.n, args.latency_ms, args.concurrency)] if args.n else
-                 [(10_000, 0.0, 16), (400, 200.0, 16)])
+    scenarios = (
+        [(args.n, args.latency_ms, args.concurrency)] if args.n else [(10_000, 0.0, 16), (400, 200.0, 16)]
+    )
     for n, latency, conc in scenarios:
         r = run_once(n, latency, conc)
-        line = (f"N={r['n']:>6} latency={r['latency_ms']:>5.0f} ms C={r['concurrency']:>3}: "
-                f"wall {r['wall_s']:.2f} s, {r['items_per_s']:.0f} items/s")
+        line = (
+            f"N={r['n']:>6} latency={r['latency_ms']:>5.0f} ms C={r['concurrency']:>3}: "
+            f"wall {r['wall_s']:.2f} s, {r['items_per_s']:.0f} items/s"
+        )
         if latency:
             line += f", wall/ideal {r['ratio']:.3f} (ideal {n * latency / 1000 / conc:.2f} s)"
         else:

@@ -60,9 +60,11 @@ def stats(port: int, reset: bool = False) -> dict:
 def make_project(root: Path, port: int, n: int, concurrency: int, rpm: float) -> Path:
     (root / "data").mkdir(parents=True)
     (root / "data" / "prompts.data").write_text(
-        "".join(f'( bench_{i:05d} "Sentence number {i} of the benchmark." )\n' for i in range(n)))
+        "".join(f'( bench_{i:05d} "Sentence number {i} of the benchmark." )\n' for i in range(n))
+    )
     config = root / "config.toml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         [collections.dataset]
         source = "data/prompts.data"
         provider = "api"
@@ -74,7 +76,8 @@ def make_project(root: Path, port: int, n: int, concurrency: int, rpm: float) ->
         concurrency = {concurrency}
         requests_per_minute = {rpm}
         max_attempts = 8
-        """))
+        """)
+    )
     return config
 
 
@@ -105,7 +108,9 @@ def run_engine(config_path: Path) -> tuple[float, dict]:
     return elapsed, {**counts, "attempts": attempts}
 
 
-def scenario(name: str, n: int, concurrency: int, latency_ms: float, limit_rps: float | None, rpm: float) -> dict:
+def scenario(
+    name: str, n: int, concurrency: int, latency_ms: float, limit_rps: float | None, rpm: float
+) -> dict:
     proc, port = start_server(latency_ms, limit_rps)
     try:
         root = Path(tempfile.mkdtemp(prefix=f"tui_app_httpbench_{name}_"))
@@ -116,19 +121,32 @@ def scenario(name: str, n: int, concurrency: int, latency_ms: float, limit_rps: 
     finally:
         proc.terminate()
         proc.wait(5)
-    result = {"scenario": name, "n": n, "concurrency": concurrency, "latency_ms": latency_ms,
-              "limit_rps": limit_rps, "requests_per_minute": rpm, "wall_s": round(elapsed, 3),
-              "completed": counts["completed"], "failed": counts["failed"], "requests": server["total"],
-              "http_429": len(server["rate_limited"]), "items_per_s": round(counts["completed"] / elapsed, 2),
-              "max_in_flight_at_server": server["max_in_flight"]}
+    result = {
+        "scenario": name,
+        "n": n,
+        "concurrency": concurrency,
+        "latency_ms": latency_ms,
+        "limit_rps": limit_rps,
+        "requests_per_minute": rpm,
+        "wall_s": round(elapsed, 3),
+        "completed": counts["completed"],
+        "failed": counts["failed"],
+        "requests": server["total"],
+        "http_429": len(server["rate_limited"]),
+        "items_per_s": round(counts["completed"] / elapsed, 2),
+        "max_in_flight_at_server": server["max_in_flight"],
+    }
     if limit_rps is None:
         ideal = n * latency_ms / 1000.0 / concurrency
         result.update(ideal_s=round(ideal, 3), wall_over_ideal=round(elapsed / ideal, 3) if ideal else None)
     else:
         late = [t for t in server["request_times"] if t >= 5.0]
         late_429 = [t for t in server["rate_limited"] if t >= 5.0]
-        result.update(requests_after_5s=len(late), http_429_after_5s=len(late_429),
-                      share_429_after_5s=round(len(late_429) / max(1, len(late)), 4))
+        result.update(
+            requests_after_5s=len(late),
+            http_429_after_5s=len(late_429),
+            share_429_after_5s=round(len(late_429) / max(1, len(late)), 4),
+        )
     return result
 
 
@@ -149,20 +167,28 @@ def main() -> None:
         if args.json:
             print(json.dumps(result), flush=True)
             continue
-        print(f"({name}) N={result['n']} C={result['concurrency']} latency={result['latency_ms']:g} ms "
-              f"server limit={result['limit_rps'] or '-'} req/s client rpm={result['requests_per_minute'] or '-'}")
-        print(f"    wall {result['wall_s']:.2f} s, {result['completed']} completed, {result['failed']} failed, "
-              f"{result['items_per_s']:.1f} items/s, {result['requests']} requests, {result['http_429']} x 429")
+        print(
+            f"({name}) N={result['n']} C={result['concurrency']} latency={result['latency_ms']:g} ms "
+            f"server limit={result['limit_rps'] or '-'} req/s client rpm={result['requests_per_minute'] or '-'}"
+        )
+        print(
+            f"    wall {result['wall_s']:.2f} s, {result['completed']} completed, {result['failed']} failed, "
+            f"{result['items_per_s']:.1f} items/s, {result['requests']} requests, {result['http_429']} x 429"
+        )
         if "ideal_s" in result:
             verdict = "ok" if result["wall_over_ideal"] <= 1.10 else "MISSED"
-            print(f"    ideal {result['ideal_s']:.2f} s -> wall/ideal {result['wall_over_ideal']:.3f} "
-                  f"(target <= 1.10: {verdict})")
+            print(
+                f"    ideal {result['ideal_s']:.2f} s -> wall/ideal {result['wall_over_ideal']:.3f} "
+                f"(target <= 1.10: {verdict})"
+            )
         else:
             rate_ok = "ok" if result["items_per_s"] >= 19.0 else "MISSED"
             share_ok = "ok" if result["share_429_after_5s"] <= 0.02 else "MISSED"
-            print(f"    items/s {result['items_per_s']:.2f} (target >= 19: {rate_ok}); 429s after 5 s: "
-                  f"{result['http_429_after_5s']}/{result['requests_after_5s']} = "
-                  f"{100 * result['share_429_after_5s']:.2f} % (target <= 2 %: {share_ok})")
+            print(
+                f"    items/s {result['items_per_s']:.2f} (target >= 19: {rate_ok}); 429s after 5 s: "
+                f"{result['http_429_after_5s']}/{result['requests_after_5s']} = "
+                f"{100 * result['share_429_after_5s']:.2f} % (target <= 2 %: {share_ok})"
+            )
 
 
 if __name__ == "__main__":

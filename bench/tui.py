@@ -57,10 +57,14 @@ IMPORT_LIMIT_S = 120.0
 def make_project(root: Path, n: int) -> Path:
     (root / "data").mkdir(parents=True)
     (root / "data" / "prompts.data").write_text(
-        "".join(f'( LJ{i // 1000:03d}-{i % 1000:04d} "Sentence number {i} of a large dataset, read aloud." )\n'
-                for i in range(n)))
+        "".join(
+            f'( LJ{i // 1000:03d}-{i % 1000:04d} "Sentence number {i} of a large dataset, read aloud." )\n'
+            for i in range(n)
+        )
+    )
     config = root / "config.toml"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         [collections.dataset]
         source = "data/prompts.data"
         provider = "sim"
@@ -68,7 +72,8 @@ def make_project(root: Path, n: int) -> Path:
         [providers.sim]
         kind = "simulated"
         concurrency = 8
-        """))
+        """)
+    )
     return config
 
 
@@ -150,8 +155,11 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
     async def run() -> None:
         async with app.run_test(size=(160, 45)) as pilot:
             await wait_for(lambda: "first_paint" in marks, FIRST_PAINT_LIMIT_S, "first painted row")
-            await wait_for(lambda: not any(w.group == "import" and not w.is_finished for w in app.workers),
-                           IMPORT_LIMIT_S, "background source check")
+            await wait_for(
+                lambda: not any(w.group == "import" and not w.is_finished for w in app.workers),
+                IMPORT_LIMIT_S,
+                "background source check",
+            )
             result["import_done_s"] = time.perf_counter() - started
             await pilot.pause(0.2)
             table = app.query_one("#table-dataset", table_module.ItemTable)
@@ -171,10 +179,18 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
                     kind = {"generating": "started", "completed": "completed", "failed": "failed"}[status]
                     message = f"{keys_of[item_id]} {status} (bench update)"
                     with app.store.transaction() as c:
-                        c.execute("UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=?",
-                                  (status, time.time(), item_id))
-                        app.store._event(c, "error" if status == "failed" else "info", kind, "dataset",
-                                         keys_of[item_id], message)
+                        c.execute(
+                            "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                            (status, time.time(), item_id),
+                        )
+                        app.store._event(
+                            c,
+                            "error" if status == "failed" else "info",
+                            kind,
+                            "dataset",
+                            keys_of[item_id],
+                            message,
+                        )
                     app.engine.emit(kind, "dataset", message)
                     written += 1
                     next_at += interval
@@ -214,14 +230,16 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
 
     asyncio.run(run())
     latencies.sort()
-    result.update({
-        "first_paint_s": marks["first_paint"] - started,
-        "keys": len(latencies),
-        "key_p50_ms": percentile(latencies, 0.50) * 1000,
-        "key_p95_ms": percentile(latencies, 0.95) * 1000,
-        "key_max_ms": latencies[-1] * 1000,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    })
+    result.update(
+        {
+            "first_paint_s": marks["first_paint"] - started,
+            "keys": len(latencies),
+            "key_p50_ms": percentile(latencies, 0.50) * 1000,
+            "key_p95_ms": percentile(latencies, 0.95) * 1000,
+            "key_max_ms": latencies[-1] * 1000,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
     return result
 
 
@@ -230,12 +248,20 @@ def _ms(v: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, help="items (default: 13,100 and 100,000)")
     parser.add_argument("--keys", type=int, default=200, help="key presses to time")
-    parser.add_argument("--rate", type=float, default=500.0, help="item updates per second during the key test")
-    parser.add_argument("--key-timeout", type=float, default=1.0,
-                        help="seconds to wait for one key's repaint before counting a miss")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="item updates per second during the key test"
+    )
+    parser.add_argument(
+        "--key-timeout",
+        type=float,
+        default=1.0,
+        help="seconds to wait for one key's repaint before counting a miss",
+    )
     parser.add_argument("--child-timeout", type=float, default=300.0, help="seconds allowed per size")
     parser.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -244,19 +270,41 @@ def main() -> None:
         setup(args.setup, args.n)
         return
     if args.child:
-        faulthandler.dump_traceback_later(max(1.0, args.child_timeout - 5), exit=True)  # stacks on stderr, not a hang
+        faulthandler.dump_traceback_later(
+            max(1.0, args.child_timeout - 5), exit=True
+        )  # stacks on stderr, not a hang
         print(json.dumps(scenario(args.child, args.n, args.keys, args.rate, args.key_timeout)))
         return
     failed = False
-    for n in ([args.n] if args.n else [13_100, 100_000]):
+    for n in [args.n] if args.n else [13_100, 100_000]:
         root = Path(tempfile.mkdtemp(prefix="tui_app_tuibench_"))
         try:
-            subprocess.run([sys.executable, __file__, "--setup", str(root), "--n", str(n)], check=True,
-                           timeout=args.child_timeout)
-            out = subprocess.run([sys.executable, __file__, "--child", str(root), "--n", str(n),
-                                  "--keys", str(args.keys), "--rate", str(args.rate),
-                                  "--key-timeout", str(args.key_timeout), "--child-timeout", str(args.child_timeout)],
-                                 capture_output=True, text=True, timeout=args.child_timeout)
+            subprocess.run(
+                [sys.executable, __file__, "--setup", str(root), "--n", str(n)],
+                check=True,
+                timeout=args.child_timeout,
+            )
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(root),
+                    "--n",
+                    str(n),
+                    "--keys",
+                    str(args.keys),
+                    "--rate",
+                    str(args.rate),
+                    "--key-timeout",
+                    str(args.key_timeout),
+                    "--child-timeout",
+                    str(args.child_timeout),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=args.child_timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             err = exc.stderr or b""
             err = err.decode(errors="replace") if isinstance(err, bytes) else err
@@ -270,10 +318,13 @@ def main() -> None:
             failed = True
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"N={r['n']:>7}: first paint {r['first_paint_s']:.3f} s, key latency p50 {_ms(r['key_p50_ms'])} "
-              f"p95 {_ms(r['key_p95_ms'])} max {_ms(r['key_max_ms'])} ({r['key_misses']}/{r['keys']} keys "
-              f"timed out) at {r['update_rate']:.0f} updates/s, peak RSS {r['peak_rss_mb']:.0f} MB "
-              f"(background source check done at {r['import_done_s']:.2f} s)", flush=True)
+        print(
+            f"N={r['n']:>7}: first paint {r['first_paint_s']:.3f} s, key latency p50 {_ms(r['key_p50_ms'])} "
+            f"p95 {_ms(r['key_p95_ms'])} max {_ms(r['key_max_ms'])} ({r['key_misses']}/{r['keys']} keys "
+            f"timed out) at {r['update_rate']:.0f} updates/s, peak RSS {r['peak_rss_mb']:.0f} MB "
+            f"(background source check done at {r['import_done_s']:.2f} s)",
+            flush=True,
+        )
     sys.exit(1 if failed else 0)
 
 

@@ -12,23 +12,37 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data"
 
 
-def write_project(root: Path, *, entries: int = 12, pages: int = 4, photos: int = 2,
-                  provider: str = "simulated", latency_ms: float = 0, jitter_ms: float = 0,
-                  failure_rate: float = 0.0, concurrency: int = 4, max_attempts: int = 3,
-                  extra: str = "", slots: str = '["forensic", "balanced", "creative"]') -> Path:
+def write_project(
+    root: Path,
+    *,
+    entries: int = 12,
+    pages: int = 4,
+    photos: int = 2,
+    provider: str = "simulated",
+    latency_ms: float = 0,
+    jitter_ms: float = 0,
+    failure_rate: float = 0.0,
+    concurrency: int = 4,
+    max_attempts: int = 3,
+    extra: str = "",
+    slots: str = '["forensic", "balanced", "creative"]',
+) -> Path:
     """A project folder with the first ``entries`` ARCTIC prompts, a story of ``pages``
     pages (plus cover) and ``photos`` demo photos; returns the config path."""
     (root / "data" / "photos").mkdir(parents=True, exist_ok=True)
     prompts = (DEMO / "arctic" / "cmuarctic.data").read_text().splitlines()[:entries]
-    prompts += [f'( extra_{n:05d} "Synthetic prompt number {n} for a larger test project." )'
-                for n in range(entries - len(prompts))]
+    prompts += [
+        f'( extra_{n:05d} "Synthetic prompt number {n} for a larger test project." )'
+        for n in range(entries - len(prompts))
+    ]
     (root / "data" / "prompts.data").write_text("\n".join(prompts) + "\n")
     blocks = (DEMO / "story" / "peter_rabbit.md").read_text().split("\n---\n")[:pages]
     (root / "data" / "story.md").write_text("\n---\n".join(blocks) + "\n")
     for photo in sorted((DEMO / "photos").iterdir())[:photos]:
         shutil.copy(photo, root / "data" / "photos" / photo.name)
     config = root / "config.toml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         [project]
         debounce_ms = 300
 
@@ -56,7 +70,9 @@ def write_project(root: Path, *, entries: int = 12, pages: int = 4, photos: int 
         max_attempts = {max_attempts}
         backoff_base_s = 0.01
         backoff_max_s = 0.05
-        """) + extra)
+        """)
+        + extra
+    )
     return config
 
 

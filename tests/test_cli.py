@@ -16,8 +16,9 @@ from conftest import write_project
 
 
 def tui_app(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui_app", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tui_app", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
 
 
 def test_end_to_end_headless_run(tmp_path):
@@ -71,7 +72,9 @@ def test_usage_errors_exit_2(tmp_path):
 def test_plain_progress_lines_when_not_a_terminal(tmp_path):
     write_project(tmp_path, entries=20, pages=1, photos=1, latency_ms=100, concurrency=2)
     proc = tui_app("--batch", "--collection", "dataset", "--progress-interval", "0.3", cwd=tmp_path)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("dataset: ") and "items/s, ETA" in line]
+    lines = [
+        line for line in proc.stdout.splitlines() if line.startswith("dataset: ") and "items/s, ETA" in line
+    ]
     assert len(lines) >= 2, proc.stdout
     assert lines[0].startswith("dataset: ") and "/20 completed, 0 failed, " in lines[0]
     assert "dataset: 20/20 completed (20 this run), 0 failed, 0 pending" in proc.stdout
@@ -80,16 +83,24 @@ def test_plain_progress_lines_when_not_a_terminal(tmp_path):
 
 def _interrupt_run(tmp_path: Path, sig: int) -> subprocess.CompletedProcess:
     write_project(tmp_path, entries=200, pages=1, photos=1, latency_ms=300, concurrency=8)
-    proc = subprocess.Popen([sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     db = tmp_path / "data" / "state.sqlite"
     deadline = time.time() + 30
     while time.time() < deadline:  # wait until some items are done and others in flight
         time.sleep(0.1)
         if db.exists():
             try:
-                done = sqlite3.connect(db).execute(
-                    "SELECT COUNT(*) FROM items WHERE status='completed'").fetchone()[0]
+                done = (
+                    sqlite3.connect(db)
+                    .execute("SELECT COUNT(*) FROM items WHERE status='completed'")
+                    .fetchone()[0]
+                )
             except sqlite3.OperationalError:
                 continue
             if done >= 8:
@@ -106,8 +117,12 @@ def _assert_consistent(tmp_path: Path) -> None:
     out = tmp_path / "data" / "out" / "dataset"
     files = {p.name for p in out.iterdir()}
     assert not [n for n in files if n.startswith(".")], "partial temp files left behind"
-    recorded = {Path(p).name for (p,) in conn.execute(
-        "SELECT t.path FROM takes t JOIN items i ON i.current_take = t.id WHERE i.status='completed'")}
+    recorded = {
+        Path(p).name
+        for (p,) in conn.execute(
+            "SELECT t.path FROM takes t JOIN items i ON i.current_take = t.id WHERE i.status='completed'"
+        )
+    }
     assert recorded == files
 
 
@@ -128,8 +143,12 @@ def test_sigterm_during_a_headless_run(tmp_path):
 
 
 def test_python_m_and_help():
-    proc = subprocess.run([sys.executable, "-m", "tui_app", "--help"], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "100"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui_app", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "100"},
+    )
     assert proc.returncode == 0
     for word in ("--batch", "--collection", "--retry-failed", "--limit", "--json", "status", "exit codes"):
         assert word in proc.stdout

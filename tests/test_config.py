@@ -34,15 +34,26 @@ concurrency = 2
 """
 
 
-@pytest.mark.parametrize("change,line,needle", [
-    (("concurrency = 2", "concurrency = 0"), 7, "providers.sim.concurrency: must be an integer >= 1, got 0"),
-    (("concurrency = 2", 'concurrency = "two"'), 7, "providers.sim.concurrency: must be an integer"),
-    (('provider = "sim"', 'provider = "nope"'), 3, "collections.dataset.provider: no [providers.nope] table"),
-    (('kind = "simulated"', 'kind = "dalle"'), 6, "providers.sim.kind: unknown provider kind 'dalle'"),
-    (("concurrency = 2", "concurency = 2"), 7, "providers.sim.concurency: unknown key"),
-    (("concurrency = 2", 'api_key = "sk-secret"'), 7, "secrets do not belong in the config file"),
-    (('source = "data/m.csv"', 'source = "data/m.csv'), 2, "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "change,line,needle",
+    [
+        (
+            ("concurrency = 2", "concurrency = 0"),
+            7,
+            "providers.sim.concurrency: must be an integer >= 1, got 0",
+        ),
+        (("concurrency = 2", 'concurrency = "two"'), 7, "providers.sim.concurrency: must be an integer"),
+        (
+            ('provider = "sim"', 'provider = "nope"'),
+            3,
+            "collections.dataset.provider: no [providers.nope] table",
+        ),
+        (('kind = "simulated"', 'kind = "dalle"'), 6, "providers.sim.kind: unknown provider kind 'dalle'"),
+        (("concurrency = 2", "concurency = 2"), 7, "providers.sim.concurency: unknown key"),
+        (("concurrency = 2", 'api_key = "sk-secret"'), 7, "secrets do not belong in the config file"),
+        (('source = "data/m.csv"', 'source = "data/m.csv'), 2, "invalid TOML"),
+    ],
+)
 def test_errors_name_file_line_and_key(tmp_path, change, line, needle):
     path = tmp_path / "config.toml"
     path.write_text(BASE.replace(*change))
@@ -63,9 +74,14 @@ def test_missing_file(tmp_path):
 def test_cli_config_error_exit_2_and_nothing_written(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(BASE.replace("concurrency = 2", "concurrency = -1"))
-    proc = subprocess.run([sys.executable, "-m", "tui_app", "--config", str(path), "--batch"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui_app", "--config", str(path), "--batch"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"tui-app: error: {path}:7: providers.sim.concurrency: must be an integer >= 1, got -1"]
+        f"tui-app: error: {path}:7: providers.sim.concurrency: must be an integer >= 1, got -1"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from conftest import write_project
+
 from tui_app.config import load_config
 from tui_app.engine import Engine, RegenerateDebouncer
 from tui_app.media import wav_bytes
@@ -32,8 +32,9 @@ def test_lost_update_case_64_concurrent_completions(tmp_path):
     """The old system lost updates when parallel workers rewrote a JSON file. Here 64
     completions run at once; afterwards the DB's completed count equals the files on
     disk and every recorded sha256 matches its file."""
-    config_path = write_project(tmp_path, entries=64, pages=1, photos=1, concurrency=64,
-                                latency_ms=20, jitter_ms=20)
+    config_path = write_project(
+        tmp_path, entries=64, pages=1, photos=1, concurrency=64, latency_ms=20, jitter_ms=20
+    )
     engine = _engine(config_path)
     anyio.run(lambda: engine.run(["dataset"]))
     store = engine.store
@@ -80,11 +81,13 @@ class Scripted:
 
 def test_one_failure_never_stops_the_others_and_retries_only_retryable(tmp_path):
     config_path = write_project(tmp_path, entries=6, max_attempts=3)
-    provider = Scripted({
-        "arctic_a0002": [ProviderError("HTTP 503", retryable=True, status=503), "ok"],
-        "arctic_a0003": [ProviderError("HTTP 401: invalid key", status=401)],
-        "arctic_a0004": [ProviderError("HTTP 500", retryable=True)] * 3,
-    })
+    provider = Scripted(
+        {
+            "arctic_a0002": [ProviderError("HTTP 503", retryable=True, status=503), "ok"],
+            "arctic_a0003": [ProviderError("HTTP 401: invalid key", status=401)],
+            "arctic_a0004": [ProviderError("HTTP 500", retryable=True)] * 3,
+        }
+    )
     engine = _engine(config_path, {"simulated": provider})
     anyio.run(lambda: engine.run(["dataset"]))
     store = engine.store
@@ -101,8 +104,9 @@ def test_one_failure_never_stops_the_others_and_retries_only_retryable(tmp_path)
 
 def test_retry_after_cools_down_the_whole_provider(tmp_path):
     config_path = write_project(tmp_path, entries=4, concurrency=4)
-    provider = Scripted({"arctic_a0001": [ProviderError("HTTP 429", retryable=True, retry_after_s=0.3), "ok"]},
-                        latency_s=0.05)
+    provider = Scripted(
+        {"arctic_a0001": [ProviderError("HTTP 429", retryable=True, retry_after_s=0.3), "ok"]}, latency_s=0.05
+    )
     engine = _engine(config_path, {"simulated": provider})
     anyio.run(lambda: engine.run(["dataset"]))
     first = min(t for _, t in provider.calls)
@@ -112,8 +116,7 @@ def test_retry_after_cools_down_the_whole_provider(tmp_path):
 
 
 def test_timeout_is_retryable(tmp_path):
-    config_path = write_project(tmp_path, entries=1, max_attempts=2,
-                                extra="")
+    config_path = write_project(tmp_path, entries=1, max_attempts=2, extra="")
     text = config_path.read_text().replace("max_attempts = 2", "max_attempts = 2\ntimeout_s = 0.05")
     config_path.write_text(text)
     provider = Scripted({}, latency_s=0.2)
@@ -171,8 +174,13 @@ def test_debounced_requests_50ms_apart_form_one_batch_and_all_are_generated(tmp_
             for item in targets:
                 debouncer.request("dataset", [item.id])
                 await anyio.sleep(0.05)
-            while any(store.get_item(i.id).status != "completed" or store.get_item(i.id).current_take is None
-                      for i in targets) or store.counts(["dataset"])["dataset"]["pending"]:
+            while (
+                any(
+                    store.get_item(i.id).status != "completed" or store.get_item(i.id).current_take is None
+                    for i in targets
+                )
+                or store.counts(["dataset"])["dataset"]["pending"]
+            ):
                 await anyio.sleep(0.05)
             engine.stop()
             tg.cancel_scope.cancel()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from conftest import write_project
+
 from tui_app.config import load_config
 from tui_app.engine import Engine
 from tui_app.exports import ExportError, export_dataset, export_pages, export_variants
@@ -33,7 +33,9 @@ def _done_dataset(tmp_path: Path) -> Engine:
     anyio.run(lambda: engine.run(["dataset"]))
     # leave one entry failed and one pending to see them skipped
     items = engine.store.items("dataset")
-    engine.store.conn.execute("UPDATE items SET status='failed', last_error='HTTP 500' WHERE id=?", (items[6].id,))
+    engine.store.conn.execute(
+        "UPDATE items SET status='failed', last_error='HTTP 500' WHERE id=?", (items[6].id,)
+    )
     engine.store.conn.execute("UPDATE items SET status='pending' WHERE id=?", (items[7].id,))
     return engine
 
@@ -48,8 +50,10 @@ def test_ljspeech_export(tmp_path):
     lines = (out / "metadata.csv").read_text().splitlines()
     assert {line.split("|")[0] for line in lines} == completed
     assert all(len(line.split("|")) == 3 for line in lines)
-    assert lines[0] == ("arctic_a0001|Author of the danger trail, Philip Steels, etc."
-                        "|Author of the danger trail, Philip Steels, etc.")
+    assert lines[0] == (
+        "arctic_a0001|Author of the danger trail, Philip Steels, etc."
+        "|Author of the danger trail, Philip Steels, etc."
+    )
     for key in completed:
         with wave.open(str(out / "wavs" / f"{key}.wav")) as w:
             assert w.getframerate() == 22050 and w.getnchannels() == 1 and w.getsampwidth() == 2
@@ -69,7 +73,9 @@ def test_audiofolder_and_nemo_exports(tmp_path):
     export_dataset(engine.config, engine.store, nemo, fmt="nemo")
     entries = [json.loads(line) for line in (nemo / "manifest.json").read_text().splitlines()]
     assert len(entries) == 6 and set(entries[0]) == {"audio_filepath", "duration", "text"}
-    assert Path(entries[0]["audio_filepath"]).is_file() and entries[0]["duration"] == pytest.approx(0.1, abs=0.01)
+    assert Path(entries[0]["audio_filepath"]).is_file() and entries[0]["duration"] == pytest.approx(
+        0.1, abs=0.01
+    )
 
 
 def test_export_never_overwrites(tmp_path):
@@ -88,10 +94,17 @@ def test_pages_book_and_chosen_variants(tmp_path):
     pages = export_pages(engine.config, engine.store, tmp_path / "book")
     assert pages.exported == 4
     assert sorted(p.name for p in (tmp_path / "book").iterdir()) == [
-        "book.pdf", "page_000.png", "page_001.png", "page_002.png", "page_003.png"]
+        "book.pdf",
+        "page_000.png",
+        "page_001.png",
+        "page_002.png",
+        "page_003.png",
+    ]
     pdf = (tmp_path / "book" / "book.pdf").read_bytes()
-    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") \
-        + pdf.count(b"/Type/Page") >= 4
+    assert (
+        pdf.startswith(b"%PDF")
+        and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") + pdf.count(b"/Type/Page") >= 4
+    )
     with pytest.raises(ExportError, match="no chosen variants"):
         export_variants(engine.config, engine.store, tmp_path / "v0")
     store = engine.store
@@ -102,7 +115,9 @@ def test_pages_book_and_chosen_variants(tmp_path):
     assert [s[0] for s in report.skipped] == ["chelsea.png"]
 
 
-def _tone_wav(seconds: float, amplitude: float, lead: float = 0.0, trail: float = 0.0, rate: int = 22050) -> bytes:
+def _tone_wav(
+    seconds: float, amplitude: float, lead: float = 0.0, trail: float = 0.0, rate: int = 22050
+) -> bytes:
     frames = []
     for n in range(int(rate * (lead + seconds + trail))):
         t = n / rate

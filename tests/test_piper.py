@@ -29,5 +29,7 @@ def test_real_piper_synthesis_of_a_short_sentence(tmp_path):
     # 8 words: natural speech is 2 to 4 words/s, so 2 to 5 s is plausible; silence would be suspicious
     assert 1.5 < duration < 6.0, duration
     assert output.duration_s == pytest.approx(duration)
-    assert max(abs(int.from_bytes(pcm[i:i + 2], "little", signed=True)) for i in range(0, len(pcm), 2)) > 3000
+    assert (
+        max(abs(int.from_bytes(pcm[i : i + 2], "little", signed=True)) for i in range(0, len(pcm), 2)) > 3000
+    )
     assert output.model == "en_US-joe-medium"

@@ -31,11 +31,17 @@ def test_festvox_escaped_quote(tmp_path):
     assert read_dataset(src, {})[0].text == 'He said "hi" to me.'
 
 
-@pytest.mark.parametrize("line,params", [
-    ("LJ001-0001|Printing, in 1465.", {}),
-    ("LJ001-0001|Printing, in 1465.|Printing, in fourteen sixty-five.", {"normalized": "Printing, in fourteen sixty-five."}),
-    ("LJ001-0001|Printing.|Printing.|happy", {"normalized": "Printing.", "emotion": "happy"}),
-])
+@pytest.mark.parametrize(
+    "line,params",
+    [
+        ("LJ001-0001|Printing, in 1465.", {}),
+        (
+            "LJ001-0001|Printing, in 1465.|Printing, in fourteen sixty-five.",
+            {"normalized": "Printing, in fourteen sixty-five."},
+        ),
+        ("LJ001-0001|Printing.|Printing.|happy", {"normalized": "Printing.", "emotion": "happy"}),
+    ],
+)
 def test_ljspeech_column_forms(tmp_path, line, params):
     src = tmp_path / "metadata.csv"
     src.write_text(line + "\n")
@@ -51,13 +57,16 @@ def test_ljspeech_explicit_columns(tmp_path):
     assert dict(item.params) == {"emotion": "angry"}
 
 
-@pytest.mark.parametrize("content,line,needle", [
-    ("a|one\nb|two\na|three\n", 3, "duplicate id 'a' (first on line 1)"),
-    ("a|one\nb|   \n", 2, "b: empty text"),
-    ("a|one\n../x|two\n", 2, "not usable as a file name"),
-    ("a|one\nsub/x|two\n", 2, "not usable as a file name"),
-    ("a|one\nlonely\n", 2, "expected 2 to 4 fields"),
-])
+@pytest.mark.parametrize(
+    "content,line,needle",
+    [
+        ("a|one\nb|two\na|three\n", 3, "duplicate id 'a' (first on line 1)"),
+        ("a|one\nb|   \n", 2, "b: empty text"),
+        ("a|one\n../x|two\n", 2, "not usable as a file name"),
+        ("a|one\nsub/x|two\n", 2, "not usable as a file name"),
+        ("a|one\nlonely\n", 2, "expected 2 to 4 fields"),
+    ],
+)
 def test_ljspeech_errors_name_the_line(tmp_path, content, line, needle):
     src = tmp_path / "metadata.csv"
     src.write_text(content)

@@ -9,8 +9,15 @@ from tui_app.store import SCHEMA_VERSION, Store, TakeRecord
 
 
 def _take(n: int = 1) -> TakeRecord:
-    return TakeRecord(path=f"out/a.take{n}.wav", sha256="0" * 64, bytes=10, provider="p", elapsed_s=0.1,
-                      number=n, duration_s=1.0)
+    return TakeRecord(
+        path=f"out/a.take{n}.wav",
+        sha256="0" * 64,
+        bytes=10,
+        provider="p",
+        elapsed_s=0.1,
+        number=n,
+        duration_s=1.0,
+    )
 
 
 def _store(tmp_path, n=3) -> Store:
@@ -29,7 +36,13 @@ def test_claim_complete_transitions(tmp_path):
     store = _store(tmp_path)
     item = store.claim_next("c")
     assert item.key == "k0" and item.status == "generating" and item.attempts == 1
-    assert store.counts(["c"])["c"] == {"pending": 2, "generating": 1, "completed": 0, "failed": 0, "cancelled": 0}
+    assert store.counts(["c"])["c"] == {
+        "pending": 2,
+        "generating": 1,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
     take_id = store.complete(item, _take())
     row = store.get_item(item.id)
     assert row.status == "completed" and row.current_take == take_id
@@ -42,7 +55,7 @@ def test_stale_completion_cannot_overwrite_newer_intent(tmp_path):
     store = _store(tmp_path)
     claim = store.claim_next("c")
     store.request([claim.id], batch_id=None, priority=10)  # user regenerates while in flight
-    assert store.complete(claim, _take()) is None           # the old result is refused
+    assert store.complete(claim, _take()) is None  # the old result is refused
     row = store.get_item(claim.id)
     assert row.status == "pending" and row.current_take is None and store.takes(claim.id) == []
     assert store.fail(claim, "late error") is False
@@ -118,8 +131,11 @@ def test_counts_are_queries_not_counters(tmp_path):
 
 def test_choose_sets_other_variants_aside(tmp_path):
     store = Store(tmp_path / "s.sqlite")
-    store.import_items("v", [make_item(f"a.s{i}", i, "a.png", {"photo": "a.png"}) for i in range(3)]
-                       + [make_item("b.s0", 3, "b.png", {"photo": "b.png"})])
+    store.import_items(
+        "v",
+        [make_item(f"a.s{i}", i, "a.png", {"photo": "a.png"}) for i in range(3)]
+        + [make_item("b.s0", 3, "b.png", {"photo": "b.png"})],
+    )
     chosen = store.find_item("v", "a.s1")
     aside = store.choose(chosen.id)
     assert sorted(aside) == sorted(store.find_item("v", k).id for k in ("a.s0", "a.s2"))

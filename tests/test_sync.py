@@ -14,8 +14,8 @@ import wave
 from pathlib import Path
 
 import anyio
-
 from conftest import write_project
+
 from tui_app.config import load_config
 from tui_app.engine import Engine
 from tui_app.files import sha256_file
@@ -24,8 +24,9 @@ from tui_app.sync import cleanup, reconcile
 
 
 def tui_app(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui_app", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tui_app", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
 
 
 def test_kill_9_at_random_moments_then_finish(tmp_path):
@@ -33,8 +34,12 @@ def test_kill_9_at_random_moments_then_finish(tmp_path):
     write_project(tmp_path, entries=150, pages=1, photos=1, latency_ms=20, jitter_ms=40, concurrency=8)
     rng = random.Random(1234)
     for _ in range(10):
-        proc = subprocess.Popen([sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.3, 1.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -45,8 +50,10 @@ def test_kill_9_at_random_moments_then_finish(tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM items WHERE status='generating'").fetchone()[0] == 0
-    rows = conn.execute("SELECT t.path, t.sha256 FROM items i JOIN takes t ON t.id = i.current_take "
-                        "WHERE i.status='completed'").fetchall()
+    rows = conn.execute(
+        "SELECT t.path, t.sha256 FROM items i JOIN takes t ON t.id = i.current_take "
+        "WHERE i.status='completed'"
+    ).fetchall()
     assert len(rows) == 150
     for path, sha in rows:
         assert sha256_file(tmp_path / path) == sha
@@ -86,14 +93,16 @@ def test_sync_finds_and_fixes_each_kind_of_mismatch(tmp_path):
 
     findings = reconcile(config, store)
     lines = sorted(f.line(fixed=False) for f in findings)
-    assert lines == sorted([
-        "dataset/arctic_a0001: completed but its file is missing -> would be: pending",
-        "dataset/arctic_a0002: its file differs from its recorded sha256 -> would be: file moved to orphans, pending",
-        "dataset/arctic_a0003: completed without a current take -> would be: pending",
-        "dataset/stray.wav: file not referenced by any take -> would be: moved to data/orphans/dataset",
-        "dataset/arctic_a0004: take 1's file is missing -> would be: take forgotten",
-        # a0003's take file is no longer referenced as current but its take row still exists
-    ]), lines
+    assert lines == sorted(
+        [
+            "dataset/arctic_a0001: completed but its file is missing -> would be: pending",
+            "dataset/arctic_a0002: its file differs from its recorded sha256 -> would be: file moved to orphans, pending",
+            "dataset/arctic_a0003: completed without a current take -> would be: pending",
+            "dataset/stray.wav: file not referenced by any take -> would be: moved to data/orphans/dataset",
+            "dataset/arctic_a0004: take 1's file is missing -> would be: take forgotten",
+            # a0003's take file is no longer referenced as current but its take row still exists
+        ]
+    ), lines
     assert tui_app("sync", "--check", cwd=tmp_path).returncode == 1
     fix = tui_app("sync", "--fix", cwd=tmp_path)
     assert fix.returncode == 0 and "arctic_a0001: completed but its file is missing -> pending" in fix.stdout
@@ -143,8 +152,12 @@ def test_revert_to_an_earlier_take(tmp_path):
 
 def test_second_writer_is_refused(tmp_path):
     write_project(tmp_path, entries=50, pages=1, photos=1, latency_ms=200, concurrency=2)
-    first = subprocess.Popen([sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
-                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         lock = tmp_path / "data" / "state.sqlite.lock"
         deadline = time.time() + 20
@@ -156,6 +169,10 @@ def test_second_writer_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         first.wait(timeout=20)
-    assert sqlite3.connect(tmp_path / "data" / "state.sqlite").execute(
-        "SELECT COUNT(*) FROM items WHERE status='generating'").fetchone()[0] == 0
+    assert (
+        sqlite3.connect(tmp_path / "data" / "state.sqlite")
+        .execute("SELECT COUNT(*) FROM items WHERE status='generating'")
+        .fetchone()[0]
+        == 0
+    )
     assert os.path.exists(tmp_path / "data" / "state.sqlite")

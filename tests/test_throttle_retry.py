@@ -65,8 +65,21 @@ def test_lowering_the_limit():
     assert peak == 1
 
 
-@pytest.mark.parametrize("status,retry", [(408, True), (409, True), (429, True), (500, True), (503, True),
-                                          (400, False), (401, False), (403, False), (404, False), (422, False)])
+@pytest.mark.parametrize(
+    "status,retry",
+    [
+        (408, True),
+        (409, True),
+        (429, True),
+        (500, True),
+        (503, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (422, False),
+    ],
+)
 def test_retryable_statuses(status, retry):
     assert is_retryable_status(status) is retry
 
@@ -104,12 +117,14 @@ def test_a_429_paces_the_provider_at_the_rate_the_server_accepted():
     now[0] = 5.5
     assert throttle.note_rate_limited() is None  # the same burst of 429s is one signal
     now[0] = 15.0
-    assert throttle.paced_rps() == pytest.approx(learned * 1.01 ** 10)  # probing upwards without 429s
+    assert throttle.paced_rps() == pytest.approx(learned * 1.01**10)  # probing upwards without 429s
     for i in range(30):  # the server took 30/s for a second, then said 429
         now[0] = 15.0 + i / 30
         throttle.note_accepted()
     now[0] = 16.0
-    assert throttle.note_rate_limited() == pytest.approx(learned * 1.01 ** 11)  # never above the pace that failed
+    assert throttle.note_rate_limited() == pytest.approx(
+        learned * 1.01**11
+    )  # never above the pace that failed
 
 
 def test_no_accepted_answers_means_no_pace_to_learn():

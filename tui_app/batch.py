@@ -15,9 +15,10 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import anyio
 from rich.console import Console
@@ -33,9 +34,9 @@ from .store import Store
 class ExitCode(IntEnum):
     """Process exit codes (the contract in DESIGN.md)."""
 
-    OK = 0            # everything selected is completed (or nothing was left to do)
-    FAILED = 1        # some items failed
-    USAGE = 2         # bad command line, config or input
+    OK = 0  # everything selected is completed (or nothing was left to do)
+    FAILED = 1  # some items failed
+    USAGE = 2  # bad command line, config or input
     INTERRUPTED = 130  # Ctrl-C / SIGTERM; state left consistent
 
 
@@ -63,15 +64,22 @@ class BatchResult:
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"exit_code": int(self.exit_code), "interrupted": self.interrupted,
-                "elapsed_s": round(self.elapsed_s, 3), "collections": self.collections,
-                "generated": self.generated, "failed": self.failed}
+        return {
+            "exit_code": int(self.exit_code),
+            "interrupted": self.interrupted,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "collections": self.collections,
+            "generated": self.generated,
+            "failed": self.failed,
+        }
 
 
 class _Display:
     """Live progress: rich bars on a terminal, periodic plain lines otherwise."""
 
-    def __init__(self, engine: Engine, names: list[str], console: Console, *, quiet: bool, interval_s: float = 5.0):
+    def __init__(
+        self, engine: Engine, names: list[str], console: Console, *, quiet: bool, interval_s: float = 5.0
+    ):
         self.engine, self.names, self.console, self.quiet = engine, names, console, quiet
         self.interval_s = interval_s
         self.rich = console.is_terminal and not quiet
@@ -81,20 +89,31 @@ class _Display:
         self.start_done: dict[str, int] = {}
         self._last_plain = self.started  # first plain line after one interval; the summary covers the end
 
-    def __enter__(self) -> "_Display":
+    def __enter__(self) -> _Display:
         counts = self.engine.store.counts(self.names)
         self.start_done = {n: counts[n]["completed"] for n in self.names}
         if self.rich:
             self.progress = Progress(
-                TextColumn("[bold]{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description:<12}"),
+                BarColumn(),
+                MofNCompleteColumn(),
                 TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[inflight]} in flight"),
-                TextColumn("{task.fields[rate]:>6.1f} items/s"), TextColumn("ETA {task.fields[eta]}"),
-                console=self.console, refresh_per_second=8)
+                TextColumn("{task.fields[rate]:>6.1f} items/s"),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=self.console,
+                refresh_per_second=8,
+            )
             for name in self.names:
                 total = sum(counts[name].values())
-                self.tasks[name] = self.progress.add_task(name, total=total, completed=counts[name]["completed"],
-                                                          failed=counts[name]["failed"], inflight=0, rate=0.0,
-                                                          eta="-")
+                self.tasks[name] = self.progress.add_task(
+                    name,
+                    total=total,
+                    completed=counts[name]["completed"],
+                    failed=counts[name]["failed"],
+                    inflight=0,
+                    rate=0.0,
+                    eta="-",
+                )
             self.progress.start()
         return self
 
@@ -110,8 +129,10 @@ class _Display:
 
     def line(self, name: str, c: dict[str, int], rate: float, eta: str) -> str:
         total = sum(c.values())
-        return (f"{name}: {c['completed']}/{total} completed, {c['failed']} failed, "
-                f"{self.engine.stats[name].in_flight} in flight, {rate:.1f} items/s, ETA {eta}")
+        return (
+            f"{name}: {c['completed']}/{total} completed, {c['failed']} failed, "
+            f"{self.engine.stats[name].in_flight} in flight, {rate:.1f} items/s, ETA {eta}"
+        )
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -128,8 +149,15 @@ class _Display:
             remaining = c["pending"] + c["generating"]
             eta = format_eta(remaining / rate) if rate > 0 else ("0s" if remaining == 0 else "-")
             if self.progress is not None:
-                self.progress.update(self.tasks[name], total=sum(c.values()), completed=c["completed"],
-                                     failed=c["failed"], inflight=stats.in_flight, rate=rate, eta=eta)
+                self.progress.update(
+                    self.tasks[name],
+                    total=sum(c.values()),
+                    completed=c["completed"],
+                    failed=c["failed"],
+                    inflight=stats.in_flight,
+                    rate=rate,
+                    eta=eta,
+                )
             elif plain_due:
                 self.console.print(self.line(name, c, rate, eta), highlight=False, markup=False)
         if plain_due:
@@ -142,13 +170,23 @@ def read_sources(config: Config, names: Sequence[str]) -> list[tuple[str, list]]
     Raises:
         SourceError: a source is missing or malformed.
     """
-    return [(c.name, load_items(c, config.presets)) for c in
-            ([config.collections[n] for n in names] if names else config.collections.values())]
+    return [
+        (c.name, load_items(c, config.presets))
+        for c in ([config.collections[n] for n in names] if names else config.collections.values())
+    ]
 
 
-def run_batch(config: Config, *, collections: Sequence[str] = (), retry_failed: bool = False,
-              limit: int | None = None, as_json: bool = False, out: TextIO | None = None,
-              err: TextIO | None = None, progress_interval_s: float = 5.0) -> BatchResult:
+def run_batch(
+    config: Config,
+    *,
+    collections: Sequence[str] = (),
+    retry_failed: bool = False,
+    limit: int | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    progress_interval_s: float = 5.0,
+) -> BatchResult:
     """Run pending work headless and return the result (the CLI maps it to an exit code).
 
     Args:
@@ -170,11 +208,22 @@ def run_batch(config: Config, *, collections: Sequence[str] = (), retry_failed: 
     loaded = read_sources(config, names)  # before the store is touched
     console = Console(file=err if as_json else out, highlight=False)
     with ProjectLock(config.state_path):
-        return _locked_run(config, names, loaded, console, retry_failed, limit, as_json, out, progress_interval_s)
+        return _locked_run(
+            config, names, loaded, console, retry_failed, limit, as_json, out, progress_interval_s
+        )
 
 
-def _locked_run(config: Config, names: list[str], loaded: list, console: Console, retry_failed: bool,
-                limit: int | None, as_json: bool, out: TextIO, interval_s: float) -> BatchResult:
+def _locked_run(
+    config: Config,
+    names: list[str],
+    loaded: list,
+    console: Console,
+    retry_failed: bool,
+    limit: int | None,
+    as_json: bool,
+    out: TextIO,
+    interval_s: float,
+) -> BatchResult:
     store = Store(config.state_path)
     try:
         engine = Engine(config, store)
@@ -183,8 +232,11 @@ def _locked_run(config: Config, names: list[str], loaded: list, console: Console
         for name, items in loaded:
             report = store.import_items(name, items)
             if report.added or report.changed or report.retired:
-                console.print(f"{name}: imported {report.added} new, {report.changed} changed, "
-                              f"{report.retired} retired, {report.unchanged} unchanged", highlight=False)
+                console.print(
+                    f"{name}: imported {report.added} new, {report.changed} changed, "
+                    f"{report.retired} retired, {report.unchanged} unchanged",
+                    highlight=False,
+                )
         if retry_failed:
             n = engine.retry_failed(names)
             console.print(f"{n} failed items queued again", highlight=False)
@@ -199,15 +251,23 @@ def _locked_run(config: Config, names: list[str], loaded: list, console: Console
             code = ExitCode.FAILED
         else:
             code = ExitCode.OK
-        result = BatchResult(int(code), elapsed, counts, {n: engine.stats[n].completed for n in names},
-                             failed[:1000], interrupted)
+        result = BatchResult(
+            int(code),
+            elapsed,
+            counts,
+            {n: engine.stats[n].completed for n in names},
+            failed[:1000],
+            interrupted,
+        )
         _summary(result, console, out if as_json else None)
         return result
     finally:
         store.close()
 
 
-async def _run(engine: Engine, names: list[str], limit: int | None, console: Console, interval_s: float) -> bool:
+async def _run(
+    engine: Engine, names: list[str], limit: int | None, console: Console, interval_s: float
+) -> bool:
     interrupted = False
     await engine.prepare(names)
     display = _Display(engine, names, console, quiet=False, interval_s=interval_s)
@@ -215,13 +275,16 @@ async def _run(engine: Engine, names: list[str], limit: int | None, console: Con
     try:
         with display:
             async with anyio.create_task_group() as tg:
+
                 async def watch_signals() -> None:
                     nonlocal interrupted
                     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                         async for signum in signals:
                             interrupted = True
-                            console.print(f"[yellow]{signal.Signals(signum).name}: stopping; in-flight items "
-                                          "go back to pending[/]")
+                            console.print(
+                                f"[yellow]{signal.Signals(signum).name}: stopping; in-flight items "
+                                "go back to pending[/]"
+                            )
                             engine.cancel()
                             return
 
@@ -246,14 +309,20 @@ def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> 
         return
     for name, c in result.collections.items():
         total = sum(c.values())
-        console.print(f"{name}: {c['completed']}/{total} completed ({result.generated.get(name, 0)} this run), "
-                      f"{c['failed']} failed, {c['pending'] + c['generating']} pending", highlight=False)
+        console.print(
+            f"{name}: {c['completed']}/{total} completed ({result.generated.get(name, 0)} this run), "
+            f"{c['failed']} failed, {c['pending'] + c['generating']} pending",
+            highlight=False,
+        )
     for f in result.failed[:20]:
         console.print(f"  failed {f['collection']}/{f['key']}: {f['error']}", highlight=False, markup=False)
     if len(result.failed) > 20:
         console.print(f"  ... and {len(result.failed) - 20} more (tui-app status --json)")
-    verdict = {0: "done", 1: "finished with failures (retry them with --retry-failed)",
-               130: "interrupted; state is consistent, run again to continue"}[result.exit_code]
+    verdict = {
+        0: "done",
+        1: "finished with failures (retry them with --retry-failed)",
+        130: "interrupted; state is consistent, run again to continue",
+    }[result.exit_code]
     console.print(f"{verdict} in {result.elapsed_s:.1f} s", highlight=False)
 
 
@@ -269,8 +338,14 @@ def qa_report(config: Config) -> list[dict[str, Any]]:
                 continue
             for key, take in store.current_takes(coll.name):
                 if take.get("qa_flags"):
-                    out.append({"collection": coll.name, "key": key, "flags": take["qa_flags"],
-                                "qa": json.loads(take["qa"]) if take.get("qa") else {}})
+                    out.append(
+                        {
+                            "collection": coll.name,
+                            "key": key,
+                            "flags": take["qa_flags"],
+                            "qa": json.loads(take["qa"]) if take.get("qa") else {},
+                        }
+                    )
         return out
     finally:
         store.close()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .batch import ExitCode
 from .config import ConfigError, load_config
@@ -38,70 +38,121 @@ exit codes: 0 all completed, 1 some failed, 2 usage/config/input error, 130 inte
 
 
 def _config_arg(parser: argparse.ArgumentParser, default: object = "config.toml") -> None:
-    parser.add_argument("--config", metavar="PATH", default=default,
-                        help="project config file (default: ./config.toml)")
+    parser.add_argument(
+        "--config", metavar="PATH", default=default, help="project config file (default: ./config.toml)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render --help in the README)."""
-    parser = argparse.ArgumentParser(prog="tui-app", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tui-app",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _config_arg(parser)
-    parser.add_argument("--batch", action="store_true",
-                        help="run pending work headless instead of opening the TUI")
-    parser.add_argument("--collection", metavar="NAME", action="append", default=[],
-                        help="with --batch: only this collection (repeatable; default: all)")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="with --batch: queue failed items again before running")
-    parser.add_argument("--limit", metavar="N", type=int,
-                        help="with --batch: generate at most N items per collection")
-    parser.add_argument("--json", action="store_true",
-                        help="with --batch: print a machine-readable summary on stdout (progress on stderr)")
-    parser.add_argument("--progress-interval", metavar="S", type=float, default=5.0,
-                        help="with --batch: seconds between plain progress lines when stdout is not a terminal "
-                        "(default 5)")
+    parser.add_argument(
+        "--batch", action="store_true", help="run pending work headless instead of opening the TUI"
+    )
+    parser.add_argument(
+        "--collection",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="with --batch: only this collection (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="with --batch: queue failed items again before running"
+    )
+    parser.add_argument(
+        "--limit", metavar="N", type=int, help="with --batch: generate at most N items per collection"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --batch: print a machine-readable summary on stdout (progress on stderr)",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        metavar="S",
+        type=float,
+        default=5.0,
+        help="with --batch: seconds between plain progress lines when stdout is not a terminal (default 5)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    st = sub.add_parser("status", help="show item counts per collection and status",
-                        description="Show item counts per collection and status, read from the state file.")
+    st = sub.add_parser(
+        "status",
+        help="show item counts per collection and status",
+        description="Show item counts per collection and status, read from the state file.",
+    )
     _config_arg(st, argparse.SUPPRESS)
     st.add_argument("--json", action="store_true", help='print {"<collection>": {"<status>": count}}')
-    st.add_argument("--qa", action="store_true",
-                    help="list dataset entries whose current take has QA flags (silence, clipping, words/s)")
+    st.add_argument(
+        "--qa",
+        action="store_true",
+        help="list dataset entries whose current take has QA flags (silence, clipping, words/s)",
+    )
 
-    sy = sub.add_parser("sync", help="compare the state file with the files on disk, and repair",
-                        description="Find every mismatch between data/state.sqlite and the output folders: "
-                        "missing files, files whose sha256 differs from their take, completed items without a "
-                        "take, files no take references. Without --fix nothing changes.")
+    sy = sub.add_parser(
+        "sync",
+        help="compare the state file with the files on disk, and repair",
+        description="Find every mismatch between data/state.sqlite and the output folders: "
+        "missing files, files whose sha256 differs from their take, completed items without a "
+        "take, files no take references. Without --fix nothing changes.",
+    )
     _config_arg(sy, argparse.SUPPRESS)
     sy.add_argument("--check", action="store_true", help="exit 1 when anything is out of step")
-    sy.add_argument("--fix", action="store_true",
-                    help="repair: items go back to pending, stray files move to data/orphans/ (nothing is deleted)")
+    sy.add_argument(
+        "--fix",
+        action="store_true",
+        help="repair: items go back to pending, stray files move to data/orphans/ (nothing is deleted)",
+    )
     sy.add_argument("--quick", action="store_true", help="check that files exist, without re-hashing them")
 
-    cl = sub.add_parser("cleanup", help="delete superseded takes and orphaned files",
-                        description="Delete superseded takes beyond the newest N of each item (the current take is "
-                        "always kept) and everything sync moved to data/orphans/; report the bytes reclaimed.")
+    cl = sub.add_parser(
+        "cleanup",
+        help="delete superseded takes and orphaned files",
+        description="Delete superseded takes beyond the newest N of each item (the current take is "
+        "always kept) and everything sync moved to data/orphans/; report the bytes reclaimed.",
+    )
     _config_arg(cl, argparse.SUPPRESS)
-    cl.add_argument("--keep", metavar="N", type=int, default=1, help="superseded takes to keep per item (default 1)")
+    cl.add_argument(
+        "--keep", metavar="N", type=int, default=1, help="superseded takes to keep per item (default 1)"
+    )
     cl.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
 
-    rv = sub.add_parser("revert", help="make an earlier take the current one",
-                        description="Make take NUMBER of an item its current take again (see the takes in the "
-                        "TUI's detail pane).")
+    rv = sub.add_parser(
+        "revert",
+        help="make an earlier take the current one",
+        description="Make take NUMBER of an item its current take again (see the takes in the "
+        "TUI's detail pane).",
+    )
     _config_arg(rv, argparse.SUPPRESS)
     rv.add_argument("revert_collection", metavar="COLLECTION")
     rv.add_argument("key", help="item key, e.g. arctic_a0001, page_003, astronaut.s1-balanced")
     rv.add_argument("take", type=int, help="take number")
 
-    ex = sub.add_parser("export", help="export completed takes: a dataset, a picture book, chosen variants",
-                        description="Export completed current takes atomically into OUT (which must not exist).")
+    ex = sub.add_parser(
+        "export",
+        help="export completed takes: a dataset, a picture book, chosen variants",
+        description="Export completed current takes atomically into OUT (which must not exist).",
+    )
     _config_arg(ex, argparse.SUPPRESS)
     ex.add_argument("what", choices=["dataset", "pages", "variants"])
     ex.add_argument("out", metavar="OUT", type=Path)
-    ex.add_argument("--format", default="ljspeech", choices=["ljspeech", "audiofolder", "nemo"],
-                    help="dataset layout (default ljspeech: wavs/ID.wav + metadata.csv ID|text|normalized)")
-    ex.add_argument("--collection", dest="export_collection", metavar="NAME",
-                    help="which collection of that kind (default: the first)")
+    ex.add_argument(
+        "--format",
+        default="ljspeech",
+        choices=["ljspeech", "audiofolder", "nemo"],
+        help="dataset layout (default ljspeech: wavs/ID.wav + metadata.csv ID|text|normalized)",
+    )
+    ex.add_argument(
+        "--collection",
+        dest="export_collection",
+        metavar="NAME",
+        help="which collection of that kind (default: the first)",
+    )
     return parser
 
 
@@ -114,9 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tui-app`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    batch_only = [flag for flag, on in (("--collection", bool(args.collection)),
-                                        ("--retry-failed", args.retry_failed),
-                                        ("--limit", args.limit is not None)) if on]
+    batch_only = [
+        flag
+        for flag, on in (
+            ("--collection", bool(args.collection)),
+            ("--retry-failed", args.retry_failed),
+            ("--limit", args.limit is not None),
+        )
+        if on
+    ]
     if batch_only and not args.batch:
         return _error(f"{', '.join(batch_only)} only work with --batch")
     if args.limit is not None and args.limit < 1:
@@ -153,9 +210,14 @@ def _batch(config, args) -> int:
     from .sources import SourceError
 
     try:
-        result = run_batch(config, collections=args.collection, retry_failed=args.retry_failed,
-                           limit=args.limit, as_json=args.json,
-                           progress_interval_s=max(0.1, args.progress_interval))
+        result = run_batch(
+            config,
+            collections=args.collection,
+            retry_failed=args.retry_failed,
+            limit=args.limit,
+            as_json=args.json,
+            progress_interval_s=max(0.1, args.progress_interval),
+        )
     except SourceError as exc:
         return _error(str(exc))
     except ProviderError as exc:
@@ -254,8 +316,10 @@ def _cleanup(config, args) -> int:
     for line in report.lines:
         print(("would delete " if args.dry_run else "deleted ") + line)
     verb = "would reclaim" if args.dry_run else "reclaimed"
-    print(f"{report.takes} superseded takes, {report.files} files: {verb} {report.bytes / 1e6:.2f} MB "
-          f"({report.bytes} bytes)")
+    print(
+        f"{report.takes} superseded takes, {report.files} files: {verb} {report.bytes / 1e6:.2f} MB "
+        f"({report.bytes} bytes)"
+    )
     return int(ExitCode.OK)
 
 
@@ -291,7 +355,9 @@ def _export(config, args) -> int:
         return _error(str(exc))
     try:
         if args.what == "dataset":
-            report = export_dataset(config, store, args.out, fmt=args.format, collection=args.export_collection)
+            report = export_dataset(
+                config, store, args.out, fmt=args.format, collection=args.export_collection
+            )
         elif args.what == "pages":
             report = export_pages(config, store, args.out, collection=args.export_collection)
         else:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -173,17 +174,22 @@ class _Reader:
         return value
 
     def number(self, key: str, default: float, *, minimum: float = 0.0, integer: bool = False) -> Any:
-        value = self.get(key, int if integer else (int, float), default,
-                         what="an integer" if integer else "a number")
+        value = self.get(
+            key, int if integer else (int, float), default, what="an integer" if integer else "a number"
+        )
         if value < minimum:
-            raise self.error(key, f"must be {'an integer' if integer else 'a number'} >= {minimum:g}, got {value!r}")
+            raise self.error(
+                key, f"must be {'an integer' if integer else 'a number'} >= {minimum:g}, got {value!r}"
+            )
         return value if integer else float(value)
 
     def check_unknown(self, allowed: set[str] | None = None) -> None:
         allowed = self.used if allowed is None else allowed | self.used
         for key in self.table:
             if key not in allowed:
-                raise self.error(key, "unknown key (check the spelling; see the README's configuration reference)")
+                raise self.error(
+                    key, "unknown key (check the spelling; see the README's configuration reference)"
+                )
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -191,16 +197,28 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "an array", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "an array",
+        dict: "a table",
+    }
     return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
 
 
 # --------------------------------------------------------------------------- loading
 
 _GENERIC_PROVIDER_KEYS = {
-    "kind", "concurrency", "min_interval_s", "requests_per_minute", "max_attempts",
-    "timeout_s", "backoff_base_s", "backoff_max_s",
+    "kind",
+    "concurrency",
+    "min_interval_s",
+    "requests_per_minute",
+    "max_attempts",
+    "timeout_s",
+    "backoff_base_s",
+    "backoff_max_s",
 }
 
 _COLLECTION_KEYS = {
@@ -244,8 +262,12 @@ def load_config(path: Path | str) -> Config:
     top.used.update({"project", "collections", "providers", "presets"})
     for key in data:
         if key not in top.used:
-            raise ConfigError(path, key, "unknown top-level table (expected project, collections, providers, presets)",
-                              _find_line(text, key))
+            raise ConfigError(
+                path,
+                key,
+                "unknown top-level table (expected project, collections, providers, presets)",
+                _find_line(text, key),
+            )
 
     project = _Reader(path, text, "project", _table(path, text, data, "project"))
     state = project.get("state", str, "data/state.sqlite")
@@ -270,14 +292,19 @@ def load_config(path: Path | str) -> Config:
 
     providers: dict[str, ProviderConfig] = {}
     for name, table in _table(path, text, data, "providers").items():
-        reader = _Reader(path, text, f"providers.{name}", _require_table(path, text, f"providers.{name}", table))
+        reader = _Reader(
+            path, text, f"providers.{name}", _require_table(path, text, f"providers.{name}", table)
+        )
         kind = reader.get("kind", str, name if name in PROVIDER_KINDS else ...)
         if kind not in PROVIDER_KINDS:
             raise reader.error("kind", f"unknown provider kind {kind!r} (one of {', '.join(PROVIDER_KINDS)})")
         options = {k: v for k, v in table.items() if k not in _GENERIC_PROVIDER_KEYS}
         if "api_key" in options:
-            raise reader.error("api_key", "secrets do not belong in the config file: set api_key_env "
-                               "to the name of an environment variable instead")
+            raise reader.error(
+                "api_key",
+                "secrets do not belong in the config file: set api_key_env "
+                "to the name of an environment variable instead",
+            )
         providers[name] = ProviderConfig(
             name=name,
             kind=kind,
@@ -302,14 +329,20 @@ def load_config(path: Path | str) -> Config:
             raise reader.error("", "collection names may use letters, digits, '_' and '-' only")
         kind = reader.get("kind", str, name if name in COLLECTION_KINDS else ...)
         if kind not in COLLECTION_KINDS:
-            raise reader.error("kind", f"unknown collection kind {kind!r} (one of {', '.join(COLLECTION_KINDS)})")
+            raise reader.error(
+                "kind", f"unknown collection kind {kind!r} (one of {', '.join(COLLECTION_KINDS)})"
+            )
         source = root / reader.get("source", str)
         output = root / reader.get("output", str, f"data/out/{name}")
         provider = reader.get("provider", str)
         if provider not in providers:
-            raise reader.error("provider", f"no [providers.{provider}] table (have: {', '.join(providers) or 'none'})")
+            raise reader.error(
+                "provider", f"no [providers.{provider}] table (have: {', '.join(providers) or 'none'})"
+            )
         if kind not in PROVIDER_SUPPORTS[providers[provider].kind]:
-            raise reader.error("provider", f"provider kind {providers[provider].kind!r} cannot generate {kind}")
+            raise reader.error(
+                "provider", f"provider kind {providers[provider].kind!r} cannot generate {kind}"
+            )
         params = _collection_params(reader, kind, presets)
         reader.check_unknown()
         collections[name] = CollectionConfig(name, kind, source, output, provider, params)
@@ -348,10 +381,14 @@ def _collection_params(reader: _Reader, kind: str, presets: Mapping[str, Any]) -
         columns = reader.get("columns", list, None)
         if columns is not None:
             allowed = {"id", "text", "normalized", "emotion", "ignore"}
-            if not all(isinstance(c, str) and c in allowed for c in columns) or "id" not in columns \
-                    or "text" not in columns:
-                raise reader.error("columns", f"must list column names from {sorted(allowed)} "
-                                   "including id and text")
+            if (
+                not all(isinstance(c, str) and c in allowed for c in columns)
+                or "id" not in columns
+                or "text" not in columns
+            ):
+                raise reader.error(
+                    "columns", f"must list column names from {sorted(allowed)} including id and text"
+                )
             params["columns"] = columns
         for key in ("voice", "model"):
             value = reader.get(key, str, None)
@@ -374,8 +411,11 @@ def _collection_params(reader: _Reader, kind: str, presets: Mapping[str, Any]) -
         for slot in slots:
             name = slot.removeprefix("preset:") if isinstance(slot, str) else slot
             if not isinstance(slot, str) or (slot not in BUILTIN_SLOTS and name not in presets):
-                raise reader.error("slots", f"unknown slot {slot!r}: use forensic, balanced, creative "
-                                   "or the name of a [presets.NAME] table")
+                raise reader.error(
+                    "slots",
+                    f"unknown slot {slot!r}: use forensic, balanced, creative "
+                    "or the name of a [presets.NAME] table",
+                )
         params["slots"] = list(slots)
         exts = reader.get("extensions", list, [".png", ".jpg", ".jpeg", ".webp"])
         params["extensions"] = [e.lower() for e in exts]

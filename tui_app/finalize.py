@@ -36,8 +36,9 @@ def upscale_with_pillow(src: Path, dst: Path, scale: int = 2) -> tuple[int, int]
     return big.size
 
 
-async def finalize_variant(engine: "Engine", collection: str, src: Path, dst: Path,
-                           scale: int = 2) -> tuple[int, int]:
+async def finalize_variant(
+    engine: Engine, collection: str, src: Path, dst: Path, scale: int = 2
+) -> tuple[int, int]:
     """Write the finalized (``scale`` x upscaled) copy of the take file ``src`` to ``dst``.
 
     Uses the collection provider's ``upscale(bytes, scale)`` when it has one, else Pillow.

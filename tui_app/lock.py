@@ -28,7 +28,7 @@ class ProjectLock:
         self.path = Path(f"{state_path}.lock")
         self._fd: int | None = None
 
-    def __enter__(self) -> "ProjectLock":
+    def __enter__(self) -> ProjectLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -36,8 +36,10 @@ class ProjectLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise ProjectBusy(f"another tui-app (pid {holder}) is working on this project "
-                              f"({self.path.parent}); wait for it or stop it first") from None
+            raise ProjectBusy(
+                f"another tui-app (pid {holder}) is working on this project "
+                f"({self.path.parent}); wait for it or stop it first"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

@@ -53,7 +53,7 @@ def audio_metrics(wav: bytes, text: str) -> dict[str, float]:
     if info.sample_width != 2:
         raise ValueError(f"QA needs 16-bit PCM, got {8 * info.sample_width}-bit")
     data_start = wav.find(b"data") + 8
-    samples = np.frombuffer(wav[data_start:data_start + info.frames * info.channels * 2], dtype="<i2")
+    samples = np.frombuffer(wav[data_start : data_start + info.frames * info.channels * 2], dtype="<i2")
     if info.channels > 1:
         samples = samples.reshape(-1, info.channels).mean(axis=1)
     x = samples.astype(np.float32)  # float32: exact for 16-bit values, half the memory traffic
@@ -84,9 +84,14 @@ def audio_metrics(wav: bytes, text: str) -> dict[str, float]:
 def flags(metrics: dict[str, Any]) -> list[str]:
     """Human-readable flags for metrics outside :data:`THRESHOLDS` (empty list = OK)."""
     out = []
-    names = {"duration_s": "duration", "leading_silence_s": "leading silence",
-             "trailing_silence_s": "trailing silence", "peak_dbfs": "peak", "clipped": "clipped samples",
-             "words_per_s": "words/s"}
+    names = {
+        "duration_s": "duration",
+        "leading_silence_s": "leading silence",
+        "trailing_silence_s": "trailing silence",
+        "peak_dbfs": "peak",
+        "clipped": "clipped samples",
+        "words_per_s": "words/s",
+    }
     for key, (low, high) in THRESHOLDS.items():
         value = metrics.get(key)
         if value is None:

@@ -21,10 +21,11 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 SCHEMA_VERSION = 2
 STATUSES = ("pending", "generating", "completed", "failed", "cancelled")
@@ -170,14 +171,31 @@ class ImportReport:
     retired: int = 0
 
 
-_ITEM_COLS = ("id, collection, key, ordinal, text, params, status, stale, priority, generation, "
-              "attempts, last_error, overrides, batch_id, current_take")
+_ITEM_COLS = (
+    "id, collection, key, ordinal, text, params, status, stale, priority, generation, "
+    "attempts, last_error, overrides, batch_id, current_take"
+)
 
 
 def _item(row: Sequence[Any]) -> Item:
-    return Item(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], bool(row[7]),
-                row[8], row[9], row[10], row[11], json.loads(row[12]) if row[12] else None, row[13],
-                row[14], row[15] if len(row) > 15 else 0)
+    return Item(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        json.loads(row[5]),
+        row[6],
+        bool(row[7]),
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        json.loads(row[12]) if row[12] else None,
+        row[13],
+        row[14],
+        row[15] if len(row) > 15 else 0,
+    )
 
 
 class Store:
@@ -199,8 +217,9 @@ class Store:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                    timeout=busy_timeout_s)
+        self.conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
         self._lock = threading.RLock()
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         self.conn.execute("PRAGMA journal_mode = WAL")
@@ -229,11 +248,14 @@ class Store:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
-                f"{self.path}: schema version {version} is newer than this tui_app ({SCHEMA_VERSION})")
+                f"{self.path}: schema version {version} is newer than this tui_app ({SCHEMA_VERSION})"
+            )
         if version < SCHEMA_VERSION:
             # executescript() runs its own transaction: the schema and version land together.
             with self._lock:
-                self.conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+                self.conn.executescript(
+                    f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+                )
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL when this is the last one)."""
@@ -246,13 +268,23 @@ class Store:
     # ------------------------------------------------------------------ events
 
     @staticmethod
-    def _event(c: sqlite3.Connection, level: str, kind: str, collection: str | None,
-               key: str | None, message: str, ts: float | None = None) -> None:
-        c.execute("INSERT INTO events (ts, level, kind, collection, item_key, message) VALUES (?,?,?,?,?,?)",
-                  (ts or time.time(), level, kind, collection, key, message))
+    def _event(
+        c: sqlite3.Connection,
+        level: str,
+        kind: str,
+        collection: str | None,
+        key: str | None,
+        message: str,
+        ts: float | None = None,
+    ) -> None:
+        c.execute(
+            "INSERT INTO events (ts, level, kind, collection, item_key, message) VALUES (?,?,?,?,?,?)",
+            (ts or time.time(), level, kind, collection, key, message),
+        )
 
-    def log(self, level: str, kind: str, message: str, *, collection: str | None = None,
-            key: str | None = None) -> None:
+    def log(
+        self, level: str, kind: str, message: str, *, collection: str | None = None, key: str | None = None
+    ) -> None:
         """Append one event to the persistent log."""
         with self.transaction() as c:
             self._event(c, level, kind, collection, key, message)
@@ -261,7 +293,9 @@ class Store:
         """Events with ``id > after_id``, oldest first, at most ``limit``."""
         rows = self.conn.execute(
             "SELECT id, ts, level, kind, collection, item_key, message FROM events "
-            "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
         keys = ("id", "ts", "level", "kind", "collection", "key", "message")
         return [dict(zip(keys, r)) for r in rows]
 
@@ -278,33 +312,47 @@ class Store:
         now = time.time()
         added = changed = unchanged = 0
         with self.transaction() as c:
-            existing = {k: (i, h, r) for i, k, h, r in c.execute(
-                "SELECT id, key, input_hash, retired FROM items WHERE collection = ?", (collection,))}
+            existing = {
+                k: (i, h, r)
+                for i, k, h, r in c.execute(
+                    "SELECT id, key, input_hash, retired FROM items WHERE collection = ?", (collection,)
+                )
+            }
             seen: set[str] = set()
             for it in items:
                 seen.add(it.key)
                 old = existing.get(it.key)
                 params = json.dumps(dict(it.params), sort_keys=True)
                 if old is None:
-                    c.execute("INSERT INTO items (collection, key, ordinal, text, params, input_hash, updated_at)"
-                              " VALUES (?,?,?,?,?,?,?)",
-                              (collection, it.key, it.ordinal, it.text, params, it.input_hash, now))
+                    c.execute(
+                        "INSERT INTO items (collection, key, ordinal, text, params, input_hash, updated_at)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (collection, it.key, it.ordinal, it.text, params, it.input_hash, now),
+                    )
                     added += 1
                 elif old[1] != it.input_hash:
-                    c.execute("UPDATE items SET text=?, params=?, input_hash=?, ordinal=?, retired=0,"
-                              " stale = (current_take IS NOT NULL),"
-                              " status = CASE WHEN status='generating' THEN status ELSE 'pending' END,"
-                              " generation = generation + 1, attempts=0, not_before=0, last_error=NULL,"
-                              " updated_at=? WHERE id=?",
-                              (it.text, params, it.input_hash, it.ordinal, now, old[0]))
-                    self._event(c, "info", "stale", collection, it.key,
-                                f"{it.key}: input changed, queued again", now)
+                    c.execute(
+                        "UPDATE items SET text=?, params=?, input_hash=?, ordinal=?, retired=0,"
+                        " stale = (current_take IS NOT NULL),"
+                        " status = CASE WHEN status='generating' THEN status ELSE 'pending' END,"
+                        " generation = generation + 1, attempts=0, not_before=0, last_error=NULL,"
+                        " updated_at=? WHERE id=?",
+                        (it.text, params, it.input_hash, it.ordinal, now, old[0]),
+                    )
+                    self._event(
+                        c, "info", "stale", collection, it.key, f"{it.key}: input changed, queued again", now
+                    )
                     changed += 1
                 else:
-                    if old[2] or c.execute("SELECT ordinal FROM items WHERE id=?", (old[0],)).fetchone()[0] \
-                            != it.ordinal:
-                        c.execute("UPDATE items SET retired=0, ordinal=?, updated_at=? WHERE id=?",
-                                  (it.ordinal, now, old[0]))
+                    if (
+                        old[2]
+                        or c.execute("SELECT ordinal FROM items WHERE id=?", (old[0],)).fetchone()[0]
+                        != it.ordinal
+                    ):
+                        c.execute(
+                            "UPDATE items SET retired=0, ordinal=?, updated_at=? WHERE id=?",
+                            (it.ordinal, now, old[0]),
+                        )
                     unchanged += 1
             gone = [v[0] for k, v in existing.items() if k not in seen and not v[2]]
             c.executemany("UPDATE items SET retired=1, updated_at=? WHERE id=?", [(now, i) for i in gone])
@@ -331,8 +379,9 @@ class Store:
 
     def find_item(self, collection: str, key: str) -> Item | None:
         """One item by collection and key, or None."""
-        row = self.conn.execute(f"SELECT {_ITEM_COLS} FROM items WHERE collection=? AND key=?",
-                                (collection, key)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {_ITEM_COLS} FROM items WHERE collection=? AND key=?", (collection, key)
+        ).fetchone()
         return _item(row) if row else None
 
     def items(self, collection: str, *, status: str | None = None) -> list[Item]:
@@ -358,21 +407,25 @@ class Store:
         cur = self.conn.execute(
             "SELECT i.key, t.* FROM items i JOIN takes t ON t.id = i.current_take "
             "WHERE i.collection=? AND i.retired=0 AND i.status='completed' ORDER BY i.ordinal",
-            (collection,))
+            (collection,),
+        )
         names = [d[0] for d in cur.description][1:]
         return [(r[0], dict(zip(names, r[1:]))) for r in cur.fetchall()]
 
     def next_take_number(self, item_id: int) -> int:
         """1 + the highest take number of the item (1 for the first take)."""
-        row = self.conn.execute("SELECT COALESCE(MAX(number), 0) FROM takes WHERE item_id=?",
-                                (item_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT COALESCE(MAX(number), 0) FROM takes WHERE item_id=?", (item_id,)
+        ).fetchone()
         return int(row[0]) + 1
 
     def next_wakeup(self, collections: Sequence[str]) -> float | None:
         """Earliest ``not_before`` (unix time) of pending items still backing off, or None."""
         row = self.conn.execute(
             f"SELECT MIN(not_before) FROM items WHERE status='pending' AND retired=0 AND not_before > ? "
-            f"AND collection IN ({','.join('?' * len(collections))})", (time.time(), *collections)).fetchone()
+            f"AND collection IN ({','.join('?' * len(collections))})",
+            (time.time(), *collections),
+        ).fetchone()
         return row[0]
 
     # ------------------------------------------------------------------ work queue
@@ -380,8 +433,10 @@ class Store:
     def create_batch(self, kind: str, note: str = "", *, open_: bool = False) -> int:
         """Insert a batch row (``open`` while a debounce window is collecting) and return its id."""
         with self.transaction() as c:
-            cur = c.execute("INSERT INTO batches (kind, state, note, created_at) VALUES (?,?,?,?)",
-                            (kind, "open" if open_ else "queued", note, time.time()))
+            cur = c.execute(
+                "INSERT INTO batches (kind, state, note, created_at) VALUES (?,?,?,?)",
+                (kind, "open" if open_ else "queued", note, time.time()),
+            )
             return int(cur.lastrowid)
 
     def close_batch(self, batch_id: int, note: str) -> int:
@@ -392,8 +447,14 @@ class Store:
             self._event(c, "info", "batch", None, None, note)
         return int(n)
 
-    def request(self, item_ids: Sequence[int], *, batch_id: int | None, priority: int,
-                overrides: Mapping[str, Any] | None = None) -> list[Item]:
+    def request(
+        self,
+        item_ids: Sequence[int],
+        *,
+        batch_id: int | None,
+        priority: int,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> list[Item]:
         """Queue items for a new take, durably: status ``pending``, attempts reset.
 
         The item's generation is bumped, so a completion of an older claim that is
@@ -409,7 +470,8 @@ class Store:
                     f"UPDATE items SET status='pending', priority=?, batch_id=?, attempts=0, not_before=0,"
                     f" last_error=NULL, overrides=COALESCE(?, overrides), generation=generation+1,"
                     f" updated_at=? WHERE id=? AND retired=0 RETURNING {_ITEM_COLS}",
-                    (priority, batch_id, ov, now, item_id)).fetchone()
+                    (priority, batch_id, ov, now, item_id),
+                ).fetchone()
                 if row:
                     out.append(_item(row))
         return out
@@ -422,7 +484,8 @@ class Store:
                 f"UPDATE items SET status='pending', attempts=0, not_before=0, batch_id=?, priority=?,"
                 f" generation=generation+1, updated_at=?"
                 f" WHERE status='failed' AND retired=0 AND collection IN ({','.join('?' * len(collections))})",
-                (batch_id, priority, now, *collections))
+                (batch_id, priority, now, *collections),
+            )
             return cur.rowcount
 
     def claim_next(self, collection: str, *, cover_first: bool = False, min_priority: int = 0) -> Item | None:
@@ -438,9 +501,12 @@ class Store:
         incremented) or None when nothing is claimable now.
         """
         now = time.time()
-        cover_gate = (" AND (ordinal = 0 OR NOT EXISTS (SELECT 1 FROM items c WHERE c.collection = ?"
-                      " AND c.ordinal = 0 AND c.retired = 0 AND c.status IN ('pending','generating')))"
-                      if cover_first else "")
+        cover_gate = (
+            " AND (ordinal = 0 OR NOT EXISTS (SELECT 1 FROM items c WHERE c.collection = ?"
+            " AND c.ordinal = 0 AND c.retired = 0 AND c.status IN ('pending','generating')))"
+            if cover_first
+            else ""
+        )
         args: list[Any] = [now, collection, now, min_priority] + ([collection] if cover_first else [])
         with self.transaction() as c:
             row = c.execute(
@@ -451,7 +517,8 @@ class Store:
                 f"  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE state='open'))"
                 f"  {cover_gate} ORDER BY priority DESC, ordinal LIMIT 1"
                 f") RETURNING {_ITEM_COLS},"
-                f" (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)", args
+                f" (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)",
+                args,
             ).fetchone()
             if row is None:
                 return None
@@ -475,22 +542,52 @@ class Store:
                 " provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key)"
                 " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,? FROM items"
                 " WHERE id=? AND generation=? AND status='generating'",
-                (item.id, take.number, take.path, take.sha256, take.bytes, take.duration_s, take.sample_rate,
-                 take.width, take.height, take.provider, take.model, json.dumps(dict(take.params or {})),
-                 take.seed, take.elapsed_s, now, json.dumps(dict(take.qa)) if take.qa else None,
-                 take.qa_flags, take.cache_key, item.id, item.generation))
+                (
+                    item.id,
+                    take.number,
+                    take.path,
+                    take.sha256,
+                    take.bytes,
+                    take.duration_s,
+                    take.sample_rate,
+                    take.width,
+                    take.height,
+                    take.provider,
+                    take.model,
+                    json.dumps(dict(take.params or {})),
+                    take.seed,
+                    take.elapsed_s,
+                    now,
+                    json.dumps(dict(take.qa)) if take.qa else None,
+                    take.qa_flags,
+                    take.cache_key,
+                    item.id,
+                    item.generation,
+                ),
+            )
             if not cur.rowcount:
                 return None
             take_id = int(cur.lastrowid)
             if take.cached_from is not None:
-                c.execute("UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",
-                          (now, take.cached_from))
-            c.execute("UPDATE items SET status='completed', current_take=?, stale=0, last_error=NULL,"
-                      " overrides=NULL, priority=0, updated_at=? WHERE id=? AND generation=? AND status='generating'",
-                      (take_id, now, item.id, item.generation))
+                c.execute(
+                    "UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",
+                    (now, take.cached_from),
+                )
+            c.execute(
+                "UPDATE items SET status='completed', current_take=?, stale=0, last_error=NULL,"
+                " overrides=NULL, priority=0, updated_at=? WHERE id=? AND generation=? AND status='generating'",
+                (take_id, now, item.id, item.generation),
+            )
             how = ", from the generation cache" if take.cached_from is not None else ""
-            self._event(c, "info", "completed", item.collection, item.key,
-                        f"{item.key} completed ({_describe(take)}, {take.elapsed_s:.2f} s{how})", now)
+            self._event(
+                c,
+                "info",
+                "completed",
+                item.collection,
+                item.key,
+                f"{item.key} completed ({_describe(take)}, {take.elapsed_s:.2f} s{how})",
+                now,
+            )
         return take_id
 
     def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:
@@ -503,19 +600,25 @@ class Store:
         now = time.time()
         with self.transaction() as c:
             if retry_at is None:
-                cur = c.execute("UPDATE items SET status='failed', last_error=?, updated_at=? "
-                                "WHERE id=? AND generation=? AND status='generating'",
-                                (error, now, item.id, item.generation))
+                cur = c.execute(
+                    "UPDATE items SET status='failed', last_error=?, updated_at=? "
+                    "WHERE id=? AND generation=? AND status='generating'",
+                    (error, now, item.id, item.generation),
+                )
                 msg = f"{item.key} failed: {error}"
                 if item.attempts > 1:
                     msg += f" (after {item.attempts} attempts)"
                 level, kind = "error", "failed"
             else:
-                cur = c.execute("UPDATE items SET status='pending', last_error=?, not_before=?, updated_at=? "
-                                "WHERE id=? AND generation=? AND status='generating'",
-                                (error, retry_at, now, item.id, item.generation))
-                msg = (f"{item.key} failed: {error}, retry {item.attempts + 1}/{max_attempts} "
-                       f"in {max(0.0, retry_at - now):.1f} s")
+                cur = c.execute(
+                    "UPDATE items SET status='pending', last_error=?, not_before=?, updated_at=? "
+                    "WHERE id=? AND generation=? AND status='generating'",
+                    (error, retry_at, now, item.id, item.generation),
+                )
+                msg = (
+                    f"{item.key} failed: {error}, retry {item.attempts + 1}/{max_attempts} "
+                    f"in {max(0.0, retry_at - now):.1f} s"
+                )
                 level, kind = "warning", "retry"
             if cur.rowcount:
                 self._event(c, level, kind, item.collection, item.key, msg, now)
@@ -524,9 +627,11 @@ class Store:
     def release(self, item: Item, reason: str) -> bool:
         """Put a claimed item back to ``pending`` (cancelled run); attempts are not counted."""
         with self.transaction() as c:
-            cur = c.execute("UPDATE items SET status='pending', attempts=MAX(attempts-1,0), updated_at=? "
-                            "WHERE id=? AND generation=? AND status='generating'",
-                            (time.time(), item.id, item.generation))
+            cur = c.execute(
+                "UPDATE items SET status='pending', attempts=MAX(attempts-1,0), updated_at=? "
+                "WHERE id=? AND generation=? AND status='generating'",
+                (time.time(), item.id, item.generation),
+            )
             if cur.rowcount:
                 self._event(c, "warning", "released", item.collection, item.key, f"{item.key}: {reason}")
             return bool(cur.rowcount)
@@ -536,9 +641,11 @@ class Store:
         with self.transaction() as c:
             n = 0
             for item_id in item_ids:
-                row = c.execute("UPDATE items SET status='cancelled', generation=generation+1, updated_at=? "
-                                "WHERE id=? AND status IN ('pending','generating') RETURNING collection, key",
-                                (time.time(), item_id)).fetchone()
+                row = c.execute(
+                    "UPDATE items SET status='cancelled', generation=generation+1, updated_at=? "
+                    "WHERE id=? AND status IN ('pending','generating') RETURNING collection, key",
+                    (time.time(), item_id),
+                ).fetchone()
                 if row:
                     n += 1
                     self._event(c, "info", "cancelled", row[0], row[1], f"{row[1]} cancelled")
@@ -550,11 +657,20 @@ class Store:
         Each recovered item gets a log event. Returns ``[(collection, key), ...]``.
         """
         with self.transaction() as c:
-            rows = c.execute("UPDATE items SET status='pending', generation=generation+1, updated_at=? "
-                             "WHERE status='generating' RETURNING collection, key", (time.time(),)).fetchall()
+            rows = c.execute(
+                "UPDATE items SET status='pending', generation=generation+1, updated_at=? "
+                "WHERE status='generating' RETURNING collection, key",
+                (time.time(),),
+            ).fetchall()
             for coll, key in rows:
-                self._event(c, "warning", "recovered", coll, key,
-                            f"{key} was left generating by an interrupted run -> pending")
+                self._event(
+                    c,
+                    "warning",
+                    "recovered",
+                    coll,
+                    key,
+                    f"{key} was left generating by an interrupted run -> pending",
+                )
             c.execute("UPDATE batches SET state='queued' WHERE state='open'")
         return [(r[0], r[1]) for r in rows]
 
@@ -562,7 +678,9 @@ class Store:
 
     def cache_lookup(self, cache_key: str) -> dict[str, Any] | None:
         """The newest take made by an identical request (same :func:`cache_key`), or None."""
-        cur = self.conn.execute("SELECT * FROM takes WHERE cache_key=? ORDER BY id DESC LIMIT 1", (cache_key,))
+        cur = self.conn.execute(
+            "SELECT * FROM takes WHERE cache_key=? ORDER BY id DESC LIMIT 1", (cache_key,)
+        )
         row = cur.fetchone()
         if row is None:
             return None
@@ -577,38 +695,60 @@ class Store:
         Returns False when the item has no such take.
         """
         with self.transaction() as c:
-            row = c.execute("SELECT t.id, i.collection, i.key FROM takes t JOIN items i ON i.id=t.item_id "
-                            "WHERE t.item_id=? AND t.number=?", (item_id, number)).fetchone()
+            row = c.execute(
+                "SELECT t.id, i.collection, i.key FROM takes t JOIN items i ON i.id=t.item_id "
+                "WHERE t.item_id=? AND t.number=?",
+                (item_id, number),
+            ).fetchone()
             if row is None:
                 return False
-            c.execute("UPDATE items SET current_take=?, status='completed', generation=generation+1, stale=0,"
-                      " last_error=NULL, updated_at=? WHERE id=?", (row[0], time.time(), item_id))
+            c.execute(
+                "UPDATE items SET current_take=?, status='completed', generation=generation+1, stale=0,"
+                " last_error=NULL, updated_at=? WHERE id=?",
+                (row[0], time.time(), item_id),
+            )
             self._event(c, "info", "reverted", row[1], row[2], f"{row[2]} reverted to take {number}")
         return True
 
     def all_takes(self, collection: str | None = None) -> list[dict[str, Any]]:
         """Every take (id, item_id, number, path, sha256, bytes, is_current, collection, key, status)."""
-        sql = ("SELECT t.id, t.item_id, t.number, t.path, t.sha256, t.bytes, (i.current_take = t.id),"
-               " i.collection, i.key, i.status FROM takes t JOIN items i ON i.id = t.item_id")
+        sql = (
+            "SELECT t.id, t.item_id, t.number, t.path, t.sha256, t.bytes, (i.current_take = t.id),"
+            " i.collection, i.key, i.status FROM takes t JOIN items i ON i.id = t.item_id"
+        )
         args: tuple = ()
         if collection:
             sql += " WHERE i.collection=?"
             args = (collection,)
-        names = ("id", "item_id", "number", "path", "sha256", "bytes", "is_current", "collection", "key", "status")
+        names = (
+            "id",
+            "item_id",
+            "number",
+            "path",
+            "sha256",
+            "bytes",
+            "is_current",
+            "collection",
+            "key",
+            "status",
+        )
         return [dict(zip(names, r)) for r in self.conn.execute(sql + " ORDER BY t.item_id, t.number", args)]
 
     def completed_without_take(self) -> list[tuple[int, str, str]]:
         """``(id, collection, key)`` of completed items whose current take is missing."""
         return self.conn.execute(
             "SELECT i.id, i.collection, i.key FROM items i LEFT JOIN takes t ON t.id = i.current_take "
-            "WHERE i.status='completed' AND t.id IS NULL").fetchall()
+            "WHERE i.status='completed' AND t.id IS NULL"
+        ).fetchall()
 
     def requeue(self, item_id: int, reason: str) -> bool:
         """Send a completed item back to ``pending`` without a current take (its file is gone or wrong)."""
         with self.transaction() as c:
-            row = c.execute("UPDATE items SET status='pending', current_take=NULL, generation=generation+1,"
-                            " attempts=0, not_before=0, updated_at=? WHERE id=? RETURNING collection, key",
-                            (time.time(), item_id)).fetchone()
+            row = c.execute(
+                "UPDATE items SET status='pending', current_take=NULL, generation=generation+1,"
+                " attempts=0, not_before=0, updated_at=? WHERE id=? RETURNING collection, key",
+                (time.time(), item_id),
+            ).fetchone()
             if row:
                 self._event(c, "warning", "sync", row[0], row[1], f"{row[1]}: {reason}")
             return row is not None
@@ -616,9 +756,11 @@ class Store:
     def forget_take(self, take_id: int, reason: str) -> None:
         """Delete a superseded take's row (its file is gone or being deleted); never the current take."""
         with self.transaction() as c:
-            row = c.execute("SELECT i.collection, i.key, t.number FROM takes t JOIN items i ON i.id=t.item_id "
-                            "WHERE t.id=? AND (i.current_take IS NULL OR i.current_take <> t.id)",
-                            (take_id,)).fetchone()
+            row = c.execute(
+                "SELECT i.collection, i.key, t.number FROM takes t JOIN items i ON i.id=t.item_id "
+                "WHERE t.id=? AND (i.current_take IS NULL OR i.current_take <> t.id)",
+                (take_id,),
+            ).fetchone()
             if row is None:
                 return
             c.execute("DELETE FROM takes WHERE id=?", (take_id,))
@@ -630,18 +772,25 @@ class Store:
         Variants of one photo share ``params.photo``. Returns the ids set aside.
         """
         with self.transaction() as c:
-            row = c.execute("SELECT collection, key, json_extract(params, '$.photo') FROM items WHERE id=?",
-                            (item_id,)).fetchone()
+            row = c.execute(
+                "SELECT collection, key, json_extract(params, '$.photo') FROM items WHERE id=?", (item_id,)
+            ).fetchone()
             if row is None:
                 return []
             coll, key, photo = row
-            others = [r[0] for r in c.execute(
-                "SELECT id FROM items WHERE collection=? AND json_extract(params, '$.photo')=? AND id<>?",
-                (coll, photo, item_id))]
+            others = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM items WHERE collection=? AND json_extract(params, '$.photo')=? AND id<>?",
+                    (coll, photo, item_id),
+                )
+            ]
             now = time.time()
             c.execute("UPDATE items SET chosen=1, updated_at=? WHERE id=?", (now, item_id))
             c.executemany("UPDATE items SET chosen=-1, updated_at=? WHERE id=?", [(now, i) for i in others])
-            self._event(c, "info", "chosen", coll, key, f"{key} chosen; {len(others)} other variants set aside")
+            self._event(
+                c, "info", "chosen", coll, key, f"{key} chosen; {len(others)} other variants set aside"
+            )
             return others
 
     def failed_items(self, collections: Sequence[str]) -> list[tuple[str, str, str | None]]:
@@ -649,7 +798,8 @@ class Store:
         return self.conn.execute(
             f"SELECT collection, key, last_error FROM items WHERE status='failed' AND retired=0 "
             f"AND collection IN ({','.join('?' * len(collections))}) ORDER BY collection, ordinal",
-            list(collections)).fetchall()
+            list(collections),
+        ).fetchall()
 
 
 def _describe(take: TakeRecord) -> str:

@@ -72,8 +72,11 @@ def _unreferenced(config: Config, store: Store) -> list[tuple[str, Path]]:
         if not coll.output.is_dir():
             continue
         for entry in os.scandir(coll.output):
-            if entry.is_file() and not is_temp(Path(entry.path)) \
-                    and str(Path(entry.path).resolve()) not in referenced:
+            if (
+                entry.is_file()
+                and not is_temp(Path(entry.path))
+                and str(Path(entry.path).resolve()) not in referenced
+            ):
                 out.append((coll.name, Path(entry.path)))
     return out
 
@@ -87,14 +90,20 @@ def recover_orphan_takes(config: Config, store: Store) -> list[str]:
     for collection, path in _unreferenced(config, store):
         if _TAKE_NAME.match(path.name):
             target = _move_aside(config, collection, path)
-            line = (f"{path.name} was written but never recorded (interrupted run) -> moved to "
-                    f"{target.relative_to(config.root) if target.is_relative_to(config.root) else target}")
-            store.log("warning", "recovered", line, collection=collection, key=_TAKE_NAME.match(path.name)["key"])
+            line = (
+                f"{path.name} was written but never recorded (interrupted run) -> moved to "
+                f"{target.relative_to(config.root) if target.is_relative_to(config.root) else target}"
+            )
+            store.log(
+                "warning", "recovered", line, collection=collection, key=_TAKE_NAME.match(path.name)["key"]
+            )
             lines.append(line)
     return lines
 
 
-def reconcile(config: Config, store: Store, *, fix: bool = False, verify_hashes: bool = True) -> list[Finding]:
+def reconcile(
+    config: Config, store: Store, *, fix: bool = False, verify_hashes: bool = True
+) -> list[Finding]:
     """Compare the store with the disk; with ``fix`` repair every mismatch (see the module docstring).
 
     Args:
@@ -111,33 +120,51 @@ def reconcile(config: Config, store: Store, *, fix: bool = False, verify_hashes:
         which = "its file" if current else f"take {take['number']}'s file"
         if not path.is_file():
             if current:
-                findings.append(Finding(take["collection"], take["key"], f"{take['status']} but its file is missing",
-                                        "pending"))
+                findings.append(
+                    Finding(
+                        take["collection"],
+                        take["key"],
+                        f"{take['status']} but its file is missing",
+                        "pending",
+                    )
+                )
                 if fix:
                     store.requeue(take["item_id"], "completed but its file is missing -> pending")
                     store.forget_take(take["id"], "forgotten: its file is missing")
             else:
-                findings.append(Finding(take["collection"], take["key"], f"{which} is missing", "take forgotten"))
+                findings.append(
+                    Finding(take["collection"], take["key"], f"{which} is missing", "take forgotten")
+                )
                 if fix:
                     store.forget_take(take["id"], "forgotten: its file is missing")
             continue
         if verify_hashes and sha256_file(path) != take["sha256"]:
             action = "file moved to orphans, " + ("pending" if current else "take forgotten")
-            findings.append(Finding(take["collection"], take["key"], f"{which} differs from its recorded sha256",
-                                    action))
+            findings.append(
+                Finding(take["collection"], take["key"], f"{which} differs from its recorded sha256", action)
+            )
             if fix:
                 _move_aside(config, take["collection"], path)
                 if current:
                     store.requeue(take["item_id"], "file differs from its recorded sha256 -> pending")
-                store.forget_take(take["id"], "forgotten: its file differs from its sha256 (moved to orphans)")
+                store.forget_take(
+                    take["id"], "forgotten: its file differs from its sha256 (moved to orphans)"
+                )
     for item_id, collection, key in store.completed_without_take():
         findings.append(Finding(collection, key, "completed without a current take", "pending"))
         if fix:
             store.requeue(item_id, "completed without a current take -> pending")
     for collection, path in _unreferenced(config, store):
-        findings.append(Finding(collection, path.name, "file not referenced by any take",
-                                f"moved to {orphans_dir(config, collection).relative_to(config.root)}"
-                                if orphans_dir(config, collection).is_relative_to(config.root) else "moved to orphans"))
+        findings.append(
+            Finding(
+                collection,
+                path.name,
+                "file not referenced by any take",
+                f"moved to {orphans_dir(config, collection).relative_to(config.root)}"
+                if orphans_dir(config, collection).is_relative_to(config.root)
+                else "moved to orphans",
+            )
+        )
         if fix:
             _move_aside(config, collection, path)
     return findings
@@ -169,15 +196,18 @@ def cleanup(config: Config, store: Store, *, keep: int = 1, dry_run: bool = Fals
     for take in store.all_takes():
         by_item.setdefault(take["item_id"], []).append(take)
     for takes in by_item.values():
-        superseded = sorted((t for t in takes if not t["is_current"]), key=lambda t: t["number"], reverse=True)
+        superseded = sorted(
+            (t for t in takes if not t["is_current"]), key=lambda t: t["number"], reverse=True
+        )
         for take in superseded[keep:]:
             path = config.root / take["path"]
             size = _freed(path)
             report.takes += 1
             report.files += size is not None
             report.bytes += size or 0
-            report.lines.append(f"{take['collection']}/{take['key']}: take {take['number']} "
-                                f"({(size or 0) / 1024:.0f} KB)")
+            report.lines.append(
+                f"{take['collection']}/{take['key']}: take {take['number']} ({(size or 0) / 1024:.0f} KB)"
+            )
             if not dry_run:
                 path.unlink(missing_ok=True)
                 store.forget_take(take["id"], "deleted by cleanup")
@@ -187,8 +217,10 @@ def cleanup(config: Config, store: Store, *, keep: int = 1, dry_run: bool = Fals
             size = _freed(path) or 0
             report.files += 1
             report.bytes += size
-            report.lines.append(f"{path.relative_to(config.root) if path.is_relative_to(config.root) else path} "
-                                f"({size / 1024:.0f} KB)")
+            report.lines.append(
+                f"{path.relative_to(config.root) if path.is_relative_to(config.root) else path} "
+                f"({size / 1024:.0f} KB)"
+            )
         if not dry_run:
             shutil.rmtree(root)
     return report

@@ -87,7 +87,9 @@ class RowSource:
         """True when the unfiltered rows are exactly ordinals 0..count-1 (offsets are then ordinals)."""
         row = self.store.conn.execute(
             "SELECT COUNT(*), COALESCE(MAX(ordinal), -1), COUNT(*) FILTER (WHERE retired = 1)"
-            " FROM items WHERE collection = ?", (self.collection,)).fetchone()
+            " FROM items WHERE collection = ?",
+            (self.collection,),
+        ).fetchone()
         return row[2] == 0 and row[1] == row[0] - 1
 
     def rows(self, offset: int, limit: int, *, dense: bool = False) -> list[Row]:
@@ -98,20 +100,44 @@ class RowSource:
         """
         where, args = self._where()
         if dense and not self.filtered():
-            cur = self.store.conn.execute(f"{_SELECT}{where} AND i.ordinal >= ? ORDER BY i.ordinal LIMIT ?",
-                                          [*args, offset, limit])
+            cur = self.store.conn.execute(
+                f"{_SELECT}{where} AND i.ordinal >= ? ORDER BY i.ordinal LIMIT ?", [*args, offset, limit]
+            )
         else:
-            cur = self.store.conn.execute(f"{_SELECT}{where} ORDER BY i.ordinal LIMIT ? OFFSET ?",
-                                          [*args, limit, offset])
-        return [Row(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], bool(r[8]), r[9], r[10], r[11],
-                    r[12], r[13], r[14]) for r in cur.fetchall()]
+            cur = self.store.conn.execute(
+                f"{_SELECT}{where} ORDER BY i.ordinal LIMIT ? OFFSET ?", [*args, limit, offset]
+            )
+        return [
+            Row(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                json.loads(r[4]),
+                r[5],
+                r[6],
+                r[7],
+                bool(r[8]),
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+                r[13],
+                r[14],
+            )
+            for r in cur.fetchall()
+        ]
 
     def ids(self) -> list[int]:
         """Ids of every matching row (for "mark all visible")."""
         where, args = self._where()
         join = " LEFT JOIN takes t ON t.id = i.current_take" if self.qa_only else ""
-        return [r[0] for r in self.store.conn.execute(f"SELECT i.id FROM items i{join}{where} ORDER BY i.ordinal",
-                                                      args)]
+        return [
+            r[0]
+            for r in self.store.conn.execute(
+                f"SELECT i.id FROM items i{join}{where} ORDER BY i.ordinal", args
+            )
+        ]
 
 
 def take_details(store: Store, item_id: int) -> dict[str, Any]:
@@ -125,8 +151,10 @@ def take_details(store: Store, item_id: int) -> dict[str, Any]:
 
 def recent_events(store: Store, limit: int = 500) -> list[dict[str, Any]]:
     """The newest ``limit`` events, oldest first."""
-    rows = store.conn.execute("SELECT id, ts, level, kind, collection, item_key, message FROM events "
-                              "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    rows = store.conn.execute(
+        "SELECT id, ts, level, kind, collection, item_key, message FROM events ORDER BY id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
     keys = ("id", "ts", "level", "kind", "collection", "key", "message")
     return [dict(zip(keys, r)) for r in reversed(rows)]
 

@@ -29,10 +29,21 @@ def keys(monkeypatch):
     return {"openai": API_KEY, "elevenlabs": XI_KEY, "a1111": BASIC[1]}
 
 
-def http_project(root: Path, server: LoopbackServer, *, dataset: str | None = None, pages: str | None = None,
-                 variants: str | None = None, entries: int = 6, page_count: int = 3, photos: int = 2,
-                 providers: str = "", slots: str = '["forensic", "balanced", "creative"]',
-                 provider_settings: str = "", concurrency: int = 4) -> Path:
+def http_project(
+    root: Path,
+    server: LoopbackServer,
+    *,
+    dataset: str | None = None,
+    pages: str | None = None,
+    variants: str | None = None,
+    entries: int = 6,
+    page_count: int = 3,
+    photos: int = 2,
+    providers: str = "",
+    slots: str = '["forensic", "balanced", "creative"]',
+    provider_settings: str = "",
+    concurrency: int = 4,
+) -> Path:
     """A project whose collections use the named providers; ``providers`` is extra TOML.
 
     The tables of the providers used (``openai``, ``a1111``, ``elevenlabs``) point at the
@@ -51,14 +62,16 @@ def http_project(root: Path, server: LoopbackServer, *, dataset: str | None = No
     if pages:
         text += f'[collections.pages]\nsource = "data/story.md"\nprovider = "{pages}"\nwidth = 128\nheight = 96\n\n'
     if variants:
-        text += f'[collections.variants]\nsource = "data/photos"\nprovider = "{variants}"\nslots = {slots}\n\n'
+        text += (
+            f'[collections.variants]\nsource = "data/photos"\nprovider = "{variants}"\nslots = {slots}\n\n'
+        )
     common = f"backoff_base_s = 0.05\nbackoff_max_s = 0.2\nconcurrency = {concurrency}\n{provider_settings}\n"
     tables = {
         "openai": f'[providers.openai]\nkind = "openai"\nbase_url = "{server.url}/v1"\n'
-                  'api_key_env = "LOOPBACK_OPENAI_KEY"\n',
+        'api_key_env = "LOOPBACK_OPENAI_KEY"\n',
         "a1111": f'[providers.a1111]\nkind = "a1111"\nbase_url = "{server.url}"\n',
         "elevenlabs": f'[providers.elevenlabs]\nkind = "elevenlabs"\nbase_url = "{server.url}"\n'
-                      'api_key_env = "LOOPBACK_XI_KEY"\nvoice_id = "21m00Tcm4TlvDq8ikWAM"\n',
+        'api_key_env = "LOOPBACK_XI_KEY"\nvoice_id = "21m00Tcm4TlvDq8ikWAM"\n',
     }
     for name in dict.fromkeys(p for p in (dataset, pages, variants) if p in tables):
         text += tables[name] + common + "\n"

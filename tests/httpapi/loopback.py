@@ -33,8 +33,8 @@ import array
 import asyncio
 import base64
 import email.parser
-import functools
 import email.policy
+import functools
 import io
 import json
 import math
@@ -97,12 +97,14 @@ class Recorded:
 def _tone_table(rate: int) -> bytes:
     """2 s of a quiet 220 Hz tone with a little noise at ``rate`` Hz, 16-bit little-endian mono."""
     rng = random.Random(rate)
-    samples = array.array("h", (int(6000 * math.sin(2 * math.pi * 220 * i / rate)) + rng.randint(-50, 50)
-                                for i in range(2 * rate)))
+    samples = array.array(
+        "h",
+        (int(6000 * math.sin(2 * math.pi * 220 * i / rate)) + rng.randint(-50, 50) for i in range(2 * rate)),
+    )
     return samples.tobytes() if sys.byteorder == "little" else _swapped(samples)
 
 
-def _swapped(samples: "array.array") -> bytes:
+def _swapped(samples: array.array) -> bytes:
     samples.byteswap()
     return samples.tobytes()
 
@@ -158,8 +160,16 @@ class LoopbackServer:
         max_concurrent: ElevenLabs-style limit on requests in flight (429 too_many_concurrent_requests).
     """
 
-    def __init__(self, *, latency_s: float = 0.0, limit_rps: float | None = None, speech_rate: int = 24_000,
-                 check_auth: bool = True, basic_auth: bool = False, max_concurrent: int | None = None):
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        limit_rps: float | None = None,
+        speech_rate: int = 24_000,
+        check_auth: bool = True,
+        basic_auth: bool = False,
+        max_concurrent: int | None = None,
+    ):
         self.latency_s = latency_s
         self.limit_rps = limit_rps
         self.speech_rate = speech_rate
@@ -198,7 +208,7 @@ class LoopbackServer:
         """The recorded requests of one route."""
         return [r for r in self.requests if _route(r.method, r.path) == route]
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> LoopbackServer:
         """Serve on a free port in a background thread; returns self once listening."""
         self._thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
         self._thread.start()
@@ -267,12 +277,15 @@ class LoopbackServer:
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None, b""
 
-    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request,
-                       body: bytes) -> bool:
+    async def _respond(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
+    ) -> bool:
         target = request.target.decode()
         parts = urlsplit(target)
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        rec = Recorded(request.method.decode(), parts.path, parse_qs(parts.query), headers, body, time.monotonic())
+        rec = Recorded(
+            request.method.decode(), parts.path, parse_qs(parts.query), headers, body, time.monotonic()
+        )
         if headers.get("content-type", "").startswith("application/json") and body:
             try:
                 rec.json = json.loads(body)
@@ -315,7 +328,9 @@ class LoopbackServer:
 
     # ------------------------------------------------------------------ the APIs
 
-    async def _answer(self, route: str, rec: Recorded, fault: Fault | None) -> tuple[int, dict[str, str], Any]:
+    async def _answer(
+        self, route: str, rec: Recorded, fault: Fault | None
+    ) -> tuple[int, dict[str, str], Any]:
         if route == "stats":
             if "reset" in rec.query:
                 with self._lock:
@@ -330,8 +345,16 @@ class LoopbackServer:
             return 404, {}, {"detail": "Not Found"}
         if self.max_concurrent is not None and route == "elevenlabs" and self.in_flight > self.max_concurrent:
             await asyncio.sleep(0.01)
-            return 429, {}, {"detail": {"status": "too_many_concurrent_requests",
-                                        "message": "Too many concurrent requests for your plan."}}
+            return (
+                429,
+                {},
+                {
+                    "detail": {
+                        "status": "too_many_concurrent_requests",
+                        "message": "Too many concurrent requests for your plan.",
+                    }
+                },
+            )
         if self.limit_rps is not None:
             now = time.monotonic()
             window = self._window
@@ -340,10 +363,22 @@ class LoopbackServer:
             if len(window) >= self.limit_rps:
                 self.rate_limited.append(now - self.started)
                 wait_ms = max(1, int((window[0] + 1.0 - now) * 1000))
-                return 429, {"retry-after-ms": str(wait_ms), "x-ratelimit-limit-requests": str(self.limit_rps),
-                             "x-ratelimit-remaining-requests": "0"}, \
-                    {"error": {"message": "Rate limit reached for requests", "type": "requests",
-                               "param": None, "code": "rate_limit_exceeded"}}
+                return (
+                    429,
+                    {
+                        "retry-after-ms": str(wait_ms),
+                        "x-ratelimit-limit-requests": str(self.limit_rps),
+                        "x-ratelimit-remaining-requests": "0",
+                    },
+                    {
+                        "error": {
+                            "message": "Rate limit reached for requests",
+                            "type": "requests",
+                            "param": None,
+                            "code": "rate_limit_exceeded",
+                        }
+                    },
+                )
             window.append(now)
         delay = self.latency_s + (fault.delay_s if fault else 0.0)
         if delay:
@@ -364,9 +399,18 @@ class LoopbackServer:
             if rec.headers.get("authorization") != f"Bearer {API_KEY}":
                 given = rec.headers.get("authorization", "").removeprefix("Bearer ")
                 # OpenAI echoes a masked key; echo it whole here to prove the client redacts it
-                return 401, {}, {"error": {"message": f"Incorrect API key provided: {given}.",
-                                           "type": "invalid_request_error", "param": None,
-                                           "code": "invalid_api_key"}}
+                return (
+                    401,
+                    {},
+                    {
+                        "error": {
+                            "message": f"Incorrect API key provided: {given}.",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "invalid_api_key",
+                        }
+                    },
+                )
         if route == "elevenlabs" and self.check_auth and rec.headers.get("xi-api-key") != XI_KEY:
             return 401, {}, {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}
         if route in ("txt2img", "img2img", "upscale") and self.basic_auth:
@@ -379,12 +423,26 @@ class LoopbackServer:
         body = rec.json or {}
         missing = [k for k in ("model", "input", "voice") if not body.get(k)]
         if missing:
-            return 400, {}, {"error": {"message": f"Missing required parameter: '{missing[0]}'.",
-                                       "type": "invalid_request_error", "param": missing[0], "code": None}}
+            return (
+                400,
+                {},
+                {
+                    "error": {
+                        "message": f"Missing required parameter: '{missing[0]}'.",
+                        "type": "invalid_request_error",
+                        "param": missing[0],
+                        "code": None,
+                    }
+                },
+            )
         rate = 16_000 if corrupt == "wrong_rate" else self.speech_rate
         pcm = tone_pcm(min(2.0, 0.04 * len(body["input"])), rate, len(body["input"]))
         if corrupt == "wrong_content":
-            return 200, {"content-type": "audio/wav"}, b"<html><body>Service temporarily unavailable</body></html>"
+            return (
+                200,
+                {"content-type": "audio/wav"},
+                b"<html><body>Service temporarily unavailable</body></html>",
+            )
         if body.get("response_format") == "pcm":
             return 200, {"content-type": "audio/pcm"}, pcm
         return 200, {"content-type": "audio/wav"}, wav_file(pcm, rate)
@@ -398,19 +456,41 @@ class LoopbackServer:
         if as_url:
             name = f"img_{width}x{height}_{seed}.png"
             return {"created": int(time.time()), "data": [{"url": f"{self.url}/files/{name}"}]}
-        return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(data).decode(),
-                                                       "revised_prompt": None}]}
+        return {
+            "created": int(time.time()),
+            "data": [{"b64_json": base64.b64encode(data).decode(), "revised_prompt": None}],
+        }
 
     def _generations(self, rec: Recorded, corrupt: str | None):
         body = rec.json or {}
         if not body.get("prompt"):
-            return 400, {}, {"error": {"message": "Missing required parameter: 'prompt'.",
-                                       "type": "invalid_request_error", "param": "prompt", "code": None}}
+            return (
+                400,
+                {},
+                {
+                    "error": {
+                        "message": "Missing required parameter: 'prompt'.",
+                        "type": "invalid_request_error",
+                        "param": "prompt",
+                        "code": None,
+                    }
+                },
+            )
         try:
             width, height = (int(v) for v in str(body.get("size", "1024x1024")).split("x"))
         except ValueError:
-            return 400, {}, {"error": {"message": f"Invalid value: '{body.get('size')}'.",
-                                       "type": "invalid_request_error", "param": "size", "code": "invalid_value"}}
+            return (
+                400,
+                {},
+                {
+                    "error": {
+                        "message": f"Invalid value: '{body.get('size')}'.",
+                        "type": "invalid_request_error",
+                        "param": "size",
+                        "code": "invalid_value",
+                    }
+                },
+            )
         if corrupt == "not_json":
             return 200, {"content-type": "text/html"}, b"<html>oops</html>"
         seed = len(self.requests)
@@ -419,13 +499,32 @@ class LoopbackServer:
     def _edits(self, rec: Recorded, corrupt: str | None):
         image = rec.form.get("image")
         if not isinstance(image, tuple) or image[1] not in ("image/png", "image/jpeg", "image/webp"):
-            return 400, {}, {"error": {"message": "Invalid file 'image': unsupported mimetype "
-                                       f"('{image[1] if isinstance(image, tuple) else None}').",
-                                       "type": "invalid_request_error", "param": "image",
-                                       "code": "unsupported_file_mimetype"}}
+            return (
+                400,
+                {},
+                {
+                    "error": {
+                        "message": "Invalid file 'image': unsupported mimetype "
+                        f"('{image[1] if isinstance(image, tuple) else None}').",
+                        "type": "invalid_request_error",
+                        "param": "image",
+                        "code": "unsupported_file_mimetype",
+                    }
+                },
+            )
         if not rec.form.get("prompt"):
-            return 400, {}, {"error": {"message": "Missing required parameter: 'prompt'.",
-                                       "type": "invalid_request_error", "param": "prompt", "code": None}}
+            return (
+                400,
+                {},
+                {
+                    "error": {
+                        "message": "Missing required parameter: 'prompt'.",
+                        "type": "invalid_request_error",
+                        "param": "prompt",
+                        "code": None,
+                    }
+                },
+            )
         return 200, {}, self._image_data(corrupt, 64, 48, len(self.requests))
 
     def _asset(self, rec: Recorded, corrupt: str | None):
@@ -437,26 +536,60 @@ class LoopbackServer:
     def _sd(self, rec: Recorded, corrupt: str | None, img2img: bool):
         body = rec.json
         if not isinstance(body, dict):
-            return 422, {}, {"detail": [{"loc": ["body"], "msg": "field required", "type": "value_error.missing"}]}
+            return (
+                422,
+                {},
+                {"detail": [{"loc": ["body"], "msg": "field required", "type": "value_error.missing"}]},
+            )
         if img2img:
             init = body.get("init_images")
             if not isinstance(init, list) or not init:
-                return 422, {}, {"detail": [{"loc": ["body", "init_images"], "msg": "field required",
-                                             "type": "value_error.missing"}]}
+                return (
+                    422,
+                    {},
+                    {
+                        "detail": [
+                            {
+                                "loc": ["body", "init_images"],
+                                "msg": "field required",
+                                "type": "value_error.missing",
+                            }
+                        ]
+                    },
+                )
             try:
                 base64.b64decode(init[0], validate=True)
             except ValueError:
-                return 500, {}, {"error": "Exception", "detail": "", "body": "",
-                                 "errors": "Invalid encoded image"}
+                return (
+                    500,
+                    {},
+                    {"error": "Exception", "detail": "", "body": "", "errors": "Invalid encoded image"},
+                )
         width, height = int(body.get("width", 512)), int(body.get("height", 512))
         if width % 8 or height % 8:
-            return 500, {}, {"error": "RuntimeError", "detail": "", "body": "",
-                             "errors": f"width and height must be multiples of 8, got {width}x{height}"}
+            return (
+                500,
+                {},
+                {
+                    "error": "RuntimeError",
+                    "detail": "",
+                    "body": "",
+                    "errors": f"width and height must be multiples of 8, got {width}x{height}",
+                },
+            )
         seed = int(body.get("seed", -1))
         used = seed if seed >= 0 else random.randrange(2**32)
-        info = json.dumps({"prompt": body.get("prompt", ""), "seed": used, "all_seeds": [used],
-                           "width": width, "height": height, "sd_model_name": "v1-5-pruned-emaonly",
-                           "denoising_strength": body.get("denoising_strength")})
+        info = json.dumps(
+            {
+                "prompt": body.get("prompt", ""),
+                "seed": used,
+                "all_seeds": [used],
+                "width": width,
+                "height": height,
+                "sd_model_name": "v1-5-pruned-emaonly",
+                "denoising_strength": body.get("denoising_strength"),
+            }
+        )
         if corrupt == "bad_base64":
             image = "####"
         elif corrupt == "wrong_content":
@@ -486,8 +619,15 @@ class LoopbackServer:
         body = rec.json or {}
         fmt = (rec.query.get("output_format") or ["mp3_44100_128"])[0]
         if not body.get("text"):
-            return 422, {}, {"detail": [{"loc": ["body", "text"], "msg": "field required",
-                                         "type": "value_error.missing"}]}
+            return (
+                422,
+                {},
+                {
+                    "detail": [
+                        {"loc": ["body", "text"], "msg": "field required", "type": "value_error.missing"}
+                    ]
+                },
+            )
         if not fmt.startswith("pcm_"):
             return 200, {"content-type": "audio/mpeg"}, b"ID3" + b"\0" * 64
         rate = int(fmt.split("_")[1])
@@ -501,9 +641,13 @@ class LoopbackServer:
     def stats(self) -> dict[str, Any]:
         """Counters: requests per route, times of the rate limiter's 429s and of every request
         (seconds since start or the last ``GET /_stats?reset``), the most requests in flight."""
-        return {"counts": dict(self.counts), "rate_limited": list(self.rate_limited),
-                "total": len(self.requests), "max_in_flight": self.max_in_flight,
-                "request_times": [round(r.time - self.started, 4) for r in self.requests]}
+        return {
+            "counts": dict(self.counts),
+            "rate_limited": list(self.rate_limited),
+            "total": len(self.requests),
+            "max_in_flight": self.max_in_flight,
+            "request_times": [round(r.time - self.started, 4) for r in self.requests],
+        }
 
 
 def _route(method: str, path: str) -> str:
@@ -533,7 +677,8 @@ def _route(method: str, path: str) -> str:
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     """name -> value (str) or (filename, content type, bytes) for file parts."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
     form: dict[str, Any] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")

@@ -14,21 +14,30 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def _write(tmp_path: Path, provider: str) -> Path:
     path = tmp_path / "config.toml"
-    path.write_text('[collections.dataset]\nsource = "prompts.data"\nprovider = "p"\n\n[providers.p]\n' + provider)
+    path.write_text(
+        '[collections.dataset]\nsource = "prompts.data"\nprovider = "p"\n\n[providers.p]\n' + provider
+    )
     return path
 
 
-@pytest.mark.parametrize("provider,key,needle", [
-    ('kind = "openai"\nvoise = "alloy"\n', "voise", "unknown key for a provider of kind openai"),
-    ('kind = "openai"\nresponse_format = "mp3"\n', "response_format", "must be one of wav, pcm"),
-    ('kind = "openai"\nbase_url = "https://user:pw@api.example.com/v1"\n', "base_url", "must not hold credentials"),
-    ('kind = "openai"\nbase_url = "api.example.com"\n', "base_url", "http:// or https:// URL"),
-    ('kind = "openai"\napi_key = "sk-abc"\n', "api_key", "secrets do not belong in the config file"),
-    ('kind = "openai"\nread_timeout_s = 0\n', "read_timeout_s", "must be a number > 0"),
-    ('kind = "openai"\nsample_rate = 22.05\n', "sample_rate", "whole number of Hz"),
-    ('kind = "elevenlabs"\noutput_format = "mp3_44100_128"\n', "output_format", "pcm_16000, pcm_22050"),
-    ('kind = "elevenlabs"\nstability = 1.5\n', "stability", "between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "provider,key,needle",
+    [
+        ('kind = "openai"\nvoise = "alloy"\n', "voise", "unknown key for a provider of kind openai"),
+        ('kind = "openai"\nresponse_format = "mp3"\n', "response_format", "must be one of wav, pcm"),
+        (
+            'kind = "openai"\nbase_url = "https://user:pw@api.example.com/v1"\n',
+            "base_url",
+            "must not hold credentials",
+        ),
+        ('kind = "openai"\nbase_url = "api.example.com"\n', "base_url", "http:// or https:// URL"),
+        ('kind = "openai"\napi_key = "sk-abc"\n', "api_key", "secrets do not belong in the config file"),
+        ('kind = "openai"\nread_timeout_s = 0\n', "read_timeout_s", "must be a number > 0"),
+        ('kind = "openai"\nsample_rate = 22.05\n', "sample_rate", "whole number of Hz"),
+        ('kind = "elevenlabs"\noutput_format = "mp3_44100_128"\n', "output_format", "pcm_16000, pcm_22050"),
+        ('kind = "elevenlabs"\nstability = 1.5\n', "stability", "between 0 and 1"),
+    ],
+)
 def test_bad_http_provider_options_name_the_key_and_line(tmp_path, provider, key, needle):
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, provider))

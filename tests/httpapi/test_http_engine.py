@@ -13,10 +13,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from httpapi.conftest import http_project
-from httpapi.loopback import API_KEY, Fault, LoopbackServer
 from PIL import Image
 
+from httpapi.conftest import http_project
+from httpapi.loopback import API_KEY, Fault, LoopbackServer
 from tui_app.config import load_config
 from tui_app.engine import Engine
 from tui_app.providers.http import parse_duration, retry_after_seconds
@@ -40,8 +40,9 @@ def _run(config_path: Path, names=None) -> tuple[Engine, Store]:
 
 
 def _items(store: Store, collection: str) -> dict[str, dict]:
-    rows = store.conn.execute("SELECT key, status, attempts, last_error FROM items WHERE collection = ?",
-                              (collection,)).fetchall()
+    rows = store.conn.execute(
+        "SELECT key, status, attempts, last_error FROM items WHERE collection = ?", (collection,)
+    ).fetchall()
     return {r[0]: {"status": r[1], "attempts": r[2], "error": r[3]} for r in rows}
 
 
@@ -55,28 +56,62 @@ def test_retry_after_header_forms():
     assert retry_after_seconds({"retry-after": "3"}, 503) == 3.0
     date = email.utils.formatdate(now + 7, usegmt=True)
     assert retry_after_seconds({"retry-after": date}, 429, now=now) == pytest.approx(7.0)
-    assert retry_after_seconds({"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-remaining-requests": "0",
-                                "x-ratelimit-reset-tokens": "20ms", "x-ratelimit-remaining-tokens": "5"}, 429) == 360
-    assert retry_after_seconds({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "2.5s"}, 429) == 2.5
-    assert retry_after_seconds({"x-ratelimit-reset-requests": "1s"}, 200) is None  # informational outside a 429
+    assert (
+        retry_after_seconds(
+            {
+                "x-ratelimit-reset-requests": "6m0s",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-tokens": "20ms",
+                "x-ratelimit-remaining-tokens": "5",
+            },
+            429,
+        )
+        == 360
+    )
+    assert (
+        retry_after_seconds({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "2.5s"}, 429)
+        == 2.5
+    )
+    assert (
+        retry_after_seconds({"x-ratelimit-reset-requests": "1s"}, 200) is None
+    )  # informational outside a 429
     assert retry_after_seconds({}, 429) is None
-    assert parse_duration("1h2m3.5s") == 3723.5 and parse_duration("20ms") == 0.02 and parse_duration("soon") is None
+    assert (
+        parse_duration("1h2m3.5s") == 3723.5
+        and parse_duration("20ms") == 0.02
+        and parse_duration("soon") is None
+    )
 
 
-@pytest.mark.parametrize("headers,delay", [
-    ({"retry-after-ms": "800"}, 0.8),
-    ({"retry-after": "1"}, 1.0),
-    ("date", 1.0),
-    ({"x-ratelimit-reset-requests": "900ms", "x-ratelimit-remaining-requests": "0"}, 0.9),
-])
+@pytest.mark.parametrize(
+    "headers,delay",
+    [
+        ({"retry-after-ms": "800"}, 0.8),
+        ({"retry-after": "1"}, 1.0),
+        ("date", 1.0),
+        ({"x-ratelimit-reset-requests": "900ms", "x-ratelimit-remaining-requests": "0"}, 0.9),
+    ],
+)
 def test_429_cools_down_the_whole_provider(tmp_path, keys, headers, delay):
     server = LoopbackServer(latency_s=0.15).start()
     try:
         if headers == "date":  # an HTTP-date 3 s ahead: whole seconds, so well over 1 s from the answer
             headers = {"retry-after": email.utils.formatdate(time.time() + 3, usegmt=True)}
-        server.inject("speech", Fault(status=429, headers=headers, body={"error": {
-            "message": "Rate limit reached for requests", "type": "requests", "param": None,
-            "code": "rate_limit_exceeded"}}))
+        server.inject(
+            "speech",
+            Fault(
+                status=429,
+                headers=headers,
+                body={
+                    "error": {
+                        "message": "Rate limit reached for requests",
+                        "type": "requests",
+                        "param": None,
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+            ),
+        )
         engine, store = _run(http_project(tmp_path, server, dataset="openai", entries=8))
     finally:
         server.stop()
@@ -97,9 +132,12 @@ def test_429_cools_down_the_whole_provider(tmp_path, keys, headers, delay):
 def test_retryable_faults_are_retried_up_to_max_attempts(tmp_path, keys):
     server = LoopbackServer().start()
     try:
-        server.inject("speech", Fault(status=503, body=b"upstream busy"), Fault(status=500, body={"detail": "boom"}))
-        config = http_project(tmp_path, server, dataset="openai", entries=1,
-                              provider_settings="max_attempts = 2", concurrency=1)
+        server.inject(
+            "speech", Fault(status=503, body=b"upstream busy"), Fault(status=500, body={"detail": "boom"})
+        )
+        config = http_project(
+            tmp_path, server, dataset="openai", entries=1, provider_settings="max_attempts = 2", concurrency=1
+        )
         _, store = _run(config)
     finally:
         server.stop()
@@ -114,8 +152,12 @@ def test_retryable_faults_are_retried_up_to_max_attempts(tmp_path, keys):
 def test_each_fault_costs_one_retry_and_the_run_finishes(tmp_path, keys):
     server = LoopbackServer().start()
     try:
-        server.inject("speech", Fault(status=503, body=b"upstream busy"), Fault(status=500, body={"detail": "boom"}),
-                      Fault(drop=True))
+        server.inject(
+            "speech",
+            Fault(status=503, body=b"upstream busy"),
+            Fault(status=500, body={"detail": "boom"}),
+            Fault(drop=True),
+        )
         config = http_project(tmp_path, server, dataset="openai", entries=3, concurrency=1)
         _, store = _run(config)
     finally:
@@ -131,8 +173,9 @@ def test_timeouts_are_retried(tmp_path, keys):
     server = LoopbackServer().start()
     try:
         server.inject("speech", Fault(delay_s=1.5))
-        config = http_project(tmp_path, server, dataset="openai", entries=2,
-                              provider_settings="read_timeout_s = 0.4")
+        config = http_project(
+            tmp_path, server, dataset="openai", entries=2, provider_settings="read_timeout_s = 0.4"
+        )
         _, store = _run(config)
     finally:
         server.stop()
@@ -142,20 +185,31 @@ def test_timeouts_are_retried(tmp_path, keys):
     assert any("read timeout" in e["message"] for e in store.events())
 
 
-@pytest.mark.parametrize("route,fault,needle", [
-    ("speech", Fault(status=422, body={"detail": [{"loc": ["body", "voice"], "msg": "unknown voice",
-                                                   "type": "value_error"}]}), "HTTP 422: voice: unknown voice"),
-    ("speech", Fault(corrupt="wrong_content"), "not a valid WAV file"),
-    ("speech", Fault(corrupt="wrong_rate"), "wrong sample rate"),
-    ("speech", Fault(truncate=True), "truncated body"),
-])
+@pytest.mark.parametrize(
+    "route,fault,needle",
+    [
+        (
+            "speech",
+            Fault(
+                status=422,
+                body={"detail": [{"loc": ["body", "voice"], "msg": "unknown voice", "type": "value_error"}]},
+            ),
+            "HTTP 422: voice: unknown voice",
+        ),
+        ("speech", Fault(corrupt="wrong_content"), "not a valid WAV file"),
+        ("speech", Fault(corrupt="wrong_rate"), "wrong sample rate"),
+        ("speech", Fault(truncate=True), "truncated body"),
+    ],
+)
 def test_failed_items_leave_no_file_and_the_others_finish(tmp_path, keys, route, fault, needle):
     server = LoopbackServer().start()
     try:
         server.inject(route, fault)
         # a truncated body is retryable: with one attempt allowed it fails at once
         settings = "sample_rate = 24000" + ("\nmax_attempts = 1" if fault.truncate else "")
-        config = http_project(tmp_path, server, dataset="openai", entries=4, provider_settings=settings, concurrency=1)
+        config = http_project(
+            tmp_path, server, dataset="openai", entries=4, provider_settings=settings, concurrency=1
+        )
         _, store = _run(config)
     finally:
         server.stop()
@@ -173,8 +227,9 @@ def test_failed_items_leave_no_file_and_the_others_finish(tmp_path, keys, route,
 def test_elevenlabs_too_many_concurrent_requests_lowers_concurrency(tmp_path, keys):
     server = LoopbackServer(latency_s=0.1, max_concurrent=2).start()
     try:
-        config = http_project(tmp_path, server, dataset="elevenlabs", entries=12,
-                              provider_settings="max_attempts = 6")
+        config = http_project(
+            tmp_path, server, dataset="elevenlabs", entries=12, provider_settings="max_attempts = 6"
+        )
         engine, store = _run(config)
     finally:
         server.stop()
@@ -189,8 +244,15 @@ def test_elevenlabs_too_many_concurrent_requests_lowers_concurrency(tmp_path, ke
 def test_a1111_pages_and_variants_end_to_end_with_min_interval(tmp_path, keys):
     server = LoopbackServer().start()
     try:
-        config = http_project(tmp_path, server, pages="a1111", variants="a1111", page_count=3, photos=2,
-                              provider_settings="min_interval_s = 0.1")
+        config = http_project(
+            tmp_path,
+            server,
+            pages="a1111",
+            variants="a1111",
+            page_count=3,
+            photos=2,
+            provider_settings="min_interval_s = 0.1",
+        )
         engine, store = _run(config)
     finally:
         server.stop()
@@ -198,15 +260,28 @@ def test_a1111_pages_and_variants_end_to_end_with_min_interval(tmp_path, keys):
         assert all(i["status"] == "completed" for i in _items(store, name).values())
     starts = list(engine.throttles["a1111"].starts)
     assert len(starts) == 10 and min(b - a for a, b in zip(starts, starts[1:])) >= 0.099  # the stagger held
-    arrivals = sorted(r.time for r in server.requests)  # as the server saw it (a new connection adds its setup)
+    arrivals = sorted(
+        r.time for r in server.requests
+    )  # as the server saw it (a new connection adds its setup)
     assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.05
-    seeds = {row[0]: row[1] for row in store.conn.execute(
-        "SELECT i.key, t.seed FROM takes t JOIN items i ON i.id = t.item_id WHERE i.collection = 'variants'")}
+    seeds = {
+        row[0]: row[1]
+        for row in store.conn.execute(
+            "SELECT i.key, t.seed FROM takes t JOIN items i ON i.id = t.item_id WHERE i.collection = 'variants'"
+        )
+    }
     sent = {base: r.json["seed"] for r in server.of("img2img") for base in [None]}
     assert all(isinstance(s, int) for s in seeds.values()) and sent
     forensic = [s for k, s in seeds.items() if k.endswith("forensic")]
     assert forensic == [42, 42]
-    assert sorted(r.json["denoising_strength"] for r in server.of("img2img")) == [0.1, 0.1, 0.5, 0.5, 0.8, 0.8]
+    assert sorted(r.json["denoising_strength"] for r in server.of("img2img")) == [
+        0.1,
+        0.1,
+        0.5,
+        0.5,
+        0.8,
+        0.8,
+    ]
     for path in _take_files(tmp_path, "data/out/pages") + _take_files(tmp_path, "data/out/variants"):
         Image.open(path).load()
 
@@ -237,25 +312,73 @@ def test_secrets_never_leak(tmp_path, monkeypatch):
     wrong = "sk-wrong-key-0123456789-TOPSECRET"
     server = LoopbackServer().start()
     try:
-        server.inject("generations", Fault(status=400, body={"error": {
-            "message": f"Bad request from key {API_KEY}", "type": "invalid_request_error", "param": None,
-            "code": None}}))
+        server.inject(
+            "generations",
+            Fault(
+                status=400,
+                body={
+                    "error": {
+                        "message": f"Bad request from key {API_KEY}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            ),
+        )
         config = http_project(tmp_path, server, dataset="openai", pages="openai", entries=2, page_count=1)
         env = {**os.environ, "LOOPBACK_OPENAI_KEY": wrong}
-        batch = subprocess.run([sys.executable, "-m", "tui_app", "--config", str(config), "--batch", "--json",
-                                "--collection", "dataset"], capture_output=True, text=True, env=env, timeout=120)
+        batch = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tui_app",
+                "--config",
+                str(config),
+                "--batch",
+                "--json",
+                "--collection",
+                "dataset",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         env["LOOPBACK_OPENAI_KEY"] = API_KEY
-        pages = subprocess.run([sys.executable, "-m", "tui_app", "--config", str(config), "--batch", "--json",
-                                "--collection", "pages"], capture_output=True, text=True, env=env, timeout=120)
-        status = subprocess.run([sys.executable, "-m", "tui_app", "--config", str(config), "status", "--json"],
-                                capture_output=True, text=True, env=env, timeout=60)
+        pages = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tui_app",
+                "--config",
+                str(config),
+                "--batch",
+                "--json",
+                "--collection",
+                "pages",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        status = subprocess.run(
+            [sys.executable, "-m", "tui_app", "--config", str(config), "status", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
     finally:
         server.stop()
     assert batch.returncode == 1, batch.stderr
     summary = json.loads(batch.stdout)
     assert summary["collections"]["dataset"]["failed"] == 2
     assert "Incorrect API key provided" in batch.stdout + batch.stderr  # the server's message is kept...
-    assert any(r.headers.get("authorization") == f"Bearer {wrong}" for r in server.requests)  # ...and it was sent
+    assert any(
+        r.headers.get("authorization") == f"Bearer {wrong}" for r in server.requests
+    )  # ...and it was sent
     assert pages.returncode == 1 and "Bad request from key" in pages.stdout
     blobs = [batch.stdout, batch.stderr, pages.stdout, pages.stderr, status.stdout, status.stderr]
     for path in tmp_path.rglob("*"):
@@ -270,10 +393,17 @@ def test_rate_limited_server_without_configured_rate_is_learned(tmp_path, keys):
     """No requests_per_minute set: after the first 429s the provider paces itself under the limit."""
     server = LoopbackServer(limit_rps=40, latency_s=0.02).start()
     try:
-        config = http_project(tmp_path, server, dataset="openai", entries=0, concurrency=16,
-                              provider_settings="max_attempts = 10")
+        config = http_project(
+            tmp_path,
+            server,
+            dataset="openai",
+            entries=0,
+            concurrency=16,
+            provider_settings="max_attempts = 10",
+        )
         (tmp_path / "data" / "prompts.data").write_text(
-            "".join(f'( e{i:04d} "Entry number {i} of the rate test." )\n' for i in range(160)))
+            "".join(f'( e{i:04d} "Entry number {i} of the rate test." )\n' for i in range(160))
+        )
         engine, store = _run(config)
     finally:
         server.stop()

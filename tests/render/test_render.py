@@ -56,7 +56,11 @@ def test_slot_parameters():
     assert slot_parameters("forensic", 0, {}, "a") == {"variant": "forensic", "temperature": 0.1, "seed": 42}
     assert [slot_parameters("balanced", i, {}, "a")["temperature"] for i in range(3)] == [0.4, 0.5, 0.6]
     assert slot_parameters("balanced", 1, {}, "a")["seed"] == slot_parameters("balanced", 1, {}, "a")["seed"]
-    assert slot_parameters("creative", 2, {}, "a") == {"variant": "creative", "temperature": 0.8, "seed": None}
+    assert slot_parameters("creative", 2, {}, "a") == {
+        "variant": "creative",
+        "temperature": 0.8,
+        "seed": None,
+    }
     preset = slot_parameters("preset:vivid", 3, {"vivid": {"temperature": 0.6, "color": 1.3}}, "a")
     assert preset == {"variant": "preset", "preset": "vivid", "temperature": 0.6, "seed": None, "color": 1.3}
     with pytest.raises(ValueError, match="unknown slot"):

@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from conftest import write_project
 from textual import events
 
-from conftest import write_project
 from tui_app.config import load_config
 from tui_app.tui.app import build_app
 from tui_app.tui.table import ItemTable
@@ -81,10 +81,17 @@ async def test_debounce_three_presses_50ms_apart_during_a_long_run(tmp_path):
         for key in ("r", "up", "r", "up", "r"):
             app.post_message(events.Key(key, key if len(key) == 1 else None))
             await asyncio.sleep(0.05 if key == "r" else 0.001)
-        targets = [app.store.find_item("dataset", k) for k in ("arctic_a0060", "arctic_a0059", "arctic_a0058")]
-        await _until(pilot, lambda: all(
-            app.store.get_item(t.id).status == "completed" and len(app.store.takes(t.id)) >= 1
-            for t in targets), timeout=30)
+        targets = [
+            app.store.find_item("dataset", k) for k in ("arctic_a0060", "arctic_a0059", "arctic_a0058")
+        ]
+        await _until(
+            pilot,
+            lambda: all(
+                app.store.get_item(t.id).status == "completed" and len(app.store.takes(t.id)) >= 1
+                for t in targets
+            ),
+            timeout=30,
+        )
         batches = {app.store.get_item(t.id).batch_id for t in targets}
         assert len(batches) == 1 and None not in batches
         batch = batches.pop()
@@ -100,7 +107,10 @@ async def test_pressing_r_on_the_same_row_three_times_queues_it_once_per_window(
             app.post_message(events.Key("r", "r"))
             await asyncio.sleep(0.05)
         await _until(pilot, lambda: app.store.find_item("dataset", "arctic_a0001").status == "completed")
-        assert len({e["message"] for e in app.store.events(limit=1000) if "queued as batch" in e["message"]}) == 1
+        assert (
+            len({e["message"] for e in app.store.events(limit=1000) if "queued as batch" in e["message"]})
+            == 1
+        )
 
 
 async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):
@@ -113,7 +123,11 @@ async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):
         final = app.config.collections["variants"].output / "finals" / "astronaut.s1-balanced.png"
         await _until(pilot, final.exists)
         chosen = dict(app.store.conn.execute("SELECT key, chosen FROM items WHERE collection='variants'"))
-        assert chosen == {"astronaut.s0-forensic": -1, "astronaut.s1-balanced": 1, "astronaut.s2-creative": -1}
+        assert chosen == {
+            "astronaut.s0-forensic": -1,
+            "astronaut.s1-balanced": 1,
+            "astronaut.s2-creative": -1,
+        }
         from PIL import Image
 
         assert Image.open(final).size == (64, 64)  # 2x the 32x32 simulated take

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from conftest import write_project
+
 from tui_app.config import load_config
 from tui_app.engine import Engine
 from tui_app.store import Store
@@ -27,8 +27,9 @@ def _project(tmp_path: Path, generate: bool = True):
         engine = Engine(config, store)
         engine.import_sources()
         anyio.run(lambda: engine.run(["dataset", "pages"]))
-        store.conn.execute("UPDATE items SET status='failed', last_error='HTTP 500: upstream error' "
-                           "WHERE key='arctic_a0003'")
+        store.conn.execute(
+            "UPDATE items SET status='failed', last_error='HTTP 500: upstream error' WHERE key='arctic_a0003'"
+        )
         store.close()
     return config
 

@@ -5,5 +5,13 @@ from .debounce import RegenerateDebouncer
 from .retry import RetryPolicy, is_retryable_status
 from .throttle import Throttle
 
-__all__ = ["Engine", "EngineEvent", "RegenerateDebouncer", "RetryPolicy", "RunStats", "Throttle",
-           "is_retryable_status", "resolve_seed"]
+__all__ = [
+    "Engine",
+    "EngineEvent",
+    "RegenerateDebouncer",
+    "RetryPolicy",
+    "RunStats",
+    "Throttle",
+    "is_retryable_status",
+    "resolve_seed",
+]

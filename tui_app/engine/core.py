@@ -28,17 +28,18 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import anyio
 
 from ..config import CollectionConfig, Config, ProviderConfig
 from ..files import atomic_write, free_take_path, link_or_copy, remove_temp_files
+from ..providers import Provider, ProviderError, Request, build_provider
 from ..qa import audio_metrics
 from ..qa import flags as qa_flags
-from ..providers import Provider, ProviderError, Request, build_provider
 from ..sources import load_items
 from ..store import ImportReport, Item, Store, TakeRecord
 from .retry import RetryPolicy
@@ -65,10 +66,19 @@ def request_cache_key(coll: CollectionConfig, provider: ProviderConfig, request:
     Two requests with the same key would make the same output, so the second reuses
     the first's file. Only option *names* of secrets (``api_key_env``) take part, never values.
     """
-    blob = json.dumps({"provider": provider.name, "provider_kind": provider.kind,
-                       "provider_options": dict(provider.options), "kind": coll.kind,
-                       "options": dict(coll.params), "text": request.text, "params": dict(request.params)},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "provider": provider.name,
+            "provider_kind": provider.kind,
+            "provider_options": dict(provider.options),
+            "kind": coll.kind,
+            "options": dict(coll.params),
+            "text": request.text,
+            "params": dict(request.params),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -156,7 +166,9 @@ class RunStats:
         return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
 
-def resolve_seed(kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool) -> int | None:
+def resolve_seed(
+    kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool
+) -> int | None:
     """The seed of the next take.
 
     An override wins; the forensic variant keeps its pinned seed (42); an explicit
@@ -289,11 +301,18 @@ class Engine:
 
     # ------------------------------------------------------------------ requests
 
-    def regenerate(self, collection: str, item_ids: Iterable[int], *, batch_id: int | None = None,
-                   overrides: Mapping[str, Any] | None = None) -> list[Item]:
+    def regenerate(
+        self,
+        collection: str,
+        item_ids: Iterable[int],
+        *,
+        batch_id: int | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> list[Item]:
         """Queue items for a new take now, with priority (durable before this returns)."""
-        items = self.store.request(list(item_ids), batch_id=batch_id, priority=REGENERATE_PRIORITY,
-                                   overrides=dict(overrides or {}))
+        items = self.store.request(
+            list(item_ids), batch_id=batch_id, priority=REGENERATE_PRIORITY, overrides=dict(overrides or {})
+        )
         self.notify(collection)
         return items
 
@@ -327,8 +346,9 @@ class Engine:
 
     # ------------------------------------------------------------------ running
 
-    async def run(self, names: Sequence[str] | None = None, *, limit: int | None = None,
-                  until_idle: bool = True) -> None:
+    async def run(
+        self, names: Sequence[str] | None = None, *, limit: int | None = None, until_idle: bool = True
+    ) -> None:
         """Generate pending items of the selected collections.
 
         Args:
@@ -372,14 +392,17 @@ class Engine:
                 if self._stopping:
                     throttle.release()
                     break
-                item = self.store.claim_next(coll.name, cover_first=cover_first,
-                                             min_priority=self.min_priority.get(coll.name, 0))
+                item = self.store.claim_next(
+                    coll.name, cover_first=cover_first, min_priority=self.min_priority.get(coll.name, 0)
+                )
                 if item is None:
                     throttle.release()
                     wake_at = self.store.next_wakeup([coll.name])
                     if until_idle and stats.in_flight == 0 and wake_at is None:
                         break
-                    timeout = (wake_at - time.time() + 0.001) if wake_at else (math.inf if not until_idle else 1.0)
+                    timeout = (
+                        (wake_at - time.time() + 0.001) if wake_at else (math.inf if not until_idle else 1.0)
+                    )
                     await self._wait_wake(coll.name, max(0.0, timeout))
                     continue
                 claimed += 1
@@ -387,7 +410,9 @@ class Engine:
                 self.emit("started", coll.name, f"Generating {item.key}", item)
                 tg.start_soon(self._run_item, coll, item, provider, throttle)
 
-    async def _run_item(self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle) -> None:
+    async def _run_item(
+        self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle
+    ) -> None:
         stats = self.stats[coll.name]
         pc = self.config.providers[coll.provider]
         policy = self.policies[coll.provider]
@@ -427,8 +452,9 @@ class Engine:
             if error is None:
                 with anyio.CancelScope(shield=True):
                     try:
-                        await self._finish(coll, item, request, output, time.perf_counter() - started,
-                                           cache_key)
+                        await self._finish(
+                            coll, item, request, output, time.perf_counter() - started, cache_key
+                        )
                     except OSError as exc:  # disk full, permissions: this item fails, the run goes on
                         error = ProviderError(f"cannot write the take file: {exc}")
             if error is not None:
@@ -448,13 +474,24 @@ class Engine:
         if coll.kind == "dataset":
             text = params.get("normalized") or item.text
         source = coll.source / item.text if coll.kind == "variants" else None
-        return Request(coll.name, coll.kind, item.key, text, params, coll.params, source,
-                       item.next_take or self.store.next_take_number(item.id), fresh)
+        return Request(
+            coll.name,
+            coll.kind,
+            item.key,
+            text,
+            params,
+            coll.params,
+            source,
+            item.next_take or self.store.next_take_number(item.id),
+            fresh,
+        )
 
-    def _cache_hit(self, cache_key: str) -> "CachedOutput | None":
+    def _cache_hit(self, cache_key: str) -> CachedOutput | None:
         if self._cache_keys is None:  # one query per process; this process is the project's only writer
-            self._cache_keys = {k for (k,) in self.store.conn.execute(
-                "SELECT cache_key FROM takes WHERE cache_key IS NOT NULL")}
+            self._cache_keys = {
+                k
+                for (k,) in self.store.conn.execute("SELECT cache_key FROM takes WHERE cache_key IS NOT NULL")
+            }
         if cache_key not in self._cache_keys:
             return None
         take = self.store.cache_lookup(cache_key)
@@ -468,32 +505,73 @@ class Engine:
             return None
         return CachedOutput(take, path)
 
-    async def _finish(self, coll: CollectionConfig, item: Item, request: Request, output: Any,
-                      elapsed: float, cache_key: str) -> None:
+    async def _finish(
+        self,
+        coll: CollectionConfig,
+        item: Item,
+        request: Request,
+        output: Any,
+        elapsed: float,
+        cache_key: str,
+    ) -> None:
         cached = output if isinstance(output, CachedOutput) else None
         if cached is not None:
             t = cached.take
             path, number = await anyio.to_thread.run_sync(
-                _link_take, cached.path, coll.output, item.key, request.take_number)
+                _link_take, cached.path, coll.output, item.key, request.take_number
+            )
             record = TakeRecord(
-                path=self._relative(path), sha256=t["sha256"], bytes=t["bytes"], provider=coll.provider,
-                elapsed_s=elapsed, number=number, duration_s=t["duration_s"], sample_rate=t["sample_rate"],
-                width=t["width"], height=t["height"], model=t["model"], params=t["params"], seed=t["seed"],
-                qa=json.loads(t["qa"]) if t["qa"] else None, qa_flags=t["qa_flags"], cache_key=cache_key,
-                cached_from=t["id"])
+                path=self._relative(path),
+                sha256=t["sha256"],
+                bytes=t["bytes"],
+                provider=coll.provider,
+                elapsed_s=elapsed,
+                number=number,
+                duration_s=t["duration_s"],
+                sample_rate=t["sample_rate"],
+                width=t["width"],
+                height=t["height"],
+                model=t["model"],
+                params=t["params"],
+                seed=t["seed"],
+                qa=json.loads(t["qa"]) if t["qa"] else None,
+                qa_flags=t["qa_flags"],
+                cache_key=cache_key,
+                cached_from=t["id"],
+            )
         else:
             path, number, sha = await anyio.to_thread.run_sync(
-                _write_take, coll.output, item.key, request.take_number, output.suffix, output.data,
-                limiter=self._writers)
+                _write_take,
+                coll.output,
+                item.key,
+                request.take_number,
+                output.suffix,
+                output.data,
+                limiter=self._writers,
+            )
             # QA takes tens of microseconds of numpy per clip: cheaper here than contending for the GIL
             qa = _speech_qa(output.data, request.text) if coll.kind == "dataset" else None
             record = TakeRecord(
-                path=self._relative(path), sha256=sha, bytes=len(output.data), provider=coll.provider,
-                elapsed_s=elapsed, number=number, duration_s=output.duration_s, sample_rate=output.sample_rate,
-                width=output.width, height=output.height, model=output.model,
-                params={**{k: v for k, v in request.params.items() if k != "photo_sha256"}, **dict(output.params)},
+                path=self._relative(path),
+                sha256=sha,
+                bytes=len(output.data),
+                provider=coll.provider,
+                elapsed_s=elapsed,
+                number=number,
+                duration_s=output.duration_s,
+                sample_rate=output.sample_rate,
+                width=output.width,
+                height=output.height,
+                model=output.model,
+                params={
+                    **{k: v for k, v in request.params.items() if k != "photo_sha256"},
+                    **dict(output.params),
+                },
                 seed=output.seed if output.seed is not None else request.params.get("seed"),
-                qa=qa, qa_flags=("; ".join(qa_flags(qa)) or None) if qa else None, cache_key=cache_key)
+                qa=qa,
+                qa_flags=("; ".join(qa_flags(qa)) or None) if qa else None,
+                cache_key=cache_key,
+            )
         take_id = self.store.complete(item, record)
         stats = self.stats[coll.name]
         if take_id is None:
@@ -509,7 +587,7 @@ class Engine:
 
     def _relative(self, path: Path) -> str:
         text = str(path)
-        return text[len(self._root_prefix):] if text.startswith(self._root_prefix) else text
+        return text[len(self._root_prefix) :] if text.startswith(self._root_prefix) else text
 
     def _throttle_event(self, coll: CollectionConfig, what: str) -> None:
         """Log (in the store) and emit a change of the provider's throttle: ``PROVIDER: what``."""
@@ -517,15 +595,24 @@ class Engine:
         self.store.log("warning", "cooldown", message, collection=coll.name)
         self.emit("cooldown", coll.name, message)
 
-    def _failed(self, coll: CollectionConfig, item: Item, error: ProviderError, policy: RetryPolicy,
-                throttle: Throttle, in_use: int) -> None:
+    def _failed(
+        self,
+        coll: CollectionConfig,
+        item: Item,
+        error: ProviderError,
+        policy: RetryPolicy,
+        throttle: Throttle,
+        in_use: int,
+    ) -> None:
         stats = self.stats[coll.name]
         if error.lower_concurrency and in_use > 1:
             # in_use counts this request: the server accepted one fewer than were in flight
             new_limit = min(throttle.limit, in_use - 1)
             if new_limit < throttle.limit:
                 throttle.set_limit(new_limit)
-                self._throttle_event(coll, f"too many concurrent requests, concurrency lowered to {new_limit}")
+                self._throttle_event(
+                    coll, f"too many concurrent requests, concurrency lowered to {new_limit}"
+                )
         if error.status == 429 and not error.lower_concurrency and error.retryable:
             paced = throttle.note_rate_limited()
             if paced is not None:
@@ -537,11 +624,17 @@ class Engine:
             throttle.cool_down(seconds)
         if policy.should_retry(error.retryable, item.attempts):
             delay = policy.delay(item.attempts, error.retry_after_s)
-            if self.store.fail(item, error.message, retry_at=time.time() + delay,
-                               max_attempts=policy.max_attempts):
+            if self.store.fail(
+                item, error.message, retry_at=time.time() + delay, max_attempts=policy.max_attempts
+            ):
                 stats.retried += 1
-                self.emit("retry", coll.name, f"{item.key} failed: {error.message}, retry "
-                          f"{item.attempts + 1}/{policy.max_attempts} in {delay:.1f} s", item)
+                self.emit(
+                    "retry",
+                    coll.name,
+                    f"{item.key} failed: {error.message}, retry "
+                    f"{item.attempts + 1}/{policy.max_attempts} in {delay:.1f} s",
+                    item,
+                )
         elif self.store.fail(item, error.message):
             stats.failed += 1
             self.emit("failed", coll.name, f"{item.key} failed: {error.message}", item)

@@ -13,7 +13,8 @@ flag was set, cannot happen: recording does not depend on any run state.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import anyio
 
@@ -31,8 +32,9 @@ class RegenerateDebouncer:
     Run :meth:`run` in a task group for as long as requests may arrive.
     """
 
-    def __init__(self, engine: Engine, window_s: float,
-                 on_batch: Callable[[int, int, str], None] | None = None):
+    def __init__(
+        self, engine: Engine, window_s: float, on_batch: Callable[[int, int, str], None] | None = None
+    ):
         self.engine = engine
         self.window_s = window_s
         self.on_batch = on_batch
@@ -41,8 +43,9 @@ class RegenerateDebouncer:
         self._collections: set[str] = set()
         self._kick = anyio.Event()
 
-    def request(self, collection: str, item_ids: Iterable[int],
-                overrides: Mapping[str, Any] | None = None) -> int:
+    def request(
+        self, collection: str, item_ids: Iterable[int], overrides: Mapping[str, Any] | None = None
+    ) -> int:
         """Accept a regenerate request now (durably) and return its batch id."""
         if self.batch_id is None:
             self.batch_id = self.engine.store.create_batch("regenerate", open_=True)
@@ -57,8 +60,9 @@ class RegenerateDebouncer:
         if self.batch_id is None:
             return None
         batch_id, self.batch_id = self.batch_id, None
-        count = self.engine.store.conn.execute("SELECT COUNT(*) FROM items WHERE batch_id=?",
-                                               (batch_id,)).fetchone()[0]
+        count = self.engine.store.conn.execute(
+            "SELECT COUNT(*) FROM items WHERE batch_id=?", (batch_id,)
+        ).fetchone()[0]
         noun = "regeneration" if count == 1 else "regenerations"
         message = f"{count} {noun} queued as batch {batch_id}"
         self.engine.store.close_batch(batch_id, message)

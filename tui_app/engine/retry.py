@@ -11,8 +11,8 @@ else (other 4xx, ``insufficient_quota``, bad input) fails at once.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..config import ProviderConfig
 
@@ -41,7 +41,7 @@ class RetryPolicy:
     max_retry_after_s: float = 120.0
 
     @classmethod
-    def from_config(cls, config: ProviderConfig) -> "RetryPolicy":
+    def from_config(cls, config: ProviderConfig) -> RetryPolicy:
         """The policy of a ``[providers.NAME]`` table."""
         return cls(config.max_attempts, config.backoff_base_s, config.backoff_max_s)
 
@@ -49,8 +49,9 @@ class RetryPolicy:
         """Whether a failure after ``attempts`` tries (>= 1) gets another one."""
         return retryable and attempts < self.max_attempts
 
-    def delay(self, attempts: int, retry_after_s: float | None = None,
-              rand: Callable[[], float] = random.random) -> float:
+    def delay(
+        self, attempts: int, retry_after_s: float | None = None, rand: Callable[[], float] = random.random
+    ) -> float:
         """Seconds to wait before try ``attempts + 1``.
 
         Args:

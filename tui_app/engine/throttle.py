@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 import anyio
 from aiolimiter import AsyncLimiter
@@ -43,8 +43,14 @@ class Throttle:
         clock: monotonic seconds (injectable for tests).
     """
 
-    def __init__(self, name: str, concurrency: int = 1, min_interval_s: float = 0.0,
-                 requests_per_minute: float = 0.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        concurrency: int = 1,
+        min_interval_s: float = 0.0,
+        requests_per_minute: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.name = name
         self.limit = max(1, int(concurrency))
         self.min_interval_s = float(min_interval_s)
@@ -62,7 +68,7 @@ class Throttle:
         self._last_429 = -math.inf
 
     @classmethod
-    def from_config(cls, config: ProviderConfig) -> "Throttle":
+    def from_config(cls, config: ProviderConfig) -> Throttle:
         """The throttle a ``[providers.NAME]`` table describes."""
         return cls(config.name, config.concurrency, config.min_interval_s, config.requests_per_minute)
 
@@ -168,8 +174,12 @@ class Throttle:
 
     async def wait_turn(self) -> None:
         """Wait until a request may start (cooldown, min interval, rate, learned pace), then record the start."""
-        if self._limiter is None and self.min_interval_s <= 0 and self.learned_rps is None \
-                and self.cooldown_until <= self.clock():
+        if (
+            self._limiter is None
+            and self.min_interval_s <= 0
+            and self.learned_rps is None
+            and self.cooldown_until <= self.clock()
+        ):
             self.starts.append(self.clock())
             return
         async with self._gate:

@@ -70,7 +70,7 @@ class _Staging:
         self.tmp = self.out.parent / f".{self.out.name}.tmp-{secrets.token_hex(4)}"
         self.tmp.mkdir()
 
-    def __enter__(self) -> "_Staging":
+    def __enter__(self) -> _Staging:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -105,7 +105,9 @@ def _ready(store: Store, coll: CollectionConfig, report: ExportReport) -> list[t
     ready = []
     for item in store.items(coll.name):
         if item.status != "completed":
-            why = item.status + (f": {item.last_error}" if item.status == "failed" and item.last_error else "")
+            why = item.status + (
+                f": {item.last_error}" if item.status == "failed" and item.last_error else ""
+            )
             report.skipped.append((item.key, why))
         elif item.stale:
             report.skipped.append((item.key, "stale: its text changed after the take"))
@@ -116,8 +118,9 @@ def _ready(store: Store, coll: CollectionConfig, report: ExportReport) -> list[t
     return ready
 
 
-def export_dataset(config: Config, store: Store, out: Path, *, fmt: str = "ljspeech",
-                   collection: str | None = None) -> ExportReport:
+def export_dataset(
+    config: Config, store: Store, out: Path, *, fmt: str = "ljspeech", collection: str | None = None
+) -> ExportReport:
     """Export a dataset collection as LJSpeech, HF audiofolder or a NeMo manifest.
 
     Raises:
@@ -138,8 +141,10 @@ def export_dataset(config: Config, store: Store, out: Path, *, fmt: str = "ljspe
             normalized = item.params.get("normalized") or item.text
             rows.append((item.key, item.text, normalized, take))
         if fmt == "ljspeech":
-            _write(stage.tmp / "metadata.csv",
-                   "".join(f"{k}|{_one_line(t)}|{_one_line(n)}\n" for k, t, n, _ in rows))
+            _write(
+                stage.tmp / "metadata.csv",
+                "".join(f"{k}|{_one_line(t)}|{_one_line(n)}\n" for k, t, n, _ in rows),
+            )
         elif fmt == "audiofolder":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
@@ -147,10 +152,21 @@ def export_dataset(config: Config, store: Store, out: Path, *, fmt: str = "ljspe
             writer.writerows([f"wavs/{k}.wav", t] for k, t, _, _ in rows)
             _write(stage.tmp / "metadata.csv", buf.getvalue())
         else:
-            _write(stage.tmp / "manifest.json", "".join(
-                json.dumps({"audio_filepath": str(stage.out / "wavs" / f"{k}.wav"),
-                            "duration": round(take["duration_s"] or 0.0, 3), "text": n},
-                           ensure_ascii=False) + "\n" for k, _, n, take in rows))
+            _write(
+                stage.tmp / "manifest.json",
+                "".join(
+                    json.dumps(
+                        {
+                            "audio_filepath": str(stage.out / "wavs" / f"{k}.wav"),
+                            "duration": round(take["duration_s"] or 0.0, 3),
+                            "text": n,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                    for k, _, n, take in rows
+                ),
+            )
         report.exported = len(rows)
     return report
 
@@ -223,7 +239,9 @@ def _wrap(text: str, font, width: int) -> list[str]:
     return lines
 
 
-def export_variants(config: Config, store: Store, out: Path, *, collection: str | None = None) -> ExportReport:
+def export_variants(
+    config: Config, store: Store, out: Path, *, collection: str | None = None
+) -> ExportReport:
     """Export the chosen variant of each photo as ``STEM.png`` (the finalized file when present).
 
     Raises:
@@ -231,8 +249,11 @@ def export_variants(config: Config, store: Store, out: Path, *, collection: str 
     """
     coll = _collection(config, "variants", collection)
     report = ExportReport(out.resolve())
-    chosen = dict(store.conn.execute("SELECT key, chosen FROM items WHERE collection=? AND retired=0",
-                                     (coll.name,)).fetchall())
+    chosen = dict(
+        store.conn.execute(
+            "SELECT key, chosen FROM items WHERE collection=? AND retired=0", (coll.name,)
+        ).fetchall()
+    )
     ready = _ready(store, coll, report)
     photos: dict[str, list] = {}
     for item, take in ready:
@@ -246,11 +267,17 @@ def export_variants(config: Config, store: Store, out: Path, *, collection: str 
             picks.append(pick[0])
     report.skipped = [s for s in report.skipped if chosen.get(s[0]) != -1]
     if not picks:
-        raise ExportError(f"{coll.name}: no chosen variants to export (choose one per photo with `c` in the TUI)")
+        raise ExportError(
+            f"{coll.name}: no chosen variants to export (choose one per photo with `c` in the TUI)"
+        )
     with _Staging(out) as stage:
         for item, take in picks:
             stem = Path(item.params.get("photo", item.text)).stem
-            finals = sorted((coll.output / "finals").glob(f"{item.key}*")) if (coll.output / "finals").is_dir() else []
+            finals = (
+                sorted((coll.output / "finals").glob(f"{item.key}*"))
+                if (coll.output / "finals").is_dir()
+                else []
+            )
             src = finals[-1] if finals else config.root / take["path"]
             link_or_copy(src, stage.tmp / f"{stem}{src.suffix}")
         report.exported = len(picks)

@@ -8,15 +8,22 @@ provider class; :func:`build_provider` maps a ``[providers.NAME]`` table to an i
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config import Config, ConfigError, ProviderConfig
 from .base import Output, Provider, ProviderError, Request
 
 __all__ = ["Output", "Provider", "ProviderError", "Request", "build_provider", "validate_provider_options"]
 
-_MODULES = {"piper": "piper", "pillow": "pillow", "simulated": "simulated",
-            "openai": "openai_api", "a1111": "a1111", "elevenlabs": "elevenlabs"}
+_MODULES = {
+    "piper": "piper",
+    "pillow": "pillow",
+    "simulated": "simulated",
+    "openai": "openai_api",
+    "a1111": "a1111",
+    "elevenlabs": "elevenlabs",
+}
 
 
 def _module(kind: str) -> Any:

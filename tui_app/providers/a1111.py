@@ -35,8 +35,16 @@ from typing import Any
 
 from ..config import Config, ProviderConfig
 from .base import Output, ProviderError, Request
-from .http import (HttpClient, HttpProvider, check_image, check_options, decode_b64, json_body, read_photo,
-                   read_secret)
+from .http import (
+    HttpClient,
+    HttpProvider,
+    check_image,
+    check_options,
+    decode_b64,
+    json_body,
+    read_photo,
+    read_secret,
+)
 from .openai_api import DEFAULT_PROMPT, variant_prompt
 
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
@@ -95,9 +103,15 @@ class A1111Provider(HttpProvider):
             temperature = float(p.get("temperature", 0.4))
             prompt = variant_prompt(str(request.options.get("prompt") or DEFAULT_PROMPT), temperature)
             body = self._common(prompt, p.get("seed"))
-            body.update({"init_images": [base64.b64encode(photo).decode("ascii")],
-                         "denoising_strength": round(min(1.0, max(0.0, temperature)), 3),
-                         "width": _round8(width * scale), "height": _round8(height * scale), "resize_mode": 0})
+            body.update(
+                {
+                    "init_images": [base64.b64encode(photo).decode("ascii")],
+                    "denoising_strength": round(min(1.0, max(0.0, temperature)), 3),
+                    "width": _round8(width * scale),
+                    "height": _round8(height * scale),
+                    "resize_mode": 0,
+                }
+            )
             path = "sdapi/v1/img2img"
         else:
             raise ProviderError(f"an a1111 provider cannot generate {request.kind}")
@@ -113,8 +127,15 @@ class A1111Provider(HttpProvider):
         for key in ("denoising_strength", "sampler_name"):
             if key in body:
                 params[key] = body[key]
-        return Output(data, suffix, width=width, height=height, model=model or self.options.get("checkpoint"),
-                      seed=seed, params=params)
+        return Output(
+            data,
+            suffix,
+            width=width,
+            height=height,
+            model=model or self.options.get("checkpoint"),
+            seed=seed,
+            params=params,
+        )
 
     @staticmethod
     def _info(info: Any, requested: int) -> tuple[int | None, str | None]:
@@ -129,8 +150,9 @@ class A1111Provider(HttpProvider):
         seed = info.get("seed")
         if not isinstance(seed, int) and isinstance(info.get("all_seeds"), list) and info["all_seeds"]:
             seed = info["all_seeds"][0]
-        return (int(seed) if isinstance(seed, int) else (requested if requested >= 0 else None)), \
-            info.get("sd_model_name")
+        return (int(seed) if isinstance(seed, int) else (requested if requested >= 0 else None)), info.get(
+            "sd_model_name"
+        )
 
     async def upscale(self, data: bytes, scale: int = 2) -> bytes:
         """Upscale a finished image with ``/sdapi/v1/extra-single-image``; returns the image bytes.
@@ -138,8 +160,11 @@ class A1111Provider(HttpProvider):
         Raises:
             ProviderError: HTTP errors or a malformed answer.
         """
-        body = {"image": base64.b64encode(data).decode("ascii"), "upscaling_resize": scale,
-                "upscaler_1": str(self.options.get("upscaler", "R-ESRGAN 4x+"))}
+        body = {
+            "image": base64.b64encode(data).decode("ascii"),
+            "upscaling_resize": scale,
+            "upscaler_1": str(self.options.get("upscaler", "R-ESRGAN 4x+")),
+        }
         response = await self.client().request("POST", "sdapi/v1/extra-single-image", json=body)
         answer = json_body(response, "the extra-single-image answer")
         out = decode_b64(answer.get("image") if isinstance(answer, dict) else None, "image")
@@ -149,9 +174,13 @@ class A1111Provider(HttpProvider):
 
 def validate_options(options: dict, error) -> None:
     """Check an ``a1111`` provider table; ``error(key, msg)`` builds the ConfigError."""
-    check_options(options, error, "a1111",
-                  strings={"username", "password_env", "negative_prompt", "sampler_name", "checkpoint", "upscaler"},
-                  numbers={"steps", "cfg_scale", "max_side"})
+    check_options(
+        options,
+        error,
+        "a1111",
+        strings={"username", "password_env", "negative_prompt", "sampler_name", "checkpoint", "upscaler"},
+        numbers={"steps", "cfg_scale", "max_side"},
+    )
     if options.get("password_env") and not options.get("username"):
         raise error("password_env", "needs username too (HTTP Basic auth)")
 

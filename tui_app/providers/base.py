@@ -13,9 +13,10 @@ the engine backs off and tries again (timeouts, connection errors, 408, 409,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class ProviderError(Exception):
@@ -31,8 +32,15 @@ class ProviderError(Exception):
             the provider's concurrency limit to one below what was in flight.
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, retry_after_s: float | None = None,
-                 status: int | None = None, lower_concurrency: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+        lower_concurrency: bool = False,
+    ):
         super().__init__(message)
         self.message = message
         self.retryable = retryable

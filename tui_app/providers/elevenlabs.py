@@ -25,7 +25,8 @@ Options (``[providers.NAME]`` with ``kind = "elevenlabs"``):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..config import Config, ProviderConfig
 from .base import Output, ProviderError, Request
@@ -57,8 +58,12 @@ def voice_settings(emotion: str | None, options: Mapping[str, Any]) -> dict[str,
     style = float(options.get("style", 0.0))
     if emotion:
         stability, style = EMOTION_SETTINGS.get(emotion.strip().lower(), (0.4, 0.5))
-    return {"stability": stability, "similarity_boost": float(options.get("similarity_boost", 0.75)),
-            "style": style, "use_speaker_boost": True}
+    return {
+        "stability": stability,
+        "similarity_boost": float(options.get("similarity_boost", 0.75)),
+        "style": style,
+        "use_speaker_boost": True,
+    }
 
 
 class ElevenLabsProvider(HttpProvider):
@@ -73,8 +78,10 @@ class ElevenLabsProvider(HttpProvider):
             ProviderError: the key's variable is unset, or no voice is configured.
         """
         if params is not None and not (params.get("voice") or self.options.get("voice_id")):
-            raise ProviderError(f"provider {self.name!r}: no voice: set voice_id in [providers.{self.name}] "
-                                "or voice in the collection")
+            raise ProviderError(
+                f"provider {self.name!r}: no voice: set voice_id in [providers.{self.name}] "
+                "or voice in the collection"
+            )
         self.client()
 
     def open_client(self) -> HttpClient:
@@ -96,12 +103,16 @@ class ElevenLabsProvider(HttpProvider):
         fmt = str(self.options.get("output_format", "pcm_22050"))
         rate = int(fmt.split("_")[1])
         model = str(request.options.get("model") or self.options.get("model_id", "eleven_multilingual_v2"))
-        body = {"text": request.text, "model_id": model,
-                "voice_settings": voice_settings(request.params.get("emotion"), self.options)}
+        body = {
+            "text": request.text,
+            "model_id": model,
+            "voice_settings": voice_settings(request.params.get("emotion"), self.options),
+        }
         if request.params.get("seed") is not None:
             body["seed"] = int(request.params["seed"])
-        response = await self.client().request("POST", f"v1/text-to-speech/{voice}",
-                                                params={"output_format": fmt}, json=body)
+        response = await self.client().request(
+            "POST", f"v1/text-to-speech/{voice}", params={"output_format": fmt}, json=body
+        )
         ctype = response.headers.get("content-type", "")
         if ctype.startswith(("application/json", "text/")):
             raise ProviderError(f"malformed answer: expected raw 16-bit PCM, got {ctype}")
@@ -112,8 +123,14 @@ class ElevenLabsProvider(HttpProvider):
 
 def validate_options(options: dict, error) -> None:
     """Check an ``elevenlabs`` provider table; ``error(key, msg)`` builds the ConfigError."""
-    check_options(options, error, "elevenlabs", strings={"api_key_env", "voice_id", "model_id", "output_format"},
-                  numbers={"stability", "similarity_boost", "style"}, allowed={"output_format": FORMATS})
+    check_options(
+        options,
+        error,
+        "elevenlabs",
+        strings={"api_key_env", "voice_id", "model_id", "output_format"},
+        numbers={"stability", "similarity_boost", "style"},
+        allowed={"output_format": FORMATS},
+    )
     for key in ("stability", "similarity_boost", "style"):
         if key in options and not 0 <= options[key] <= 1:
             raise error(key, f"must be between 0 and 1, got {options[key]!r}")

@@ -26,8 +26,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import httpx
 
@@ -37,7 +38,9 @@ from ..media import image_info, wav_bytes, wav_info
 from .base import ProviderError
 
 #: Error codes that mean "stop": retrying cannot help (OpenAI, ElevenLabs).
-NEVER_RETRY_CODES = frozenset({"insufficient_quota", "quota_exceeded", "invalid_api_key", "billing_hard_limit_reached"})
+NEVER_RETRY_CODES = frozenset(
+    {"insufficient_quota", "quota_exceeded", "invalid_api_key", "billing_hard_limit_reached"}
+)
 #: ElevenLabs' answer when more requests are in flight than the plan allows.
 TOO_MANY_CONCURRENT = "too_many_concurrent_requests"
 
@@ -50,6 +53,7 @@ _IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
 # --------------------------------------------------------------------------- headers
+
 
 def parse_duration(text: str) -> float | None:
     """Seconds in a rate-limit reset value: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` or ``"0.5"``.
@@ -115,6 +119,7 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now: float | No
 
 # --------------------------------------------------------------------------- error bodies
 
+
 def error_detail(body: bytes) -> tuple[str, str | None]:
     """``(message, code)`` from an error response body, whatever API sent it.
 
@@ -150,7 +155,9 @@ def error_detail(body: bytes) -> tuple[str, str | None]:
             for entry in detail[:5]:
                 if isinstance(entry, dict):
                     loc = [str(p) for p in entry.get("loc", []) if p != "body"]
-                    parts.append(f"{'.'.join(loc)}: {entry.get('msg', '')}" if loc else str(entry.get("msg", "")))
+                    parts.append(
+                        f"{'.'.join(loc)}: {entry.get('msg', '')}" if loc else str(entry.get("msg", ""))
+                    )
                 else:
                     parts.append(str(entry))
             return _one_line("; ".join(parts)), None
@@ -181,6 +188,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 # --------------------------------------------------------------------------- payload checks
+
 
 def decode_b64(data: Any, what: str) -> bytes:
     """Bytes of a base64 string from a JSON answer.
@@ -228,13 +236,22 @@ def check_wav(data: bytes, expected_rate: int | None = None) -> tuple[float, int
     if info.frames == 0:
         raise ProviderError("malformed answer: the WAV holds no samples")
     if expected_rate and info.sample_rate != expected_rate:
-        raise ProviderError(f"wrong sample rate: the WAV is {info.sample_rate} Hz, expected {expected_rate} Hz")
+        raise ProviderError(
+            f"wrong sample rate: the WAV is {info.sample_rate} Hz, expected {expected_rate} Hz"
+        )
     return info.duration_s, info.sample_rate
 
 
-_CONTAINER_MAGIC = {b"RIFF": "a WAV file", b"ID3": "an MP3 file", b"\xff\xfb": "an MP3 file",
-                    b"\xff\xf3": "an MP3 file", b"OggS": "an Ogg file", b"fLaC": "a FLAC file",
-                    b"{": "JSON", b"<": "HTML or XML"}
+_CONTAINER_MAGIC = {
+    b"RIFF": "a WAV file",
+    b"ID3": "an MP3 file",
+    b"\xff\xfb": "an MP3 file",
+    b"\xff\xf3": "an MP3 file",
+    b"OggS": "an Ogg file",
+    b"fLaC": "a FLAC file",
+    b"{": "JSON",
+    b"<": "HTML or XML",
+}
 
 
 def pcm_to_wav(data: bytes, sample_rate: int) -> tuple[bytes, float]:
@@ -250,11 +267,14 @@ def pcm_to_wav(data: bytes, sample_rate: int) -> tuple[bytes, float]:
         if data.startswith(magic):
             raise ProviderError(f"malformed answer: expected raw 16-bit PCM, got {name}")
     if len(data) % 2:
-        raise ProviderError(f"malformed answer: truncated PCM ({len(data)} bytes is not a whole number of samples)")
+        raise ProviderError(
+            f"malformed answer: truncated PCM ({len(data)} bytes is not a whole number of samples)"
+        )
     return wav_bytes(data, sample_rate), len(data) / 2 / sample_rate
 
 
 # --------------------------------------------------------------------------- options
+
 
 def read_secret(env_name: str | None, provider: str) -> str | None:
     """The value of the environment variable ``env_name`` (None when ``env_name`` is empty).
@@ -266,14 +286,21 @@ def read_secret(env_name: str | None, provider: str) -> str | None:
         return None
     value = os.environ.get(env_name, "")
     if not value:
-        raise ProviderError(f"provider {provider!r}: the environment variable {env_name} is not set "
-                            f"(it should hold the API key; set api_key_env = \"\" for a server without one)")
+        raise ProviderError(
+            f"provider {provider!r}: the environment variable {env_name} is not set "
+            f'(it should hold the API key; set api_key_env = "" for a server without one)'
+        )
     return value
 
 
-def check_options(options: Mapping[str, Any], error: Callable[[str, str], Exception], kind: str,
-                  strings: Iterable[str] = (), numbers: Iterable[str] = (),
-                  allowed: Mapping[str, Iterable[str]] | None = None) -> None:
+def check_options(
+    options: Mapping[str, Any],
+    error: Callable[[str, str], Exception],
+    kind: str,
+    strings: Iterable[str] = (),
+    numbers: Iterable[str] = (),
+    allowed: Mapping[str, Iterable[str]] | None = None,
+) -> None:
     """Config-time checks shared by the HTTP providers: known keys and their types.
 
     Raises:
@@ -287,8 +314,12 @@ def check_options(options: Mapping[str, Any], error: Callable[[str, str], Except
             raise error(key, f"unknown key for a provider of kind {kind} (known: {', '.join(sorted(known))})")
         if key in strings and not isinstance(value, str):
             raise error(key, f"must be a string, got {value!r}")
-        if key in numbers and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-                               or (value == 0 and key.endswith("_s"))):
+        if key in numbers and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (value == 0 and key.endswith("_s"))
+        ):
             raise error(key, f"must be a number {'> 0' if key.endswith('_s') else '>= 0'}, got {value!r}")
         if allowed and key in allowed and value not in allowed[key]:
             raise error(key, f"must be one of {', '.join(map(str, allowed[key]))}, got {value!r}")
@@ -300,6 +331,7 @@ def check_options(options: Mapping[str, Any], error: Callable[[str, str], Except
 
 
 # --------------------------------------------------------------------------- client
+
 
 class HttpClient:
     """One provider's connection pool and request helper.
@@ -315,21 +347,39 @@ class HttpClient:
         secrets: strings never to appear in a message (the key, the password).
     """
 
-    def __init__(self, provider: str, base_url: str, concurrency: int, connect_timeout_s: float,
-                 read_timeout_s: float, headers: Mapping[str, str] | None = None,
-                 auth: tuple[str, str] | None = None, secrets: Iterable[str] = ()):
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        concurrency: int,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        secrets: Iterable[str] = (),
+    ):
         self.provider = provider
         self.secrets = [s for s in secrets if s]
-        timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=None)
+        timeout = httpx.Timeout(
+            connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=None
+        )
         # httpcore's pool does O(connections x queued requests) work, with a poll() per
         # connection, on every pool event (encode/httpcore#928, #1035): at 32 connections that
         # costs more than the requests. Shards of at most SHARD_SIZE connections keep it small.
         count = max(1, math.ceil(concurrency / SHARD_SIZE))
         per_shard = math.ceil(concurrency / count)
         limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        self.shards = [httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=dict(headers or {}), auth=auth,
-                                         limits=limits, timeout=timeout, follow_redirects=True)
-                       for _ in range(count)]
+        self.shards = [
+            httpx.AsyncClient(
+                base_url=base_url.rstrip("/") + "/",
+                headers=dict(headers or {}),
+                auth=auth,
+                limits=limits,
+                timeout=timeout,
+                follow_redirects=True,
+            )
+            for _ in range(count)
+        ]
         self._busy = [0] * count
         self.client = self.shards[0]
         self._plain: httpx.AsyncClient | None = None  # for asset URLs on other hosts: no credentials
@@ -385,14 +435,22 @@ class HttpClient:
         text = f"HTTP {status}: {message}"
         if code and code not in message:
             text += f" [{code}]"
-        return self.error(text, retryable=retryable, status=status,
-                          retry_after_s=retry_after_seconds(response.headers, status) if retryable else None,
-                          lower_concurrency=code == TOO_MANY_CONCURRENT)
+        return self.error(
+            text,
+            retryable=retryable,
+            status=status,
+            retry_after_s=retry_after_seconds(response.headers, status) if retryable else None,
+            lower_concurrency=code == TOO_MANY_CONCURRENT,
+        )
 
     def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
         if isinstance(exc, httpx.TimeoutException):
-            what = {httpx.ConnectTimeout: "connect", httpx.ReadTimeout: "read", httpx.WriteTimeout: "write",
-                    httpx.PoolTimeout: "pool"}.get(type(exc), "request")
+            what = {
+                httpx.ConnectTimeout: "connect",
+                httpx.ReadTimeout: "read",
+                httpx.WriteTimeout: "write",
+                httpx.PoolTimeout: "pool",
+            }.get(type(exc), "request")
             return self.error(f"{what} timeout talking to {self.client.base_url.host}", retryable=True)
         if isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc):
             return self.error(f"truncated body: the connection closed mid-answer ({exc})", retryable=True)
@@ -419,8 +477,9 @@ def json_body(response: httpx.Response, what: str) -> Any:
         return response.json()
     except ValueError:
         ctype = response.headers.get("content-type", "?")
-        raise ProviderError(f"malformed answer: {what} is not JSON (content-type {ctype}, "
-                            f"{len(response.content)} bytes)") from None
+        raise ProviderError(
+            f"malformed answer: {what} is not JSON (content-type {ctype}, {len(response.content)} bytes)"
+        ) from None
 
 
 class HttpProvider:
@@ -455,16 +514,27 @@ class HttpProvider:
         """Build the :class:`HttpClient` (reads secrets from the environment)."""
         raise NotImplementedError
 
-    def make_client(self, headers: Mapping[str, str] | None = None, auth: tuple[str, str] | None = None,
-                    secrets: Iterable[str] = ()) -> HttpClient:
+    def make_client(
+        self,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        secrets: Iterable[str] = (),
+    ) -> HttpClient:
         """An :class:`HttpClient` for this provider's ``base_url``, concurrency and timeouts.
 
         ``connect_timeout_s`` defaults to 10 s; ``read_timeout_s`` to the provider's ``timeout_s``.
         """
         o = self.options
-        return HttpClient(self.name, str(o.get("base_url", self.default_base_url)), self.config.concurrency,
-                          float(o.get("connect_timeout_s", 10.0)), float(o.get("read_timeout_s", self.config.timeout_s)),
-                          headers=headers, auth=auth, secrets=secrets)
+        return HttpClient(
+            self.name,
+            str(o.get("base_url", self.default_base_url)),
+            self.config.concurrency,
+            float(o.get("connect_timeout_s", 10.0)),
+            float(o.get("read_timeout_s", self.config.timeout_s)),
+            headers=headers,
+            auth=auth,
+            secrets=secrets,
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool."""

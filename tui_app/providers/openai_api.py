@@ -39,8 +39,18 @@ from typing import Any
 
 from ..config import Config, ProviderConfig
 from .base import Output, ProviderError, Request
-from .http import (HttpClient, HttpProvider, check_image, check_options, check_wav, decode_b64, json_body,
-                   pcm_to_wav, read_photo, read_secret)
+from .http import (
+    HttpClient,
+    HttpProvider,
+    check_image,
+    check_options,
+    check_wav,
+    decode_b64,
+    json_body,
+    pcm_to_wav,
+    read_photo,
+    read_secret,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_PROMPT = "Retouch this photo: keep its subject, people and composition exactly."
@@ -65,7 +75,9 @@ class OpenAIProvider(HttpProvider):
     def open_client(self) -> HttpClient:
         """A pool sending ``Authorization: Bearer KEY`` (KEY from ``api_key_env``), when a key is configured."""
         key = read_secret(self.options.get("api_key_env", "OPENAI_API_KEY"), self.name)
-        return self.make_client(headers={"Authorization": f"Bearer {key}"} if key else {}, secrets=[key or ""])
+        return self.make_client(
+            headers={"Authorization": f"Bearer {key}"} if key else {}, secrets=[key or ""]
+        )
 
     # ------------------------------------------------------------------ generation
 
@@ -96,7 +108,8 @@ class OpenAIProvider(HttpProvider):
         mode = o.get("instructions", "auto")
         if emotion and (mode == "always" or (mode == "auto" and model.startswith("gpt-4o"))):
             body["instructions"] = str(o.get("instructions_template", "Speak in a {emotion} tone.")).format(
-                emotion=emotion)
+                emotion=emotion
+            )
         response = await self.client().request("POST", "audio/speech", json=body)
         if fmt == "pcm":
             rate = int(o.get("sample_rate", 24_000))
@@ -111,7 +124,9 @@ class OpenAIProvider(HttpProvider):
         fields: dict[str, Any] = {}
         if self.options.get("image_quality"):
             fields["quality"] = self.options["image_quality"]
-        fmt = self.options.get("image_response_format") or ("b64_json" if model.startswith("dall-e") else None)
+        fmt = self.options.get("image_response_format") or (
+            "b64_json" if model.startswith("dall-e") else None
+        )
         if fmt:
             fields["response_format"] = fmt
         return fields
@@ -119,9 +134,17 @@ class OpenAIProvider(HttpProvider):
     async def _image(self, request: Request) -> Output:
         o, p = self.options, request.params
         model = str(request.options.get("model") or o.get("image_model", "gpt-image-1"))
-        size = o.get("image_size") or f"{request.options.get('width', 1024)}x{request.options.get('height', 1024)}"
-        body = {"model": model, "prompt": str(p.get("prompt") or request.text), "size": size, "n": 1,
-                **self._images_fields(model)}
+        size = (
+            o.get("image_size")
+            or f"{request.options.get('width', 1024)}x{request.options.get('height', 1024)}"
+        )
+        body = {
+            "model": model,
+            "prompt": str(p.get("prompt") or request.text),
+            "size": size,
+            "n": 1,
+            **self._images_fields(model),
+        }
         response = await self.client().request("POST", "images/generations", json=body)
         data, revised = await self._first_image(response)
         width, height, suffix, _ = check_image(data)
@@ -132,7 +155,9 @@ class OpenAIProvider(HttpProvider):
         o, p = self.options, request.params
         photo, _, _, mime = read_photo(request.source, request.key)  # raises when there is no source
         name = request.source.name  # type: ignore[union-attr]
-        model = str(request.options.get("model") or o.get("edit_model") or o.get("image_model", "gpt-image-1"))
+        model = str(
+            request.options.get("model") or o.get("edit_model") or o.get("image_model", "gpt-image-1")
+        )
         temperature = float(p.get("temperature", 0.4))
         prompt = variant_prompt(str(request.options.get("prompt") or DEFAULT_PROMPT), temperature)
         fields: dict[str, Any] = {"model": model, "prompt": prompt, "n": "1", **self._images_fields(model)}
@@ -162,13 +187,31 @@ class OpenAIProvider(HttpProvider):
 
 def validate_options(options: dict, error) -> None:
     """Check an ``openai`` provider table; ``error(key, msg)`` builds the ConfigError."""
-    check_options(options, error, "openai",
-                  strings={"api_key_env", "speech_model", "voice", "response_format", "instructions",
-                           "instructions_template", "image_model", "image_size", "image_quality",
-                           "image_response_format", "edit_model", "edit_size"},
-                  numbers={"sample_rate"},
-                  allowed={"response_format": ("wav", "pcm"), "instructions": ("auto", "always", "never"),
-                           "image_response_format": ("b64_json", "url")})
+    check_options(
+        options,
+        error,
+        "openai",
+        strings={
+            "api_key_env",
+            "speech_model",
+            "voice",
+            "response_format",
+            "instructions",
+            "instructions_template",
+            "image_model",
+            "image_size",
+            "image_quality",
+            "image_response_format",
+            "edit_model",
+            "edit_size",
+        },
+        numbers={"sample_rate"},
+        allowed={
+            "response_format": ("wav", "pcm"),
+            "instructions": ("auto", "always", "never"),
+            "image_response_format": ("b64_json", "url"),
+        },
+    )
     rate = options.get("sample_rate")
     if rate is not None and (not isinstance(rate, int) or rate < 8000):
         raise error("sample_rate", f"must be a whole number of Hz >= 8000, got {rate!r}")

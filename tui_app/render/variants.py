@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps, ImageStat
 
@@ -54,12 +55,15 @@ def analyse_photo(image: Image.Image) -> PhotoAnalysis:
     luma = rgb.convert("L")
     stat = ImageStat.Stat(luma)
     # the filter's 1-px border is an artefact of padding: leave it out
-    edges = ImageStat.Stat(luma.filter(ImageFilter.FIND_EDGES).crop((1, 1, max(2, rgb.width - 1),
-                                                                     max(2, rgb.height - 1))))
+    edges = ImageStat.Stat(
+        luma.filter(ImageFilter.FIND_EDGES).crop((1, 1, max(2, rgb.width - 1), max(2, rgb.height - 1)))
+    )
     means = ImageStat.Stat(rgb).mean
     return PhotoAnalysis(
-        width=rgb.width, height=rgb.height,
-        brightness=stat.mean[0] / 255.0, contrast=stat.stddev[0] / 255.0,
+        width=rgb.width,
+        height=rgb.height,
+        brightness=stat.mean[0] / 255.0,
+        contrast=stat.stddev[0] / 255.0,
         sharpness=float(edges.var[0]),
         channel_means=tuple(m / 255.0 for m in means),  # type: ignore[arg-type]
         histogram=tuple(luma.histogram()),
@@ -76,22 +80,35 @@ def slot_parameters(slot: str, index: int, presets: Mapping[str, Mapping[str, An
         return {"variant": "forensic", "temperature": 0.1, "seed": 42}
     if slot == "balanced":
         digest = hashlib.sha256(f"{photo_name}:{index}".encode()).digest()
-        return {"variant": "balanced", "temperature": min(1.0, round(0.4 + 0.1 * index, 3)),
-                "seed": int.from_bytes(digest[:4], "big") & 0x7FFFFFFF}
+        return {
+            "variant": "balanced",
+            "temperature": min(1.0, round(0.4 + 0.1 * index, 3)),
+            "seed": int.from_bytes(digest[:4], "big") & 0x7FFFFFFF,
+        }
     if slot == "creative":
         return {"variant": "creative", "temperature": 0.8, "seed": None}
     name = slot.removeprefix("preset:")
     if name in presets:
         preset = presets[name]
-        out = {"variant": "preset", "preset": name, "temperature": float(preset["temperature"]),
-               "seed": preset.get("seed")}
+        out = {
+            "variant": "preset",
+            "preset": name,
+            "temperature": float(preset["temperature"]),
+            "seed": preset.get("seed"),
+        }
         out.update({k: preset[k] for k in OVERRIDE_KEYS if k in preset})
         return out
     raise ValueError(f"unknown slot {slot!r}: use forensic, balanced, creative or a [presets.NAME] name")
 
 
-def render_variant(image: Image.Image, analysis: PhotoAnalysis, *, temperature: float, seed: int,
-                   overrides: Mapping[str, float] | None = None) -> tuple[Image.Image, dict]:
+def render_variant(
+    image: Image.Image,
+    analysis: PhotoAnalysis,
+    *,
+    temperature: float,
+    seed: int,
+    overrides: Mapping[str, float] | None = None,
+) -> tuple[Image.Image, dict]:
     """Process ``image`` into one variant.
 
     Args:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import CollectionConfig
 from ..store import SourceItem
@@ -47,8 +48,12 @@ def check_key(path: Path, line: int | None, key: str) -> None:
     if not key:
         raise SourceError(path, "empty id", line)
     if "/" in key or "\\" in key or ".." in key or key.startswith(".") or any(ord(ch) < 32 for ch in key):
-        raise SourceError(path, f"id {key!r} is not usable as a file name (no path separators, '..', "
-                          "leading dot or control characters)", line)
+        raise SourceError(
+            path,
+            f"id {key!r} is not usable as a file name (no path separators, '..', "
+            "leading dot or control characters)",
+            line,
+        )
 
 
 def read_text(path: Path) -> str:

@@ -13,14 +13,19 @@ inside the text is a literal quote.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..store import SourceItem
 from . import SourceError, check_key, make_item, read_text
 
 _FESTVOX = re.compile(r'^\(\s*(\S+)\s+"((?:[^"\\]|\\.)*)"\s*\)\s*$')
-_AUTO_COLUMNS = {2: ["id", "text"], 3: ["id", "text", "normalized"], 4: ["id", "text", "normalized", "emotion"]}
+_AUTO_COLUMNS = {
+    2: ["id", "text"],
+    3: ["id", "text", "normalized"],
+    4: ["id", "text", "normalized", "emotion"],
+}
 
 
 def detect_format(path: Path, text: str) -> str:
@@ -76,7 +81,11 @@ def _ljspeech(path: Path, text: str, columns: list[str] | None):
         fields = line.split("|")
         names = columns or _AUTO_COLUMNS.get(len(fields))
         if names is None or len(fields) != len(names):
-            want = f"{len(names)} fields ({'|'.join(names)})" if names else "2 to 4 fields (id|text[|normalized[|emotion]])"
+            want = (
+                f"{len(names)} fields ({'|'.join(names)})"
+                if names
+                else "2 to 4 fields (id|text[|normalized[|emotion]])"
+            )
             raise SourceError(path, f"expected {want}, got {len(fields)}", number)
         row = dict(zip(names, fields))
         extra = {}

@@ -9,8 +9,9 @@ replacing a photo marks its variants stale.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..store import SourceItem
 from . import SourceError, check_key, make_item
@@ -21,7 +22,9 @@ def slot_key(stem: str, index: int, slot: str) -> str:
     return f"{stem}.s{index}-{slot.removeprefix('preset:')}"
 
 
-def read_photos(folder: Path, params: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]]) -> list[SourceItem]:
+def read_photos(
+    folder: Path, params: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]]
+) -> list[SourceItem]:
     """List ``folder``'s photos (by name) x ``params['slots']``.
 
     Raises:
@@ -32,8 +35,9 @@ def read_photos(folder: Path, params: Mapping[str, Any], presets: Mapping[str, M
     if not folder.is_dir():
         raise SourceError(folder, "photo folder not found")
     exts = set(params.get("extensions", [".png", ".jpg", ".jpeg", ".webp"]))
-    photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
-                    and not p.name.startswith("."))
+    photos = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")
+    )
     if not photos:
         raise SourceError(folder, f"no photos ({', '.join(sorted(exts))}) in the folder")
     seen: dict[str, str] = {}

@@ -19,8 +19,9 @@ and pages start at 1.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..store import SourceItem
 from . import SourceError, make_item, read_text
@@ -99,8 +100,11 @@ def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
     for index, (line, page_text, page_title) in enumerate(pages):
         number = index + offset
         subject = page_title if page_title else page_text
-        item_params: dict[str, Any] = {"page": number, "seed": base_seed + number,
-                                       "prompt": f"{style}. {subject}" if style else subject}
+        item_params: dict[str, Any] = {
+            "page": number,
+            "seed": base_seed + number,
+            "prompt": f"{style}. {subject}" if style else subject,
+        }
         if page_title:
             item_params["title"] = page_title
         items.append(make_item(page_key(number), number, page_text, item_params))

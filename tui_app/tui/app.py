@@ -14,8 +14,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import anyio
 from textual import work
@@ -34,8 +34,13 @@ from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialo
 from .table import ItemTable, header_text
 
 STATUS_CYCLE = ["", "pending", "generating", "completed", "failed", "cancelled", "qa"]
-AUDIO_PLAYERS = (["paplay"], ["aplay", "-q"], ["afplay"], ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"],
-                 ["play", "-q"])
+AUDIO_PLAYERS = (
+    ["paplay"],
+    ["aplay", "-q"],
+    ["afplay"],
+    ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"],
+    ["play", "-q"],
+)
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 
 
@@ -64,8 +69,15 @@ class TuiApp(App[int]):
         Binding("5", "tab(4)", "Tab 5", show=False),
     ]
 
-    def __init__(self, config: Config, store: Store, engine: Engine, *, clock_free: bool = False,
-                 pending_import: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        engine: Engine,
+        *,
+        clock_free: bool = False,
+        pending_import: bool = False,
+    ):
         super().__init__()
         self.pending_import = pending_import  # import the sources in the background after the first paint
         self.config = config
@@ -98,7 +110,9 @@ class TuiApp(App[int]):
                         yield ItemTable(self.sources[coll.name], coll.kind, id=f"table-{coll.name}")
             with TabPane("Log", id="tab-log"):
                 yield RichLog(id="log", max_lines=5000, wrap=False, markup=False)
-        yield Input(placeholder="filter by text or id (Enter: back to the table, Esc: clear)", id="filter-input")
+        yield Input(
+            placeholder="filter by text or id (Enter: back to the table, Esc: clear)", id="filter-input"
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -138,8 +152,11 @@ class TuiApp(App[int]):
             for name, items in loaded:
                 report = store.import_items(name, items)
                 if report.added or report.changed or report.retired:
-                    self.call_from_thread(self.notify, f"{name}: {report.added} new, {report.changed} changed, "
-                                                       f"{report.retired} retired items imported")
+                    self.call_from_thread(
+                        self.notify,
+                        f"{name}: {report.added} new, {report.changed} changed, "
+                        f"{report.retired} retired items imported",
+                    )
         finally:
             store.close()
         # a Python callable, not the builtin ``set.update``: call_from_thread inspects its signature
@@ -195,8 +212,11 @@ class TuiApp(App[int]):
             busy = stats.in_flight > 0
             if self._was_busy[name] and not busy:
                 counts = self.store.counts([name])[name]
-                self.notify(f"{name}: nothing in flight; {counts['completed']} completed, "
-                            f"{counts['failed']} failed, {counts['pending']} pending", title="Batch finished")
+                self.notify(
+                    f"{name}: nothing in flight; {counts['completed']} completed, "
+                    f"{counts['failed']} failed, {counts['pending']} pending",
+                    title="Batch finished",
+                )
             self._was_busy[name] = busy
 
     def _write_events(self, log: RichLog, events: list[dict]) -> None:
@@ -206,7 +226,9 @@ class TuiApp(App[int]):
         text = Text()
         for n, event in enumerate(events[-1000:]):
             stamp = "" if self.clock_free else time.strftime("%H:%M:%S ", time.localtime(event["ts"]))
-            text.append(("\n" if n else "") + stamp + event["message"], style=LEVEL_STYLES.get(event["level"], ""))
+            text.append(
+                ("\n" if n else "") + stamp + event["message"], style=LEVEL_STYLES.get(event["level"], "")
+            )
         self._last_event_id = max(self._last_event_id, events[-1]["id"])
         log.write(text)
 
@@ -223,16 +245,22 @@ class TuiApp(App[int]):
         remaining = counts["pending"] + counts["generating"]
         eta = format_eta(remaining / rate) if rate > 0 else "-"
         cooling = throttle.cooling_down_for()
-        parts = [f"[b]{counts['completed']}/{total}[/b] completed",
-                 f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "0 failed",
-                 f"{stats.in_flight} in flight"]
+        parts = [
+            f"[b]{counts['completed']}/{total}[/b] completed",
+            f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "0 failed",
+            f"{stats.in_flight} in flight",
+        ]
         if not self.clock_free:
             parts += [f"{rate:.1f} items/s", f"ETA {eta}"]
-        mode = "all pending" if self.engine.min_priority.get(name, 0) == 0 else "requests only (g: all pending)"
+        mode = (
+            "all pending" if self.engine.min_priority.get(name, 0) == 0 else "requests only (g: all pending)"
+        )
         paced = throttle.paced_rps()
-        parts.append(f"{coll.provider} {throttle.in_use}/{throttle.limit} in use"
-                     + (f", cooling down {cooling:.0f} s" if cooling > 0 else "")
-                     + (f", paced {paced:.1f}/s after 429s" if paced else ""))
+        parts.append(
+            f"{coll.provider} {throttle.in_use}/{throttle.limit} in use"
+            + (f", cooling down {cooling:.0f} s" if cooling > 0 else "")
+            + (f", paced {paced:.1f}/s after 429s" if paced else "")
+        )
         parts.append(mode)
         source = self.sources[name]
         filters = []
@@ -280,12 +308,17 @@ class TuiApp(App[int]):
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.show:
-                yield SystemCommand(binding.description, f"key: {binding.key}",
-                                    lambda action=binding.action: self.run_action(action))
-        for key, action, text in (("space", "toggle_mark", "Mark or unmark the row"),
-                                  ("a", "mark_all", "Mark all visible rows"),
-                                  ("A", "invert_marks", "Invert the marks"),
-                                  ("escape", "clear_marks", "Clear the marks")):
+                yield SystemCommand(
+                    binding.description,
+                    f"key: {binding.key}",
+                    lambda action=binding.action: self.run_action(action),
+                )
+        for key, action, text in (
+            ("space", "toggle_mark", "Mark or unmark the row"),
+            ("a", "mark_all", "Mark all visible rows"),
+            ("A", "invert_marks", "Invert the marks"),
+            ("escape", "clear_marks", "Clear the marks"),
+        ):
             yield SystemCommand(text, f"key: {key}", lambda a=action: self._table_action(a))
 
     def _table_action(self, action: str) -> None:
@@ -378,8 +411,11 @@ class TuiApp(App[int]):
                 subprocess.Popen([*cmd, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 self.notify(f"playing {key} with {cmd[0]}")
                 return
-        self.notify(f"no audio player found (tried {', '.join(c[0] for c in AUDIO_PLAYERS)}); file: {path}",
-                    severity="warning", timeout=8)
+        self.notify(
+            f"no audio player found (tried {', '.join(c[0] for c in AUDIO_PLAYERS)}); file: {path}",
+            severity="warning",
+            timeout=8,
+        )
 
     def action_choose(self) -> None:
         name, table = self.current_collection(), self.current_table()
@@ -400,7 +436,9 @@ class TuiApp(App[int]):
         A1111's extra-single-image, or Pillow's Lanczos), off the event loop."""
         from ..finalize import finalize_variant
 
-        take = next(t for t in self.store.takes(item_id) if t["id"] == self.store.get_item(item_id).current_take)
+        take = next(
+            t for t in self.store.takes(item_id) if t["id"] == self.store.get_item(item_id).current_take
+        )
         src = self.config.root / take["path"]
         dst = self.config.collections[name].output / "finals" / f"{key}.png"
         try:
@@ -408,8 +446,13 @@ class TuiApp(App[int]):
         except Exception as exc:
             self.notify(f"{key}: cannot finalize: {exc}", severity="error")
             return
-        self.store.log("info", "finalized", f"{key} chosen and finalized to {dst.name} ({size[0]}x{size[1]})",
-                       collection=name, key=key)
+        self.store.log(
+            "info",
+            "finalized",
+            f"{key} chosen and finalized to {dst.name} ({size[0]}x{size[1]})",
+            collection=name,
+            key=key,
+        )
         self._dirty.add(name)
         self.notify(f"{key} chosen ({aside} other variants set aside); finalized {size[0]}x{size[1]}")
 
@@ -470,8 +513,11 @@ class TuiApp(App[int]):
         for finding in findings:
             self.store.log("warning", "sync", finding.line(fixed=True), collection=finding.collection)
         self._dirty.update(self.config.collections)
-        self.notify(f"sync: {len(findings)} mismatches fixed (see the Log tab)" if findings
-                    else "sync: disk and state are in step")
+        self.notify(
+            f"sync: {len(findings)} mismatches fixed (see the Log tab)"
+            if findings
+            else "sync: disk and state are in step"
+        )
 
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self.engine.stats.values())
@@ -498,7 +544,9 @@ class TuiApp(App[int]):
         self.exit(0)
 
 
-def build_app(config: Config, *, clock_free: bool = False, import_in_background: bool | None = None) -> TuiApp:
+def build_app(
+    config: Config, *, clock_free: bool = False, import_in_background: bool | None = None
+) -> TuiApp:
     """The app over a project: opens the store, recovers, imports the sources (factory for tests too).
 
     A project that already has a state file opens at once on what is stored, and

@@ -16,7 +16,10 @@ from textual.widgets.option_list import Option
 OVERRIDE_FIELDS = {
     "dataset": [("emotion", "emotion (e.g. happy, sad, angry; empty = as in the source)")],
     "pages": [("prompt", "prompt (empty = the page's prompt)"), ("seed", "seed (empty = a new random seed)")],
-    "variants": [("temperature", "temperature 0..1 (empty = the slot's)"), ("seed", "seed (empty = new/slot's)")],
+    "variants": [
+        ("temperature", "temperature 0..1 (empty = the slot's)"),
+        ("seed", "seed (empty = new/slot's)"),
+    ],
 }
 
 
@@ -131,9 +134,12 @@ class DetailScreen(ModalScreen[int | None]):
         item = self.details["item"]
         takes = self.details["takes"]
         current = item.current_take
-        lines = [f"[b]{self.collection}/{item.key}[/b]   status [b]{item.status}[/b]   attempts {item.attempts}"
-                 + ("   [yellow]stale[/yellow]" if item.stale else ""),
-                 "", item.text]
+        lines = [
+            f"[b]{self.collection}/{item.key}[/b]   status [b]{item.status}[/b]   attempts {item.attempts}"
+            + ("   [yellow]stale[/yellow]" if item.stale else ""),
+            "",
+            item.text,
+        ]
         if item.params:
             lines += ["", "params: " + json.dumps(item.params, ensure_ascii=False)]
         if item.last_error:
@@ -157,8 +163,12 @@ class DetailScreen(ModalScreen[int | None]):
                 if take.get("qa_flags"):
                     facts.append(f"QA: {take['qa_flags']}")
                 params = {k: v for k, v in take["params"].items() if k not in ("operations",)}
-                options.append(Option("  ".join(f for f in facts if f) + "\n    " + json.dumps(params)[:200],
-                                      id=str(take["number"])))
+                options.append(
+                    Option(
+                        "  ".join(f for f in facts if f) + "\n    " + json.dumps(params)[:200],
+                        id=str(take["number"]),
+                    )
+                )
             yield OptionList(*options, id="takes")
 
     def action_close(self) -> None:
@@ -198,7 +208,9 @@ class PreviewScreen(ModalScreen[None]):
 
                 with Image.open(self.path) as img:
                     desc = f"{img.width}x{img.height} {img.mode} {img.format}"
-                yield Static(f"Cannot show images in this terminal ({exc}).\n{desc}\n{self.path}", id="picture")
+                yield Static(
+                    f"Cannot show images in this terminal ({exc}).\n{desc}\n{self.path}", id="picture"
+                )
 
     def action_close(self) -> None:
         self.dismiss(None)

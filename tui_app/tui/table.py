@@ -9,8 +9,8 @@ set of item ids, so they survive refreshes, filters and re-sorting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rich.segment import Segment
 from rich.style import Style
@@ -80,7 +80,9 @@ COLUMNS: dict[str, list[Column]] = {
         Column("slot", 4, lambda r: str(r.params.get("slot", ""))),
         Column("variant", 10, lambda r: str(r.params.get("preset") or r.params.get("variant", ""))),
         Column("temp", 5, lambda r: f"{float(r.params.get('temperature', 0)):.2f}"),
-        Column("seed", 11, lambda r: str(r.seed if r.seed is not None else (r.params.get("seed") or "random"))),
+        Column(
+            "seed", 11, lambda r: str(r.seed if r.seed is not None else (r.params.get("seed") or "random"))
+        ),
         Column("status", 10, lambda r: r.status),
         Column("take", 4, lambda r: str(r.take_number or "")),
         Column("chosen", 9, _chosen),
@@ -133,7 +135,7 @@ class ItemTable(ScrollView, can_focus=True):
     class MarksChanged(Message):
         """The set of marked rows changed (``table`` is the sender)."""
 
-        def __init__(self, table: "ItemTable"):
+        def __init__(self, table: ItemTable):
             super().__init__()
             self.table = table
 
