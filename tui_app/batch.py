@@ -17,39 +17,18 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, TextIO
 
 import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .config import Config
-from .engine import Engine, EngineEvent
-from .lock import ProjectLock
-from .sources import load_items
-from .store import Store
-
-
-class ExitCode(IntEnum):
-    """Process exit codes (the contract in DESIGN.md)."""
-
-    OK = 0  # everything selected is completed (or nothing was left to do)
-    FAILED = 1  # some items failed
-    USAGE = 2  # bad command line, config or input
-    INTERRUPTED = 130  # Ctrl-C / SIGTERM; state left consistent
-
-
-def format_eta(seconds: float | None) -> str:
-    """``1h02m``, ``3m05s``, ``42s``, or ``-`` when unknown."""
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "-"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+from .display import format_eta
+from .engine import Engine
+from .exit_codes import ExitCode
+from .project import Project
+from .settings import Config
+from .store import Event
 
 
 @dataclass
@@ -86,12 +65,10 @@ class _Display:
         self.progress: Progress | None = None
         self.tasks: dict[str, Any] = {}
         self.started = time.monotonic()
-        self.start_done: dict[str, int] = {}
         self._last_plain = self.started  # first plain line after one interval; the summary covers the end
 
     def __enter__(self) -> _Display:
         counts = self.engine.store.counts(self.names)
-        self.start_done = {n: counts[n]["completed"] for n in self.names}
         if self.rich:
             self.progress = Progress(
                 TextColumn("[bold]{task.description:<12}"),
@@ -122,7 +99,7 @@ class _Display:
             self.refresh(force=True)
             self.progress.stop()
 
-    def on_event(self, event: EngineEvent) -> None:
+    def on_event(self, event: Event) -> None:
         if event.kind in ("failed", "cooldown", "discarded") and not self.quiet:
             style = "red" if event.kind == "failed" else "yellow"
             self.console.print(f"[{style}]{event.message}[/]", markup=True, highlight=False)
@@ -164,18 +141,6 @@ class _Display:
             self._last_plain = now
 
 
-def read_sources(config: Config, names: Sequence[str]) -> list[tuple[str, list]]:
-    """Read and validate every selected source before anything is written.
-
-    Raises:
-        SourceError: a source is missing or malformed.
-    """
-    return [
-        (c.name, load_items(c, config.presets))
-        for c in ([config.collections[n] for n in names] if names else config.collections.values())
-    ]
-
-
 def run_batch(
     config: Config,
     *,
@@ -205,46 +170,24 @@ def run_batch(
     out = out or sys.stdout
     err = err or sys.stderr
     names = list(collections) or list(config.collections)
-    loaded = read_sources(config, names)  # before the store is touched
     console = Console(file=err if as_json else out, highlight=False)
-    with ProjectLock(config.state_path):
-        return _locked_run(
-            config, names, loaded, console, retry_failed, limit, as_json, out, progress_interval_s
-        )
 
+    def report(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
 
-def _locked_run(
-    config: Config,
-    names: list[str],
-    loaded: list,
-    console: Console,
-    retry_failed: bool,
-    limit: int | None,
-    as_json: bool,
-    out: TextIO,
-    interval_s: float,
-) -> BatchResult:
-    store = Store(config.state_path)
-    try:
-        engine = Engine(config, store)
-        for line in engine.recover():
-            console.print(f"[yellow]recovered:[/] {line}")
-        for name, items in loaded:
-            report = store.import_items(name, items)
-            if report.added or report.changed or report.retired:
-                console.print(
-                    f"{name}: imported {report.added} new, {report.changed} changed, "
-                    f"{report.retired} retired, {report.unchanged} unchanged",
-                    highlight=False,
-                )
+    with Project.start(config, names, report=report) as project:
+        engine = Engine(project)
         if retry_failed:
             n = engine.retry_failed(names)
             console.print(f"{n} failed items queued again", highlight=False)
         started = time.monotonic()
-        interrupted = anyio.run(_run, engine, names, limit, console, interval_s)
+        interrupted = anyio.run(_run, engine, names, limit, console, progress_interval_s)
         elapsed = time.monotonic() - started
-        counts = store.counts(names)
-        failed = [{"collection": c, "key": k, "error": e} for c, k, e in store.failed_items(names)]
+        counts = project.store.counts(names)
+        failed = [
+            {"collection": i.collection, "key": i.key, "error": i.last_error}
+            for i in project.store.failed_items(names)
+        ]
         if interrupted:
             code = ExitCode.INTERRUPTED
         elif failed:
@@ -261,8 +204,6 @@ def _locked_run(
         )
         _summary(result, console, out if as_json else None)
         return result
-    finally:
-        store.close()
 
 
 async def _run(
@@ -326,43 +267,4 @@ def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> 
     console.print(f"{verdict} in {result.elapsed_s:.1f} s", highlight=False)
 
 
-def qa_report(config: Config) -> list[dict[str, Any]]:
-    """Flagged speech takes: ``[{"collection", "key", "flags", "qa"}]`` for current takes with QA flags."""
-    if not config.state_path.exists():
-        return []
-    store = Store(config.state_path)
-    try:
-        out = []
-        for coll in config.collections.values():
-            if coll.kind != "dataset":
-                continue
-            for key, take in store.current_takes(coll.name):
-                if take.get("qa_flags"):
-                    out.append(
-                        {
-                            "collection": coll.name,
-                            "key": key,
-                            "flags": take["qa_flags"],
-                            "qa": json.loads(take["qa"]) if take.get("qa") else {},
-                        }
-                    )
-        return out
-    finally:
-        store.close()
-
-
-def status(config: Config) -> dict[str, dict[str, int]]:
-    """``{collection: {status: count}}`` from the store (zeros when there is no state file yet)."""
-    names = list(config.collections)
-    if not config.state_path.exists():
-        from .store import STATUSES
-
-        return {n: dict.fromkeys(STATUSES, 0) for n in names}
-    store = Store(config.state_path)
-    try:
-        return store.counts(names)
-    finally:
-        store.close()
-
-
-__all__ = ["BatchResult", "ExitCode", "format_eta", "run_batch", "status"]
+__all__ = ["BatchResult", "run_batch"]

@@ -8,11 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .batch import ExitCode
 from .config import ConfigError, load_config
+from .exit_codes import ExitCode
+from .kinds import KINDS
+from .settings import Config
+
+if TYPE_CHECKING:
+    from .project import Project
 
 DESCRIPTION = """\
 A terminal workbench for producing generative assets in bulk: the clips of a TTS
@@ -139,13 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export completed current takes atomically into OUT (which must not exist).",
     )
     _config_arg(ex, argparse.SUPPRESS)
-    ex.add_argument("what", choices=["dataset", "pages", "variants"])
+    ex.add_argument("what", choices=list(KINDS), help="the collection kind to export")
     ex.add_argument("out", metavar="OUT", type=Path)
     ex.add_argument(
         "--format",
-        default="ljspeech",
-        choices=["ljspeech", "audiofolder", "nemo"],
-        help="dataset layout (default ljspeech: wavs/ID.wav + metadata.csv ID|text|normalized)",
+        choices=sorted({fmt for kind in KINDS.values() for fmt in kind.export_formats}),
+        help="layout; "
+        + "; ".join(f"{name}: {', '.join(kind.export_formats)}" for name, kind in KINDS.items())
+        + " (the first is the default; ljspeech is wavs/ID.wav + metadata.csv ID|text|normalized)",
     )
     ex.add_argument(
         "--collection",
@@ -203,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _tui(config)
 
 
-def _batch(config, args) -> int:
+def _batch(config: Config, args: argparse.Namespace) -> int:
     from .batch import run_batch
     from .lock import ProjectBusy
     from .providers import ProviderError
@@ -229,11 +236,16 @@ def _batch(config, args) -> int:
     return result.exit_code
 
 
-def _status(config, as_json: bool, qa: bool = False) -> int:
-    from .batch import qa_report, status
+def _status(config: Config, as_json: bool, qa: bool = False) -> int:
+    from .project import NoStateError, Project, empty_counts
 
+    try:
+        with Project.open(config, must_exist=True) as project:
+            flagged = project.qa_report() if qa else []
+            counts = project.counts()
+    except NoStateError:
+        flagged, counts = [], empty_counts(config)
     if qa:
-        flagged = qa_report(config)
         if as_json:
             print(json.dumps(flagged, indent=2))
         else:
@@ -242,139 +254,105 @@ def _status(config, as_json: bool, qa: bool = False) -> int:
             print(f"{len(flagged)} entries flagged", file=sys.stderr)
         return int(ExitCode.OK)
 
-    counts = status(config)
     if as_json:
         print(json.dumps(counts, indent=2))
         return int(ExitCode.OK)
     from rich.console import Console
     from rich.table import Table
 
+    from .store import STATUSES
+
     table = Table(title=f"tui_app status: {config.state_path}")
     table.add_column("collection")
-    statuses = ["pending", "generating", "completed", "failed", "cancelled"]
-    for s in statuses:
+    for s in STATUSES:
         table.add_column(s, justify="right")
     table.add_column("total", justify="right")
     for name, c in counts.items():
-        table.add_row(name, *(str(c[s]) for s in statuses), str(sum(c.values())))
+        table.add_row(name, *(str(c[s]) for s in STATUSES), str(sum(c.values())))
     Console().print(table)
     if not config.state_path.exists():
         print("no state file yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
     return int(ExitCode.OK)
 
 
-def _open_store(config):
-    from .store import Store
-
-    if not config.state_path.exists():
-        raise FileNotFoundError(f"{config.state_path}: no state file yet (run `tui-app --batch` first)")
-    return Store(config.state_path)
-
-
-def _sync(config, args) -> int:
-    from .lock import ProjectBusy, ProjectLock
-    from .sync import reconcile
+def _maintain(config: Config, args: argparse.Namespace, lock: bool, work: Callable[[Project], int]) -> int:
+    """Open the existing project (with the lock for repairs), run ``work``; usage errors exit 2."""
+    from .lock import ProjectBusy
+    from .project import NoStateError, Project
 
     try:
-        store = _open_store(config)
-    except FileNotFoundError as exc:
+        with Project.open(config, lock=lock, must_exist=True) as project:
+            return work(project)
+    except (NoStateError, ProjectBusy) as exc:
         return _error(str(exc))
-    try:
-        if args.fix:
-            with ProjectLock(config.state_path):
-                findings = reconcile(config, store, fix=True, verify_hashes=not args.quick)
-        else:
-            findings = reconcile(config, store, fix=False, verify_hashes=not args.quick)
-    except ProjectBusy as exc:
-        return _error(str(exc))
-    finally:
-        store.close()
-    for finding in findings:
-        print(finding.line(fixed=args.fix))
-    verb = "fixed" if args.fix else "found"
-    print(f"{len(findings)} mismatches {verb}" if findings else "disk and state are in step", file=sys.stderr)
-    return int(ExitCode.FAILED) if (args.check and findings) else int(ExitCode.OK)
 
 
-def _cleanup(config, args) -> int:
-    from .lock import ProjectBusy, ProjectLock
-    from .sync import cleanup
+def _sync(config: Config, args: argparse.Namespace) -> int:
+    def work(project: Project) -> int:
+        findings = project.sync(fix=args.fix, verify_hashes=not args.quick)
+        for finding in findings:
+            print(finding.line(fixed=args.fix))
+        verb = "fixed" if args.fix else "found"
+        print(
+            f"{len(findings)} mismatches {verb}" if findings else "disk and state are in step",
+            file=sys.stderr,
+        )
+        return int(ExitCode.FAILED) if (args.check and findings) else int(ExitCode.OK)
 
+    return _maintain(config, args, args.fix, work)
+
+
+def _cleanup(config: Config, args: argparse.Namespace) -> int:
     if args.keep < 0:
         return _error("--keep must be at least 0")
-    try:
-        store = _open_store(config)
-    except FileNotFoundError as exc:
-        return _error(str(exc))
-    try:
-        with ProjectLock(config.state_path):
-            report = cleanup(config, store, keep=args.keep, dry_run=args.dry_run)
-    except ProjectBusy as exc:
-        return _error(str(exc))
-    finally:
-        store.close()
-    for line in report.lines:
-        print(("would delete " if args.dry_run else "deleted ") + line)
-    verb = "would reclaim" if args.dry_run else "reclaimed"
-    print(
-        f"{report.takes} superseded takes, {report.files} files: {verb} {report.bytes / 1e6:.2f} MB "
-        f"({report.bytes} bytes)"
-    )
-    return int(ExitCode.OK)
+
+    def work(project: Project) -> int:
+        report = project.cleanup(keep=args.keep, dry_run=args.dry_run)
+        for line in report.lines:
+            print(("would delete " if args.dry_run else "deleted ") + line)
+        verb = "would reclaim" if args.dry_run else "reclaimed"
+        print(
+            f"{report.takes} superseded takes, {report.files} files: {verb} {report.bytes / 1e6:.2f} MB "
+            f"({report.bytes} bytes)"
+        )
+        return int(ExitCode.OK)
+
+    return _maintain(config, args, True, work)
 
 
-def _revert(config, args) -> int:
-    from .lock import ProjectBusy, ProjectLock
-
-    try:
-        store = _open_store(config)
-    except FileNotFoundError as exc:
-        return _error(str(exc))
-    try:
-        item = store.find_item(args.revert_collection, args.key)
+def _revert(config: Config, args: argparse.Namespace) -> int:
+    def work(project: Project) -> int:
+        item = project.store.find_item(args.revert_collection, args.key)
         if item is None:
             return _error(f"no item {args.key!r} in collection {args.revert_collection!r}")
-        with ProjectLock(config.state_path):
-            if not store.revert(item.id, args.take):
-                numbers = [t["number"] for t in store.takes(item.id)]
-                return _error(f"{args.key} has no take {args.take} (takes: {numbers or 'none'})")
-    except ProjectBusy as exc:
-        return _error(str(exc))
-    finally:
-        store.close()
-    print(f"{args.revert_collection}/{args.key}: take {args.take} is current again")
-    return int(ExitCode.OK)
+        if not project.revert(item.id, args.take):
+            numbers = [t.number for t in project.store.takes(item.id)]
+            return _error(f"{args.key} has no take {args.take} (takes: {numbers or 'none'})")
+        print(f"{args.revert_collection}/{args.key}: take {args.take} is current again")
+        return int(ExitCode.OK)
+
+    return _maintain(config, args, True, work)
 
 
-def _export(config, args) -> int:
-    from .exports import ExportError, export_dataset, export_pages, export_variants
+def _export(config: Config, args: argparse.Namespace) -> int:
+    from .exports import ExportError
 
-    try:
-        store = _open_store(config)
-    except FileNotFoundError as exc:
-        return _error(str(exc))
-    try:
-        if args.what == "dataset":
-            report = export_dataset(
-                config, store, args.out, fmt=args.format, collection=args.export_collection
-            )
-        elif args.what == "pages":
-            report = export_pages(config, store, args.out, collection=args.export_collection)
-        else:
-            report = export_variants(config, store, args.out, collection=args.export_collection)
-    except ExportError as exc:
-        return _error(str(exc))
-    finally:
-        store.close()
-    print(report.summary())
-    for key, reason in report.skipped[:20]:
-        print(f"  skipped {key}: {reason}")
-    if len(report.skipped) > 20:
-        print(f"  ... and {len(report.skipped) - 20} more skipped")
-    return int(ExitCode.OK)
+    def work(project: Project) -> int:
+        try:
+            report = project.export(args.what, args.out, fmt=args.format, collection=args.export_collection)
+        except ExportError as exc:
+            return _error(str(exc))
+        print(report.summary())
+        for key, reason in report.skipped[:20]:
+            print(f"  skipped {key}: {reason}")
+        if len(report.skipped) > 20:
+            print(f"  ... and {len(report.skipped) - 20} more skipped")
+        return int(ExitCode.OK)
+
+    return _maintain(config, args, False, work)
 
 
-def _tui(config) -> int:
+def _tui(config: Config) -> int:
     try:
         from .tui.app import run_app
     except ImportError as exc:

@@ -27,9 +27,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
 from .files import is_temp, sha256_file
-from .store import Store
+from .settings import Config
+from .store import Store, TakeFile
 
 _TAKE_NAME = re.compile(r"^(?P<key>.+)\.take(?P<number>\d+)\.[A-Za-z0-9]+$")
 
@@ -66,7 +66,7 @@ def _move_aside(config: Config, collection: str, path: Path) -> Path:
 
 
 def _unreferenced(config: Config, store: Store) -> list[tuple[str, Path]]:
-    referenced = {str((config.root / t["path"]).resolve()) for t in store.all_takes()}
+    referenced = {str((config.root / t.take.path).resolve()) for t in store.all_takes()}
     out = []
     for coll in config.collections.values():
         if not coll.output.is_dir():
@@ -94,9 +94,8 @@ def recover_orphan_takes(config: Config, store: Store) -> list[str]:
                 f"{path.name} was written but never recorded (interrupted run) -> moved to "
                 f"{target.relative_to(config.root) if target.is_relative_to(config.root) else target}"
             )
-            store.log(
-                "warning", "recovered", line, collection=collection, key=_TAKE_NAME.match(path.name)["key"]
-            )
+            key = match["key"] if (match := _TAKE_NAME.match(path.name)) else None
+            store.log("warning", "recovered", line, collection=collection, key=key)
             lines.append(line)
     return lines
 
@@ -114,46 +113,44 @@ def reconcile(
         The findings, in collection and item order.
     """
     findings: list[Finding] = []
-    for take in store.all_takes():
-        path = config.root / take["path"]
-        current = bool(take["is_current"])
-        which = "its file" if current else f"take {take['number']}'s file"
+    for entry in store.all_takes():
+        path = config.root / entry.take.path
+        current = bool(entry.current)
+        which = "its file" if current else f"take {entry.take.number}'s file"
         if not path.is_file():
             if current:
                 findings.append(
                     Finding(
-                        take["collection"],
-                        take["key"],
-                        f"{take['status']} but its file is missing",
+                        entry.collection,
+                        entry.key,
+                        f"{entry.item_status} but its file is missing",
                         "pending",
                     )
                 )
                 if fix:
-                    store.requeue(take["item_id"], "completed but its file is missing -> pending")
-                    store.forget_take(take["id"], "forgotten: its file is missing")
+                    store.requeue(entry.take.item_id, "completed but its file is missing -> pending")
+                    store.forget_take(entry.take.id, "forgotten: its file is missing")
             else:
-                findings.append(
-                    Finding(take["collection"], take["key"], f"{which} is missing", "take forgotten")
-                )
+                findings.append(Finding(entry.collection, entry.key, f"{which} is missing", "take forgotten"))
                 if fix:
-                    store.forget_take(take["id"], "forgotten: its file is missing")
+                    store.forget_take(entry.take.id, "forgotten: its file is missing")
             continue
-        if verify_hashes and sha256_file(path) != take["sha256"]:
+        if verify_hashes and sha256_file(path) != entry.take.sha256:
             action = "file moved to orphans, " + ("pending" if current else "take forgotten")
             findings.append(
-                Finding(take["collection"], take["key"], f"{which} differs from its recorded sha256", action)
+                Finding(entry.collection, entry.key, f"{which} differs from its recorded sha256", action)
             )
             if fix:
-                _move_aside(config, take["collection"], path)
+                _move_aside(config, entry.collection, path)
                 if current:
-                    store.requeue(take["item_id"], "file differs from its recorded sha256 -> pending")
+                    store.requeue(entry.take.item_id, "file differs from its recorded sha256 -> pending")
                 store.forget_take(
-                    take["id"], "forgotten: its file differs from its sha256 (moved to orphans)"
+                    entry.take.id, "forgotten: its file differs from its sha256 (moved to orphans)"
                 )
-    for item_id, collection, key in store.completed_without_take():
-        findings.append(Finding(collection, key, "completed without a current take", "pending"))
+    for item in store.completed_without_take():
+        findings.append(Finding(item.collection, item.key, "completed without a current take", "pending"))
         if fix:
-            store.requeue(item_id, "completed without a current take -> pending")
+            store.requeue(item.id, "completed without a current take -> pending")
     for collection, path in _unreferenced(config, store):
         findings.append(
             Finding(
@@ -192,25 +189,23 @@ def cleanup(config: Config, store: Store, *, keep: int = 1, dry_run: bool = Fals
     if keep < 0:
         raise ValueError("keep must be >= 0")
     report = CleanupReport()
-    by_item: dict[int, list[dict]] = {}
-    for take in store.all_takes():
-        by_item.setdefault(take["item_id"], []).append(take)
+    by_item: dict[int, list[TakeFile]] = {}
+    for entry in store.all_takes():
+        by_item.setdefault(entry.take.item_id, []).append(entry)
     for takes in by_item.values():
-        superseded = sorted(
-            (t for t in takes if not t["is_current"]), key=lambda t: t["number"], reverse=True
-        )
-        for take in superseded[keep:]:
-            path = config.root / take["path"]
+        superseded = sorted((t for t in takes if not t.current), key=lambda t: t.take.number, reverse=True)
+        for entry in superseded[keep:]:
+            path = config.root / entry.take.path
             size = _freed(path)
             report.takes += 1
             report.files += size is not None
             report.bytes += size or 0
             report.lines.append(
-                f"{take['collection']}/{take['key']}: take {take['number']} ({(size or 0) / 1024:.0f} KB)"
+                f"{entry.collection}/{entry.key}: take {entry.take.number} ({(size or 0) / 1024:.0f} KB)"
             )
             if not dry_run:
                 path.unlink(missing_ok=True)
-                store.forget_take(take["id"], "deleted by cleanup")
+                store.forget_take(entry.take.id, "deleted by cleanup")
     root = config.state_path.parent / "orphans"
     if root.is_dir():
         for path in sorted(p for p in root.rglob("*") if p.is_file()):

@@ -1,17 +1,20 @@
-"""Scheduling: the engine, per-provider throttles, the retry policy and the regeneration debouncer."""
+"""Scheduling: the engine, take writing, per-provider throttles, the retry policy and the debouncer."""
 
-from .core import Engine, EngineEvent, RunStats, resolve_seed
+from .core import REGENERATE_PRIORITY, RETRY_PRIORITY, Engine, RunStats
 from .debounce import RegenerateDebouncer
-from .retry import RetryPolicy, is_retryable_status
+from .retry import RetryPolicy
+from .takes import CachedTake, TakeWriter, request_cache_key
 from .throttle import Throttle
 
 __all__ = [
+    "REGENERATE_PRIORITY",
+    "RETRY_PRIORITY",
+    "CachedTake",
     "Engine",
-    "EngineEvent",
     "RegenerateDebouncer",
     "RetryPolicy",
     "RunStats",
+    "TakeWriter",
     "Throttle",
-    "is_retryable_status",
-    "resolve_seed",
+    "request_cache_key",
 ]

@@ -1,14 +1,16 @@
-"""The generation engine: schedules items of every collection onto their providers.
+"""The scheduler: items of every collection onto their providers, under each provider's throttle.
 
 One dispatcher task per collection claims items from the store (highest
 priority first, then source order) whenever its provider's throttle has a free
 slot, and starts one task per item. Each item task:
 
-1. waits for its turn (cooldown, min interval, rate limit),
-2. calls the provider under ``timeout_s``,
-3. writes the file atomically and records the take with the guarded final write
-   (this step is shielded from cancellation, so an item is either completed
-   with its file in place or not at all),
+1. builds the provider request (the collection kind's text and seed rules),
+2. reuses an identical earlier take (the generation cache) or waits for its
+   turn (cooldown, min interval, rate limit, learned pace) and calls the
+   provider under ``timeout_s``,
+3. hands the answer to the :class:`~.takes.TakeWriter`, which writes the file
+   atomically and records the take with the guarded final write (shielded from
+   cancellation: an item is either completed with its file in place or not at all),
 4. on failure backs off (retryable, attempts left) or fails the item; one
    item's failure never stops the others.
 
@@ -16,114 +18,35 @@ Regenerate requests are written to the store first (durable), then the
 dispatchers are woken; because claims go by priority, requests accepted while a
 run is in progress are served before the remaining queue.
 
+Every event (started, completed, retry, failed, cooldown, ...) is written by
+the store in the transaction of its change; listeners (:meth:`Engine.subscribe`)
+receive that same event after the commit.
+
 Nothing here imports Textual: the TUI and the headless runner both drive this class.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from ..config import CollectionConfig, Config, ProviderConfig
-from ..files import atomic_write, free_take_path, link_or_copy, remove_temp_files
-from ..providers import Provider, ProviderError, Request, build_provider
-from ..qa import audio_metrics
-from ..qa import flags as qa_flags
-from ..sources import load_items
-from ..store import ImportReport, Item, Store, TakeRecord
+from ..kinds import get_kind
+from ..project import Project
+from ..providers import Output, Provider, ProviderError, build_provider
+from ..settings import CollectionConfig
+from ..store import Event, Item
 from .retry import RetryPolicy
+from .takes import WRITER_THREADS, CachedTake, TakeWriter, request_cache_key
 from .throttle import Throttle
 
 REGENERATE_PRIORITY = 10
 RETRY_PRIORITY = 5
-#: Threads writing take files (fsync) and computing QA; more only add contention on 2 cores.
-WRITER_THREADS = 16
-
-
-@dataclass(frozen=True)
-class CachedOutput:
-    """A generation-cache hit: the earlier take (a store row) whose file is reused."""
-
-    take: dict[str, Any]
-    path: Path
-    data: bytes = b""
-
-
-def request_cache_key(coll: CollectionConfig, provider: ProviderConfig, request: Request) -> str:
-    """sha256 (hex) identifying a request: provider, model/voice options, text or prompt, params, seed.
-
-    Two requests with the same key would make the same output, so the second reuses
-    the first's file. Only option *names* of secrets (``api_key_env``) take part, never values.
-    """
-    blob = json.dumps(
-        {
-            "provider": provider.name,
-            "provider_kind": provider.kind,
-            "provider_options": dict(provider.options),
-            "kind": coll.kind,
-            "options": dict(coll.params),
-            "text": request.text,
-            "params": dict(request.params),
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _write_take(folder: Path, key: str, number: int, suffix: str, data: bytes) -> tuple[Path, int, str]:
-    """Write a take file atomically under a free take name (never overwriting).
-
-    Returns (path, take number, sha256)."""
-    path, number = free_take_path(folder, key, number, suffix)
-    return path, number, atomic_write(path, data, overwrite=False)
-
-
-def _speech_qa(data: bytes, text: str) -> dict[str, Any] | None:
-    """QA metrics of a speech take, or None when the file is not 16-bit PCM."""
-    try:
-        return audio_metrics(data, text)
-    except ValueError:
-        return None
-
-
-def _link_take(src: Path, folder: Path, key: str, number: int) -> tuple[Path, int]:
-    """Reuse a cached take's file under a free take name (hard link, or copy)."""
-    path, number = free_take_path(folder, key, number, src.suffix)
-    link_or_copy(src, path)
-    return path, number
-
-
-@dataclass(frozen=True)
-class EngineEvent:
-    """Something that happened to an item or the engine, for live displays.
-
-    Attributes:
-        kind: started, completed, retry, failed, released, discarded, batch, cooldown, recovered.
-        collection: collection name (None for engine-wide events).
-        key: item key, when about one item.
-        item_id: item id, when about one item.
-        message: one human-readable line (the same text goes to the events table).
-        ts: unix time, seconds.
-    """
-
-    kind: str
-    collection: str | None
-    key: str | None
-    item_id: int | None
-    message: str
-    ts: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -133,8 +56,7 @@ class RunStats:
     in_flight: int = 0
     completed: int = 0
     failed: int = 0
-    retried: int = 0
-    _done_times: deque = field(default_factory=lambda: deque(maxlen=2000))
+    _done_times: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
 
     _busy_since: float = -math.inf
 
@@ -145,6 +67,7 @@ class RunStats:
         self.in_flight += 1
 
     def note_done(self, now: float) -> None:
+        """An item completed at ``now`` (monotonic seconds)."""
         self._done_times.append(now)
 
     def rate(self, now: float | None = None, window_s: float = 30.0) -> float:
@@ -166,70 +89,36 @@ class RunStats:
         return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
 
-def resolve_seed(
-    kind: str, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool
-) -> int | None:
-    """The seed of the next take.
-
-    An override wins; the forensic variant keeps its pinned seed (42); an explicit
-    regeneration (``fresh``) or an item without a seed gets a new random 31-bit seed;
-    otherwise the item's seed is reused. Dataset entries have no seed unless given.
-    """
-    if "seed" in overrides and overrides["seed"] is not None:
-        return int(overrides["seed"])
-    if kind == "dataset":
-        return params.get("seed")
-    if params.get("variant") == "forensic":
-        return int(params["seed"])
-    if fresh or params.get("seed") is None:
-        return secrets.randbelow(2**31)
-    return int(params["seed"])
-
-
 class Engine:
-    """Runs generation for a project.
+    """Runs generation for an open project.
 
     Args:
-        config: the loaded configuration.
-        store: the open state store (used from this event loop only).
+        project: the open project (its config and store; the store is used from this event loop only).
         providers: provider instances by provider name; built from the config when omitted.
-
-    Use :meth:`import_sources` and :meth:`recover` before :meth:`run`.
     """
 
-    def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider] | None = None):
-        self.config = config
-        self.store = store
+    def __init__(self, project: Project, providers: Mapping[str, Provider] | None = None):
+        self.project = project
+        self.config = project.config
+        self.store = project.store
         self.providers: dict[str, Provider] = dict(providers or {})
-        self.throttles = {name: Throttle.from_config(pc) for name, pc in config.providers.items()}
-        self.policies = {name: RetryPolicy.from_config(pc) for name, pc in config.providers.items()}
-        self.stats = {name: RunStats() for name in config.collections}
-        self.listeners: list[Callable[[EngineEvent], None]] = []
+        self.throttles = {name: Throttle.from_config(pc) for name, pc in self.config.providers.items()}
+        self.policies = {name: RetryPolicy.from_config(pc) for name, pc in self.config.providers.items()}
+        self.stats = {name: RunStats() for name in self.config.collections}
+        self.takes = TakeWriter(self.config, self.store)
         self._wake: dict[str, anyio.Event] = {}
         self._stopping = False
         #: per collection, the lowest priority served: 0 = everything pending, 1 = only
         #: requested items (the TUI starts so, until the user asks to generate all pending).
-        self.min_priority: dict[str, int] = dict.fromkeys(config.collections, 0)
+        self.min_priority: dict[str, int] = dict.fromkeys(self.config.collections, 0)
         self._cancel_scope: anyio.CancelScope | None = None
-        self._cache_keys: set[str] | None = None
-        self._writers = anyio.CapacityLimiter(WRITER_THREADS)
-        self._root_prefix = str(config.root) + os.sep
-        self.running = False
 
     # ------------------------------------------------------------------ events
 
-    def subscribe(self, listener: Callable[[EngineEvent], None]) -> None:
-        """Call ``listener(event)`` for every engine event (on the event loop; keep it cheap)."""
-        self.listeners.append(listener)
-
-    def emit(self, kind: str, collection: str | None, message: str, item: Item | None = None) -> None:
-        """Send one event to the listeners (it is already in the store's events table)."""
-        event = EngineEvent(kind, collection, item.key if item else None, item.id if item else None, message)
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:  # a display bug must never stop generation
-                pass
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for every event the project's store writes (after its commit, on the
+        committing thread: keep it cheap). A listener's exception never stops generation."""
+        self.store.subscribe(listener)
 
     def notify(self, collection: str | None = None) -> None:
         """Wake the dispatcher of ``collection`` (all of them when None)."""
@@ -239,47 +128,12 @@ class Engine:
             if event is not None:
                 event.set()
 
-    # ------------------------------------------------------------------ setup
-
-    def collections(self, names: Sequence[str] | None = None) -> list[CollectionConfig]:
-        """Collection configs by name, in config order (all when ``names`` is empty)."""
-        if not names:
-            return list(self.config.collections.values())
-        return [self.config.collections[n] for n in names]
-
-    def import_sources(self, names: Sequence[str] | None = None) -> dict[str, ImportReport]:
-        """Read every selected collection's source and bring the store in line (idempotent).
-
-        All sources are read and validated before any is written, so a bad
-        source changes nothing.
-
-        Raises:
-            SourceError: a source is missing or malformed.
-        """
-        loaded = [(c, load_items(c, self.config.presets)) for c in self.collections(names)]
-        return {c.name: self.store.import_items(c.name, items) for c, items in loaded}
-
-    def recover(self) -> list[str]:
-        """Crash recovery: reset items left ``generating``, delete leftover temp files, move aside
-        take files that were written but never recorded; log each.
-
-        Returns the log lines.
-        """
-        lines = [f"{coll}/{key} was left generating -> pending" for coll, key in self.store.recover()]
-        for coll in self.collections():
-            for path in remove_temp_files(coll.output):
-                msg = f"removed leftover temp file {path.relative_to(self.config.root)}"
-                self.store.log("warning", "recovered", msg, collection=coll.name)
-                lines.append(msg)
-        from ..sync import recover_orphan_takes
-
-        lines.extend(recover_orphan_takes(self.config, self.store))
-        return lines
+    # ------------------------------------------------------------------ providers
 
     def provider(self, name: str) -> Provider:
         """The provider instance called ``name`` (built on first use)."""
         if name not in self.providers:
-            self.providers[name] = build_provider(self.config, name)
+            self.providers[name] = build_provider(self.config.providers[name], self.config.root)
         return self.providers[name]
 
     async def prepare(self, names: Sequence[str] | None = None) -> None:
@@ -288,7 +142,7 @@ class Engine:
         Raises:
             ProviderError: a provider cannot work (missing package or voice).
         """
-        for coll in self.collections(names):
+        for coll in self.project.collections(names):
             provider = self.provider(coll.provider)
             prepare = getattr(provider, "prepare", None)
             if prepare is not None:
@@ -318,17 +172,15 @@ class Engine:
 
     def retry_failed(self, names: Sequence[str] | None = None) -> int:
         """Queue the failed items of the selected collections again (one ``retry`` batch)."""
-        colls = [c.name for c in self.collections(names)]
+        colls = [c.name for c in self.project.collections(names)]
         batch = self.store.create_batch("retry", "retry failed")
         n = self.store.reset_failed(colls, batch, priority=RETRY_PRIORITY)
-        if n:
-            self.store.log("info", "batch", f"{n} failed items queued again as batch {batch}")
         self.notify()
         return n
 
     def serve_all(self, names: Sequence[str] | None = None) -> None:
         """Generate every pending item of the selected collections (not only requested ones)."""
-        for coll in self.collections(names):
+        for coll in self.project.collections(names):
             self.min_priority[coll.name] = 0
             self.notify(coll.name)
 
@@ -358,29 +210,27 @@ class Engine:
                 with False keep serving new requests until :meth:`stop`/:meth:`cancel`.
         """
         self._stopping = False
-        self.running = True
         try:
             with anyio.CancelScope() as scope:
                 self._cancel_scope = scope
                 async with anyio.create_task_group() as tg:
-                    for coll in self.collections(names):
+                    for coll in self.project.collections(names):
                         tg.start_soon(self._dispatch, coll, limit, until_idle)
         finally:
             self._cancel_scope = None
-            self.running = False
 
-    async def _wait_wake(self, collection: str, timeout: float) -> None:
+    async def _wait_wake(self, collection: str, seconds: float) -> None:
         event = self._wake.get(collection)
         if event is None:
             event = self._wake[collection] = anyio.Event()
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(seconds):
             await event.wait()
 
     async def _dispatch(self, coll: CollectionConfig, limit: int | None, until_idle: bool) -> None:
         throttle = self.throttles[coll.provider]
         provider = self.provider(coll.provider)
         stats = self.stats[coll.name]
-        cover_first = coll.kind == "pages" and bool(coll.params.get("cover_first", True))
+        cover_first = get_kind(coll.kind).cover_first(coll.params)
         claimed = 0
         async with anyio.create_task_group() as tg:
             while not self._stopping and (limit is None or claimed < limit):
@@ -407,7 +257,6 @@ class Engine:
                     continue
                 claimed += 1
                 stats.note_start(time.monotonic())
-                self.emit("started", coll.name, f"Generating {item.key}", item)
                 tg.start_soon(self._run_item, coll, item, provider, throttle)
 
     async def _run_item(
@@ -418,30 +267,28 @@ class Engine:
         policy = self.policies[coll.provider]
         holding = True
         try:
-            request = self._request(coll, item)
+            take_number = item.next_take or self.store.next_take_number(item.id)
+            request = get_kind(coll.kind).build_request(coll, item, take_number)
             started = time.perf_counter()
             error: ProviderError | None = None
             cache_key = request_cache_key(coll, pc, request)
-            cached = None if request.fresh else self._cache_hit(cache_key)
+            cached = None if request.fresh else self.takes.cached(cache_key)
+            result: Output | CachedTake | None = cached
             try:
-                if cached is not None:
-                    output = cached
-                else:
+                if cached is None:
                     await throttle.wait_turn()
                     with anyio.fail_after(pc.timeout_s):
-                        output = await provider.generate(request)
-                if not output.data and not isinstance(output, CachedOutput):
-                    raise ProviderError("the provider returned an empty file")
+                        result = await provider.generate(request)
+                    if not result.data:
+                        raise ProviderError("the provider returned an empty file")
             except ProviderError as exc:
                 error = exc
             except TimeoutError:
                 error = ProviderError(f"timed out after {pc.timeout_s:g} s", retryable=True)
             except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    if self.store.release(item, "interrupted -> pending"):
-                        self.emit("released", coll.name, f"{item.key}: interrupted -> pending", item)
+                self.store.release(item, "interrupted -> pending")  # synchronous: never cut short
                 raise
-            except Exception as exc:  # a provider bug fails this item only
+            except Exception as exc:  # noqa: BLE001 - a provider bug fails this item only
                 error = ProviderError(f"{type(exc).__name__}: {exc}")
             if cached is None and (error is None or error.status not in (None, 429)):
                 throttle.note_accepted()  # the server answered without a 429: the rate it accepts
@@ -449,12 +296,13 @@ class Engine:
             in_use = throttle.in_use  # with this request, for a "too many concurrent requests" answer
             holding = False
             throttle.release()
-            if error is None:
+            if error is None and result is not None:
                 with anyio.CancelScope(shield=True):
                     try:
-                        await self._finish(
-                            coll, item, request, output, time.perf_counter() - started, cache_key
-                        )
+                        elapsed = time.perf_counter() - started
+                        if await self.takes.write(coll, item, request, result, elapsed, cache_key):
+                            stats.completed += 1
+                            stats.note_done(time.monotonic())
                     except OSError as exc:  # disk full, permissions: this item fails, the run goes on
                         error = ProviderError(f"cannot write the take file: {exc}")
             if error is not None:
@@ -465,135 +313,9 @@ class Engine:
                 throttle.release()
             self.notify(coll.name)
 
-    def _request(self, coll: CollectionConfig, item: Item) -> Request:
-        overrides = item.overrides or {}
-        params = {**item.params, **{k: v for k, v in overrides.items() if v is not None}}
-        fresh = item.overrides is not None
-        params["seed"] = resolve_seed(coll.kind, item.params, overrides, fresh)
-        text = item.text
-        if coll.kind == "dataset":
-            text = params.get("normalized") or item.text
-        source = coll.source / item.text if coll.kind == "variants" else None
-        return Request(
-            coll.name,
-            coll.kind,
-            item.key,
-            text,
-            params,
-            coll.params,
-            source,
-            item.next_take or self.store.next_take_number(item.id),
-            fresh,
-        )
-
-    def _cache_hit(self, cache_key: str) -> CachedOutput | None:
-        if self._cache_keys is None:  # one query per process; this process is the project's only writer
-            self._cache_keys = {
-                k
-                for (k,) in self.store.conn.execute("SELECT cache_key FROM takes WHERE cache_key IS NOT NULL")
-            }
-        if cache_key not in self._cache_keys:
-            return None
-        take = self.store.cache_lookup(cache_key)
-        if take is None:
-            return None
-        path = self.config.root / take["path"]
-        try:
-            if path.stat().st_size != take["bytes"]:
-                return None
-        except OSError:
-            return None
-        return CachedOutput(take, path)
-
-    async def _finish(
-        self,
-        coll: CollectionConfig,
-        item: Item,
-        request: Request,
-        output: Any,
-        elapsed: float,
-        cache_key: str,
-    ) -> None:
-        cached = output if isinstance(output, CachedOutput) else None
-        if cached is not None:
-            t = cached.take
-            path, number = await anyio.to_thread.run_sync(
-                _link_take, cached.path, coll.output, item.key, request.take_number
-            )
-            record = TakeRecord(
-                path=self._relative(path),
-                sha256=t["sha256"],
-                bytes=t["bytes"],
-                provider=coll.provider,
-                elapsed_s=elapsed,
-                number=number,
-                duration_s=t["duration_s"],
-                sample_rate=t["sample_rate"],
-                width=t["width"],
-                height=t["height"],
-                model=t["model"],
-                params=t["params"],
-                seed=t["seed"],
-                qa=json.loads(t["qa"]) if t["qa"] else None,
-                qa_flags=t["qa_flags"],
-                cache_key=cache_key,
-                cached_from=t["id"],
-            )
-        else:
-            path, number, sha = await anyio.to_thread.run_sync(
-                _write_take,
-                coll.output,
-                item.key,
-                request.take_number,
-                output.suffix,
-                output.data,
-                limiter=self._writers,
-            )
-            # QA takes tens of microseconds of numpy per clip: cheaper here than contending for the GIL
-            qa = _speech_qa(output.data, request.text) if coll.kind == "dataset" else None
-            record = TakeRecord(
-                path=self._relative(path),
-                sha256=sha,
-                bytes=len(output.data),
-                provider=coll.provider,
-                elapsed_s=elapsed,
-                number=number,
-                duration_s=output.duration_s,
-                sample_rate=output.sample_rate,
-                width=output.width,
-                height=output.height,
-                model=output.model,
-                params={
-                    **{k: v for k, v in request.params.items() if k != "photo_sha256"},
-                    **dict(output.params),
-                },
-                seed=output.seed if output.seed is not None else request.params.get("seed"),
-                qa=qa,
-                qa_flags=("; ".join(qa_flags(qa)) or None) if qa else None,
-                cache_key=cache_key,
-            )
-        take_id = self.store.complete(item, record)
-        stats = self.stats[coll.name]
-        if take_id is None:
-            Path(path).unlink(missing_ok=True)
-            self.emit("discarded", coll.name, f"{item.key}: result discarded (item changed meanwhile)", item)
-            return
-        stats.completed += 1
-        stats.note_done(time.monotonic())
-        if self._cache_keys is not None:
-            self._cache_keys.add(cache_key)
-        how = " from the generation cache" if cached else ""
-        self.emit("completed", coll.name, f"{item.key} completed ({elapsed:.2f} s{how})", item)
-
-    def _relative(self, path: Path) -> str:
-        text = str(path)
-        return text[len(self._root_prefix) :] if text.startswith(self._root_prefix) else text
-
     def _throttle_event(self, coll: CollectionConfig, what: str) -> None:
-        """Log (in the store) and emit a change of the provider's throttle: ``PROVIDER: what``."""
-        message = f"{coll.provider}: {what}"
-        self.store.log("warning", "cooldown", message, collection=coll.name)
-        self.emit("cooldown", coll.name, message)
+        """Log a change of the provider's throttle: ``PROVIDER: what``."""
+        self.store.log("warning", "cooldown", f"{coll.provider}: {what}", collection=coll.name)
 
     def _failed(
         self,
@@ -624,17 +346,8 @@ class Engine:
             throttle.cool_down(seconds)
         if policy.should_retry(error.retryable, item.attempts):
             delay = policy.delay(item.attempts, error.retry_after_s)
-            if self.store.fail(
+            self.store.fail(
                 item, error.message, retry_at=time.time() + delay, max_attempts=policy.max_attempts
-            ):
-                stats.retried += 1
-                self.emit(
-                    "retry",
-                    coll.name,
-                    f"{item.key} failed: {error.message}, retry "
-                    f"{item.attempts + 1}/{policy.max_attempts} in {delay:.1f} s",
-                    item,
-                )
+            )
         elif self.store.fail(item, error.message):
             stats.failed += 1
-            self.emit("failed", coll.name, f"{item.key} failed: {error.message}", item)

@@ -60,16 +60,10 @@ class RegenerateDebouncer:
         if self.batch_id is None:
             return None
         batch_id, self.batch_id = self.batch_id, None
-        count = self.engine.store.conn.execute(
-            "SELECT COUNT(*) FROM items WHERE batch_id=?", (batch_id,)
-        ).fetchone()[0]
-        noun = "regeneration" if count == 1 else "regenerations"
-        message = f"{count} {noun} queued as batch {batch_id}"
-        self.engine.store.close_batch(batch_id, message)
+        count, message = self.engine.store.close_batch(batch_id)
         for collection in self._collections:
             self.engine.notify(collection)
         self._collections.clear()
-        self.engine.emit("batch", None, message)
         if self.on_batch is not None:
             self.on_batch(batch_id, count, message)
         return batch_id, count
@@ -87,5 +81,4 @@ class RegenerateDebouncer:
                         break
                     await anyio.sleep(remaining)
         finally:
-            with anyio.CancelScope(shield=True):
-                self.flush()
+            self.flush()  # synchronous: a cancellation cannot cut it short

@@ -4,8 +4,9 @@ Modelled on openai-python's ``_base_client.py``: exponential backoff from
 0.5 s doubling to a cap of 8 s, reduced by up to 25 % jitter
 (``delay = min(base * 2**(n-1), cap) * (1 - 0.25 * random())``), and a
 server's Retry-After honoured when it is between 0 and 120 s (DESIGN.md).
-Retryable: timeouts, connection errors, HTTP 408, 409, 429 and 5xx; anything
-else (other 4xx, ``insufficient_quota``, bad input) fails at once.
+Which failures are retryable is the provider's call (:class:`~tui_app.providers.ProviderError`,
+:func:`~tui_app.providers.base.is_retryable_status`): timeouts, connection errors, HTTP 408,
+409, 429 and 5xx; anything else (other 4xx, ``insufficient_quota``, bad input) fails at once.
 """
 
 from __future__ import annotations
@@ -14,14 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import ProviderConfig
-
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-def is_retryable_status(status: int) -> bool:
-    """True for 408, 409, 429 and every 5xx."""
-    return status in RETRYABLE_STATUS or 500 <= status <= 599
+from ..settings import ProviderConfig
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 import anyio
 from aiolimiter import AsyncLimiter
 
-from ..config import ProviderConfig
+from ..settings import ProviderConfig
 
 
 class Throttle:
@@ -173,7 +173,7 @@ class Throttle:
         return max(self.min_interval_s, 1.0 / paced if paced else 0.0)
 
     async def wait_turn(self) -> None:
-        """Wait until a request may start (cooldown, min interval, rate, learned pace), then record the start."""
+        """Wait until a request may start (cooldown, min interval, rate, learned pace); record the start."""
         if (
             self._limiter is None
             and self.min_interval_s <= 0

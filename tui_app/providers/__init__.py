@@ -1,38 +1,55 @@
 """Providers: one module per generator kind, behind :class:`~tui_app.providers.base.Provider`.
 
-Each module ``tui_app/providers/<kind>.py`` offers ``validate_options(options, error)``
-(config-time checks; ``error(key, message)`` returns a ConfigError to raise) and a
-provider class; :func:`build_provider` maps a ``[providers.NAME]`` table to an instance.
+:data:`PROVIDER_KINDS` is the one list of provider kinds: which module
+implements each and which collection kinds it can serve. Each module offers
+``validate_options(options, error)`` (config-time checks; ``error(key,
+message)`` returns a ConfigError to raise) and ``create(config, root)``.
+Modules are imported only when a project uses them (the HTTP ones pull in httpx).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError, ProviderConfig
-from .base import Output, Provider, ProviderError, Request
+from ..settings import ConfigError, ProviderConfig
+from .base import Output, Provider, ProviderError, Request, is_retryable_status
 
-__all__ = ["Output", "Provider", "ProviderError", "Request", "build_provider", "validate_provider_options"]
 
-_MODULES = {
-    "piper": "piper",
-    "pillow": "pillow",
-    "simulated": "simulated",
-    "openai": "openai_api",
-    "a1111": "a1111",
-    "elevenlabs": "elevenlabs",
+@dataclass(frozen=True)
+class ProviderKind:
+    """One provider kind.
+
+    Attributes:
+        name: the value of ``[providers.NAME] kind``.
+        module: the module under ``tui_app.providers`` that implements it.
+        serves: the collection kinds it can generate.
+    """
+
+    name: str
+    module: str
+    serves: frozenset[str]
+
+    def load(self) -> Any:
+        """The implementing module (imported on first use)."""
+        return importlib.import_module(f".{self.module}", __name__)
+
+
+#: Every provider kind by name.
+PROVIDER_KINDS: dict[str, ProviderKind] = {
+    spec.name: spec
+    for spec in (
+        ProviderKind("piper", "piper", frozenset({"dataset"})),
+        ProviderKind("pillow", "pillow", frozenset({"pages", "variants"})),
+        ProviderKind("simulated", "simulated", frozenset({"dataset", "pages", "variants"})),
+        ProviderKind("openai", "openai_api", frozenset({"dataset", "pages", "variants"})),
+        ProviderKind("a1111", "a1111", frozenset({"pages", "variants"})),
+        ProviderKind("elevenlabs", "elevenlabs", frozenset({"dataset"})),
+    )
 }
-
-
-def _module(kind: str) -> Any:
-    try:
-        return importlib.import_module(f".{_MODULES[kind]}", __name__)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(__name__):
-            return None
-        raise
 
 
 def validate_provider_options(config: ProviderConfig, error: Callable[[str, str], ConfigError]) -> None:
@@ -41,26 +58,23 @@ def validate_provider_options(config: ProviderConfig, error: Callable[[str, str]
     Raises:
         ConfigError: built by ``error(key, message)`` for the first bad key.
     """
-    module = _module(config.kind)
-    if module is None:
-        raise error("kind", f"provider kind {config.kind!r} is not available in this version of tui_app")
-    module.validate_options(dict(config.options), error)
+    PROVIDER_KINDS[config.kind].load().validate_options(dict(config.options), error)
 
 
-def build_provider(config: Config, name: str) -> Provider:
-    """Instantiate the provider ``name`` of a validated config."""
-    pc = config.providers[name]
-    if pc.kind == "piper":
-        from .piper import PiperProvider
+def build_provider(config: ProviderConfig, root: Path) -> Provider:
+    """Instantiate a validated ``[providers.NAME]`` table; ``root`` is the project folder."""
+    provider: Provider = PROVIDER_KINDS[config.kind].load().create(config, root)
+    return provider
 
-        return PiperProvider(pc, config.root)
-    if pc.kind == "pillow":
-        from .pillow import PillowProvider
 
-        return PillowProvider(pc)
-    if pc.kind == "simulated":
-        from .simulated import SimulatedProvider
-
-        return SimulatedProvider(pc)
-    module = _module(pc.kind)
-    return module.create(pc, config)
+__all__ = [
+    "PROVIDER_KINDS",
+    "Output",
+    "Provider",
+    "ProviderError",
+    "ProviderKind",
+    "Request",
+    "build_provider",
+    "is_retryable_status",
+    "validate_provider_options",
+]

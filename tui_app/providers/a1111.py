@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
-from ..config import Config, ProviderConfig
+from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
 from .http import (
     HttpClient,
@@ -185,6 +186,6 @@ def validate_options(options: dict, error) -> None:
         raise error("password_env", "needs username too (HTTP Basic auth)")
 
 
-def create(pc: ProviderConfig, config: Config) -> A1111Provider:
-    """The provider for a validated ``[providers.NAME]`` table."""
-    return A1111Provider(pc, config)
+def create(pc: ProviderConfig, root: Path) -> A1111Provider:
+    """The provider for a validated ``[providers.NAME]`` table (``root``: the project folder)."""
+    return A1111Provider(pc)

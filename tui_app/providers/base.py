@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+#: HTTP statuses worth another attempt besides every 5xx: timeout, conflict, rate limit.
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    """True for 408, 409, 429 and every 5xx (as openai-python's ``_base_client.py`` decides)."""
+    return status in RETRYABLE_STATUS or 500 <= status <= 599
+
 
 class ProviderError(Exception):
     """A failed generation.

@@ -26,9 +26,10 @@ Options (``[providers.NAME]`` with ``kind = "elevenlabs"``):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from ..config import Config, ProviderConfig
+from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
 from .http import HttpClient, HttpProvider, check_options, pcm_to_wav, read_secret
 
@@ -103,7 +104,7 @@ class ElevenLabsProvider(HttpProvider):
         fmt = str(self.options.get("output_format", "pcm_22050"))
         rate = int(fmt.split("_")[1])
         model = str(request.options.get("model") or self.options.get("model_id", "eleven_multilingual_v2"))
-        body = {
+        body: dict[str, Any] = {
             "text": request.text,
             "model_id": model,
             "voice_settings": voice_settings(request.params.get("emotion"), self.options),
@@ -136,6 +137,6 @@ def validate_options(options: dict, error) -> None:
             raise error(key, f"must be between 0 and 1, got {options[key]!r}")
 
 
-def create(pc: ProviderConfig, config: Config) -> ElevenLabsProvider:
-    """The provider for a validated ``[providers.NAME]`` table."""
-    return ElevenLabsProvider(pc, config)
+def create(pc: ProviderConfig, root: Path) -> ElevenLabsProvider:
+    """The provider for a validated ``[providers.NAME]`` table (``root``: the project folder)."""
+    return ElevenLabsProvider(pc)

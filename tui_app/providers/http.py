@@ -32,10 +32,9 @@ from typing import Any
 
 import httpx
 
-from ..config import ProviderConfig
-from ..engine.retry import is_retryable_status
 from ..media import image_info, wav_bytes, wav_info
-from .base import ProviderError
+from ..settings import ProviderConfig
+from .base import ProviderError, is_retryable_status
 
 #: Error codes that mean "stop": retrying cannot help (OpenAI, ElevenLabs).
 NEVER_RETRY_CODES = frozenset(
@@ -129,7 +128,8 @@ def error_detail(body: bytes) -> tuple[str, str | None]:
     * ElevenLabs: ``{"detail": {"status", "message"}}``
     * FastAPI / Kokoro-FastAPI / A1111 validation: ``{"detail": "text"}`` or
       ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``
-    * A1111 exceptions: ``{"error": "OutOfMemoryError", "detail": "", "body": "", "errors": "CUDA out of memory"}``
+    * A1111 exceptions:
+      ``{"error": "OutOfMemoryError", "detail": "", "body": "", "errors": "CUDA out of memory"}``
 
     Anything else gives the first line of the body (at most 200 characters).
     """
@@ -490,7 +490,7 @@ class HttpProvider:
 
     default_base_url = ""
 
-    def __init__(self, config: ProviderConfig, project: Any = None):
+    def __init__(self, config: ProviderConfig):
         self.name = config.name
         self.config = config
         self.options: dict[str, Any] = dict(config.options)

@@ -35,9 +35,10 @@ A collection's ``model`` and ``voice`` (dataset) or ``model`` and ``size``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ..config import Config, ProviderConfig
+from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
 from .http import (
     HttpClient,
@@ -73,7 +74,7 @@ class OpenAIProvider(HttpProvider):
     default_base_url = DEFAULT_BASE_URL
 
     def open_client(self) -> HttpClient:
-        """A pool sending ``Authorization: Bearer KEY`` (KEY from ``api_key_env``), when a key is configured."""
+        """A pool sending ``Authorization: Bearer KEY`` (KEY from ``api_key_env``) when a key is set."""
         key = read_secret(self.options.get("api_key_env", "OPENAI_API_KEY"), self.name)
         return self.make_client(
             headers={"Authorization": f"Bearer {key}"} if key else {}, secrets=[key or ""]
@@ -220,6 +221,6 @@ def validate_options(options: dict, error) -> None:
         raise error("instructions_template", "must contain {emotion}")
 
 
-def create(pc: ProviderConfig, config: Config) -> OpenAIProvider:
-    """The provider for a validated ``[providers.NAME]`` table."""
-    return OpenAIProvider(pc, config)
+def create(pc: ProviderConfig, root: Path) -> OpenAIProvider:
+    """The provider for a validated ``[providers.NAME]`` table (``root``: the project folder)."""
+    return OpenAIProvider(pc)

@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from ..config import ProviderConfig
+from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
 
 
@@ -35,7 +35,6 @@ class PillowProvider:
         self._limiter = anyio.CapacityLimiter(int(config.options.get("workers", os.cpu_count() or 1)))
         self._analyses: dict[tuple[str, int, int], Any] = {}
         self._lock = threading.Lock()
-        self.analyses_computed = 0
 
     async def prepare(self, options: dict | None = None) -> None:
         """Nothing to load."""
@@ -89,7 +88,6 @@ class PillowProvider:
             cached = analyse_photo(_open_photo(path))
             with self._lock:
                 self._analyses[key] = cached
-                self.analyses_computed += 1
         return cached
 
     def _variant(self, request: Request) -> Output:
@@ -145,3 +143,8 @@ def validate_options(options: dict, error) -> None:
             raise error(key, "unknown key for a pillow provider (workers)")
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise error(key, f"must be an integer >= 1, got {value!r}")
+
+
+def create(pc: ProviderConfig, root: Path) -> PillowProvider:
+    """The provider for a validated ``[providers.NAME]`` table (``root``: the project folder)."""
+    return PillowProvider(pc)

@@ -24,8 +24,8 @@ from typing import Any
 
 import anyio
 
-from ..config import ProviderConfig
 from ..media import wav_bytes
+from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
 
 #: Peak level of each sentence: -1 dBFS (10 ** (-1 / 20)), so no sample sits at full scale.
@@ -84,7 +84,7 @@ class PiperProvider:
                     raise ProviderError(f"{config}: the voice's .onnx.json is missing beside the .onnx")
                 try:
                     voice = PiperVoice.load(path, config)
-                except Exception as exc:  # onnxruntime raises its own types
+                except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
                     raise ProviderError(f"{path}: cannot load Piper voice: {exc}") from None
                 self._voices[path] = voice
             return voice
@@ -162,3 +162,9 @@ def validate_options(options: dict, error) -> None:
                 raise error(key, f"must be an integer >= 1, got {value!r}")
         else:
             raise error(key, "unknown key for a piper provider (voice, workers)")
+
+
+def create(pc: ProviderConfig, root: Path) -> PiperProvider:
+    """The provider for a validated ``[providers.NAME]`` table (``root``: the project folder,
+    against which a relative voice path resolves)."""
+    return PiperProvider(pc, root)

@@ -20,11 +20,12 @@ import math
 import random
 import struct
 from collections import defaultdict
+from pathlib import Path
 
 import anyio
 
-from ..config import ProviderConfig
 from ..media import wav_bytes
+from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
 
 SAMPLE_RATE = 22_050
@@ -115,3 +116,8 @@ def validate_options(options: dict, error) -> None:
         raise error("failure_rate", f"must be a number between 0 and 1, got {rate!r}")
     if not isinstance(options.get("seed", 0), int):
         raise error("seed", f"must be an integer, got {options.get('seed')!r}")
+
+
+def create(pc: ProviderConfig, root: Path) -> SimulatedProvider:
+    """The provider for a validated ``[providers.NAME]`` table (``root``: the project folder)."""
+    return SimulatedProvider(pc)

@@ -58,7 +58,8 @@ def _jitter(colour: tuple[int, int, int], rng: random.Random, amount: int = 18) 
 
 def _ridge(rng: random.Random, width: int, base: float, roughness: float) -> list[tuple[float, float]]:
     """A smoothed random walk across the width: the top edge of one hill layer."""
-    points, y = [], base
+    points: list[tuple[float, float]] = []
+    y = base
     step = max(8, width // 48)
     for x in range(0, width + step, step):
         y += rng.uniform(-roughness, roughness)
@@ -98,7 +99,7 @@ def _illustration(prompt: str, seed: int, width: int, height: int) -> Image.Imag
             rng.randint(height // 12, height // 3),
             rng.randint(width // 10, width // 5),
         )
-        for k in range(5):
+        for _ in range(5):
             dx, dy, rr = rng.uniform(-w / 2, w / 2), rng.uniform(-w / 8, w / 8), rng.uniform(w / 6, w / 3)
             draw.ellipse(
                 (x + dx - rr, y + dy - rr / 2, x + dx + rr, y + dy + rr / 2), fill=(255, 255, 255, 110)
@@ -109,18 +110,22 @@ def _illustration(prompt: str, seed: int, width: int, height: int) -> Image.Imag
         ridge = _ridge(rng, width, base, height * 0.05)
         draw.polygon(ridge + [(width, height), (0, height)], fill=_jitter(colour, rng, 10) + (255,))
         for _ in range(rng.randint(1, 3 + layer)):
-            x, y = rng.choice(ridge)
+            tx, ty = rng.choice(ridge)
             size = height * (0.05 + 0.05 * layer) * rng.uniform(0.7, 1.3)
             trunk = (92, 64, 40, 255)
-            draw.rectangle((x - size * 0.08, y - size * 0.4, x + size * 0.08, y + size * 0.1), fill=trunk)
+            draw.rectangle((tx - size * 0.08, ty - size * 0.4, tx + size * 0.08, ty + size * 0.1), fill=trunk)
             leaf = _jitter((46, 110, 50) if name != "night" else (24, 58, 40), rng, 16) + (255,)
             if rng.random() < 0.5:
                 draw.polygon(
-                    [(x, y - size * 1.6), (x - size * 0.6, y - size * 0.3), (x + size * 0.6, y - size * 0.3)],
+                    [
+                        (tx, ty - size * 1.6),
+                        (tx - size * 0.6, ty - size * 0.3),
+                        (tx + size * 0.6, ty - size * 0.3),
+                    ],
                     fill=leaf,
                 )
             else:
-                draw.ellipse((x - size * 0.6, y - size * 1.4, x + size * 0.6, y - size * 0.3), fill=leaf)
+                draw.ellipse((tx - size * 0.6, ty - size * 1.4, tx + size * 0.6, ty - size * 0.3), fill=leaf)
     # a watercolour feel: soften, then lay a faint paper grain
     img = img.filter(ImageFilter.GaussianBlur(radius=max(1, width // 400)))
     gw, gh = max(1, width // 4), max(1, height // 4)

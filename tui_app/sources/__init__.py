@@ -5,7 +5,8 @@
 * ``pages``: a story in markdown, pages separated by ``---`` lines, see :mod:`.story`.
 * ``variants``: a folder of photos x the configured slots, see :mod:`.photos`.
 
-Bad input raises :class:`SourceError`, whose text names the file and line.
+Bad input raises :class:`SourceError`, whose text names the file and line. Each
+collection kind (:mod:`tui_app.kinds`) picks its reader.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import CollectionConfig
-from ..store import SourceItem
+from ..store.rows import SourceItem
 
 
 class SourceError(Exception):
@@ -71,22 +71,3 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise SourceError(path, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x})", line) from None
-
-
-def load_items(collection: CollectionConfig, presets: Mapping[str, Mapping[str, Any]]) -> list[SourceItem]:
-    """Read a collection's source into items in source order.
-
-    Raises:
-        SourceError: the source is missing or malformed.
-    """
-    if collection.kind == "dataset":
-        from .dataset import read_dataset
-
-        return read_dataset(collection.source, collection.params)
-    if collection.kind == "pages":
-        from .story import read_story
-
-        return read_story(collection.source, collection.params)
-    from .photos import read_photos
-
-    return read_photos(collection.source, collection.params, presets)

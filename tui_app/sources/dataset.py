@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..store import SourceItem
+from ..store.rows import SourceItem
 from . import SourceError, check_key, make_item, read_text
 
 _FESTVOX = re.compile(r'^\(\s*(\S+)\s+"((?:[^"\\]|\\.)*)"\s*\)\s*$')
@@ -87,7 +87,7 @@ def _ljspeech(path: Path, text: str, columns: list[str] | None):
                 else "2 to 4 fields (id|text[|normalized[|emotion]])"
             )
             raise SourceError(path, f"expected {want}, got {len(fields)}", number)
-        row = dict(zip(names, fields))
+        row = dict(zip(names, fields, strict=True))
         extra = {}
         if row.get("normalized", "").strip():
             extra["normalized"] = row["normalized"].strip()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..store import SourceItem
+from ..store.rows import SourceItem
 from . import SourceError, check_key, make_item
 
 

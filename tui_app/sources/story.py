@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..store import SourceItem
+from ..store.rows import SourceItem
 from . import SourceError, make_item, read_text
 
 
@@ -35,7 +35,9 @@ def page_key(number: int) -> str:
 def _blocks(text: str) -> list[tuple[int, list[tuple[int, str]]]]:
     """Split into blocks of (first line number, [(line number, paragraph)])."""
     blocks: list[tuple[int, list[tuple[int, str]]]] = []
-    start, paragraphs, current, current_line = 1, [], [], 0
+    start, current_line = 1, 0
+    paragraphs: list[tuple[int, str]] = []
+    current: list[str] = []
 
     def flush_paragraph() -> None:
         nonlocal current
@@ -97,7 +99,7 @@ def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
         pages.append((paragraphs[0][0], "\n\n".join(p for _, p in paragraphs), None))
     items: list[SourceItem] = []
     offset = 0 if title is not None else 1
-    for index, (line, page_text, page_title) in enumerate(pages):
+    for index, (_line, page_text, page_title) in enumerate(pages):
         number = index + offset
         subject = page_title if page_title else page_text
         item_params: dict[str, Any] = {

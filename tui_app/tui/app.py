@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import anyio
 from textual import work
@@ -25,11 +26,14 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static, TabbedContent, TabPane
 
-from ..batch import format_eta
-from ..config import Config
-from ..engine import Engine, EngineEvent, RegenerateDebouncer
-from ..store import Store
-from ..views import RowSource, recent_events, take_details
+from ..display import format_eta
+from ..engine import Engine, RegenerateDebouncer
+from ..exit_codes import ExitCode
+from ..kinds import get_kind
+from ..project import Project, read_sources
+from ..settings import Config
+from ..store import Event
+from ..views import RowSource, take_details
 from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialog
 from .table import ItemTable, header_text
 
@@ -71,8 +75,7 @@ class TuiApp(App[int]):
 
     def __init__(
         self,
-        config: Config,
-        store: Store,
+        project: Project,
         engine: Engine,
         *,
         clock_free: bool = False,
@@ -80,12 +83,14 @@ class TuiApp(App[int]):
     ):
         super().__init__()
         self.pending_import = pending_import  # import the sources in the background after the first paint
-        self.config = config
-        self.store = store
+        self.project = project
+        self.config = config = project.config
+        self.store = project.store
+        self.reader = project.store.reader()  # the tables' own read connection
         self.engine = engine
         self.clock_free = clock_free  # hide time-dependent text (snapshot tests)
         self.debouncer = RegenerateDebouncer(engine, config.debounce_s, on_batch=self._batch_closed)
-        self.sources = {name: RowSource(store, name) for name in config.collections}
+        self.sources = {name: RowSource(self.reader, name) for name in config.collections}
         self._dirty: set[str] = set(config.collections)
         self._recount: set[str] = set()  # collections whose row count may have changed (import, filters)
         self._last_event_id = 0
@@ -106,8 +111,9 @@ class TuiApp(App[int]):
                 with TabPane(coll.name.capitalize(), id=f"tab-{coll.name}"):
                     with Vertical():
                         yield Static("", id=f"sum-{coll.name}", classes="summary")
-                        yield Static(header_text(coll.kind), classes="colheader")
-                        yield ItemTable(self.sources[coll.name], coll.kind, id=f"table-{coll.name}")
+                        columns = get_kind(coll.kind).columns
+                        yield Static(header_text(columns), classes="colheader")
+                        yield ItemTable(self.sources[coll.name], columns, id=f"table-{coll.name}")
             with TabPane("Log", id="tab-log"):
                 yield RichLog(id="log", max_lines=5000, wrap=False, markup=False)
         yield Input(
@@ -122,7 +128,7 @@ class TuiApp(App[int]):
         self.log_view = self.query_one("#log", RichLog)
         self.tabs = self.query_one("#tabs", TabbedContent)
         self.filter_box = self.query_one("#filter-input", Input)
-        recent = recent_events(self.store, 500)
+        recent = self.store.recent_events(500)
         if recent:
             self._write_events(self.log_view, recent)
         self.filter_box.display = False
@@ -139,26 +145,20 @@ class TuiApp(App[int]):
     @work(thread=True, exclusive=True, group="import")
     def import_sources(self) -> None:
         """Check the sources against the store in a thread (own connection), after the first paint."""
-        from ..batch import read_sources
         from ..sources import SourceError
 
         try:
-            loaded = read_sources(self.config, list(self.config.collections))
+            loaded = read_sources(self.config)
         except SourceError as exc:
             self.call_from_thread(self.notify, f"source not imported: {exc}", severity="error", timeout=15)
             return
-        store = Store(self.config.state_path)
-        try:
-            for name, items in loaded:
-                report = store.import_items(name, items)
-                if report.added or report.changed or report.retired:
-                    self.call_from_thread(
-                        self.notify,
-                        f"{name}: {report.added} new, {report.changed} changed, "
-                        f"{report.retired} retired items imported",
-                    )
-        finally:
-            store.close()
+
+        def report(line: str) -> None:
+            self.call_from_thread(self.notify, line)
+
+        # its own connection: this thread must not share the event loop's
+        with Project.open(self.config) as project:
+            project.import_sources(loaded, report=report)
         # a Python callable, not the builtin ``set.update``: call_from_thread inspects its signature
         self.call_from_thread(self._sources_imported)
 
@@ -174,12 +174,12 @@ class TuiApp(App[int]):
                 tg.start_soon(self.debouncer.run)
                 await self.engine.run(until_idle=False)
                 tg.cancel_scope.cancel()
-        except Exception as exc:  # never crash the app: say what happened
+        except Exception as exc:  # noqa: BLE001 - never crash the app: say what happened
             self.notify(f"engine stopped: {exc}", severity="error", timeout=10)
 
     # ------------------------------------------------------------------ engine events -> repaint
 
-    def _on_engine_event(self, event: EngineEvent) -> None:
+    def _on_engine_event(self, event: Event) -> None:
         if event.collection:
             self._dirty.add(event.collection)
         else:
@@ -219,17 +219,15 @@ class TuiApp(App[int]):
                 )
             self._was_busy[name] = busy
 
-    def _write_events(self, log: RichLog, events: list[dict]) -> None:
+    def _write_events(self, log: RichLog, events: list[Event]) -> None:
         """Append events to the Log tab as one write (one layout pass, however many lines)."""
         from rich.text import Text
 
         text = Text()
         for n, event in enumerate(events[-1000:]):
-            stamp = "" if self.clock_free else time.strftime("%H:%M:%S ", time.localtime(event["ts"]))
-            text.append(
-                ("\n" if n else "") + stamp + event["message"], style=LEVEL_STYLES.get(event["level"], "")
-            )
-        self._last_event_id = max(self._last_event_id, events[-1]["id"])
+            stamp = "" if self.clock_free else time.strftime("%H:%M:%S ", time.localtime(event.ts))
+            text.append(("\n" if n else "") + stamp + event.message, style=LEVEL_STYLES.get(event.level, ""))
+        self._last_event_id = max(self._last_event_id, events[-1].id)
         log.write(text)
 
     def summary_text(self, name: str, counts: dict[str, int] | None = None) -> str:
@@ -296,9 +294,6 @@ class TuiApp(App[int]):
         if table is not None:
             table.focus()
 
-    def on_item_table_cursor_moved(self, event: ItemTable.CursorMoved) -> None:
-        pass
-
     def on_item_table_marks_changed(self, event: ItemTable.MarksChanged) -> None:
         """Show the new number of marked rows in that table's summary at once."""
         name = event.table.source.collection
@@ -348,9 +343,9 @@ class TuiApp(App[int]):
         ids = table.selected_ids()
         if not ids:
             return
-        kind = self.config.collections[name].kind
+        fields = get_kind(self.config.collections[name].kind).override_fields
 
-        def queued(overrides: dict | None) -> None:
+        def queued(overrides: dict[str, Any] | None) -> None:
             if overrides is None:
                 return
             self.debouncer.request(name, ids, overrides)
@@ -358,19 +353,24 @@ class TuiApp(App[int]):
             self._dirty.add(name)
 
         if dialog:
-            self.push_screen(RegenerateDialog(kind, len(ids)), queued)
+            self.push_screen(RegenerateDialog(fields, len(ids)), queued)
         else:
             queued({})
 
+    def _current_or_all(self) -> list[str]:
+        """The current tab's collection, or every collection on the Log tab."""
+        name = self.current_collection()
+        return [name] if name else list(self.config.collections)
+
     def action_generate_pending(self) -> None:
-        names = [self.current_collection()] if self.current_collection() else list(self.config.collections)
+        names = self._current_or_all()
         self.engine.serve_all(names)
         pending = sum(self.store.counts(names)[n]["pending"] for n in names)
         self.notify(f"generating {pending} pending items in {', '.join(names)}")
         self._dirty.update(names)
 
     def action_retry_failed(self) -> None:
-        names = [self.current_collection()] if self.current_collection() else list(self.config.collections)
+        names = self._current_or_all()
         n = self.engine.retry_failed(names)
         self.notify(f"{n} failed items queued again" if n else "no failed items")
         self._dirty.update(names)
@@ -382,11 +382,13 @@ class TuiApp(App[int]):
             return
 
         def revert(number: int | None) -> None:
-            if number is not None and self.store.revert(row.id, number):
+            if number is not None and self.project.revert(row.id, number):
                 self.notify(f"{row.key}: take {number} is current again")
                 self._dirty.add(name)
 
-        self.push_screen(DetailScreen(take_details(self.store, row.id), name), revert)
+        details = take_details(self.store, row.id)
+        if details is not None:
+            self.push_screen(DetailScreen(details, name), revert)
 
     def _current_file(self) -> tuple[str, Path] | None:
         table = self.current_table()
@@ -394,16 +396,19 @@ class TuiApp(App[int]):
         if row is None or not row.take_number:
             self.notify("no take yet for this row", severity="warning")
             return None
-        take = next(t for t in self.store.takes(row.id) if t["number"] == row.take_number)
-        return row.key, self.config.root / take["path"]
+        take = self.project.current_take(row.id)
+        if take is None:
+            self.notify("no take yet for this row", severity="warning")
+            return None
+        return row.key, self.project.take_path(take)
 
     def action_play(self) -> None:
         name = self.current_collection()
         found = self._current_file() if name else None
-        if found is None:
+        if found is None or name is None:
             return
         key, path = found
-        if self.config.collections[name].kind != "dataset":
+        if get_kind(self.config.collections[name].kind).media != "audio":
             self.push_screen(PreviewScreen(path, key))
             return
         for cmd in AUDIO_PLAYERS:
@@ -419,14 +424,14 @@ class TuiApp(App[int]):
 
     def action_choose(self) -> None:
         name, table = self.current_collection(), self.current_table()
-        if not name or table is None or self.config.collections[name].kind != "variants":
+        if not name or table is None or not get_kind(self.config.collections[name].kind).choosable:
             self.notify("choose works on the variants tab", severity="warning")
             return
         row = table.cursor_row
         if row is None or row.status != "completed":
             self.notify("only a completed variant can be chosen", severity="warning")
             return
-        aside = self.store.choose(row.id)
+        aside = self.project.choose(row.id)
         self._dirty.add(name)
         self.finalize(name, row.id, row.key, len(aside))
 
@@ -436,17 +441,17 @@ class TuiApp(App[int]):
         A1111's extra-single-image, or Pillow's Lanczos), off the event loop."""
         from ..finalize import finalize_variant
 
-        take = next(
-            t for t in self.store.takes(item_id) if t["id"] == self.store.get_item(item_id).current_take
-        )
-        src = self.config.root / take["path"]
+        take = self.project.current_take(item_id)
+        if take is None:
+            return
+        src = self.project.take_path(take)
         dst = self.config.collections[name].output / "finals" / f"{key}.png"
         try:
             size = await finalize_variant(self.engine, name, src, dst)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the upscaler is shown, never a crash
             self.notify(f"{key}: cannot finalize: {exc}", severity="error")
             return
-        self.store.log(
+        self.project.log(
             "info",
             "finalized",
             f"{key} chosen and finalized to {dst.name} ({size[0]}x{size[1]})",
@@ -460,23 +465,25 @@ class TuiApp(App[int]):
         name, table = self.current_collection(), self.current_table()
         if not name or table is None:
             return
-        n = self.store.cancel(table.selected_ids())
+        n = self.project.cancel(table.selected_ids())
         table.action_clear_marks()
         self._dirty.add(name)
         self.notify(f"{n} items cancelled" if n else "nothing queued or in flight to cancel")
 
     def action_filter(self) -> None:
-        if self.current_collection() is None:
+        name = self.current_collection()
+        if name is None:
             return
         box = self.filter_box
-        box.value = self.sources[self.current_collection()].text_filter
+        box.value = self.sources[name].text_filter
         box.display = True
         box.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter-input" and self.current_collection():
-            self.sources[self.current_collection()].text_filter = event.value
-            self._recount.add(self.current_collection())
+        name = self.current_collection()
+        if event.input.id == "filter-input" and name:
+            self.sources[name].text_filter = event.value
+            self._recount.add(name)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter-input":
@@ -507,11 +514,7 @@ class TuiApp(App[int]):
         self._recount.add(name)
 
     def action_sync(self) -> None:
-        from ..sync import reconcile
-
-        findings = reconcile(self.config, self.store, fix=True)
-        for finding in findings:
-            self.store.log("warning", "sync", finding.line(fixed=True), collection=finding.collection)
+        findings = self.project.sync(fix=True)
         self._dirty.update(self.config.collections)
         self.notify(
             f"sync: {len(findings)} mismatches fixed (see the Log tab)"
@@ -528,7 +531,7 @@ class TuiApp(App[int]):
             self.shutdown()
             return
 
-        def answer(yes: bool) -> None:
+        def answer(yes: bool | None) -> None:
             if yes:
                 self.shutdown()
 
@@ -545,49 +548,46 @@ class TuiApp(App[int]):
 
 
 def build_app(
-    config: Config, *, clock_free: bool = False, import_in_background: bool | None = None
+    config: Config, *, clock_free: bool = False, import_in_background: bool | None = None, lock: bool = False
 ) -> TuiApp:
-    """The app over a project: opens the store, recovers, imports the sources (factory for tests too).
+    """The app over a project: opens it, recovers, imports the sources (factory for tests too).
 
     A project that already has a state file opens at once on what is stored, and
     its sources are checked in the background (a large source takes a second or
     two); a new project is imported first.
 
+    Args:
+        lock: hold the project lock while the app is open (as ``tui-app`` does).
+
     Raises:
         SourceError: a source is malformed (for a new project; nothing is written).
+        ProjectBusy: ``lock`` and another process holds the project.
     """
-    from ..batch import read_sources
-
     if import_in_background is None:
         import_in_background = config.state_path.exists()
-    loaded = [] if import_in_background else read_sources(config, list(config.collections))
-    store = Store(config.state_path)
-    engine = Engine(config, store)
-    engine.recover()
-    for name, items in loaded:
-        store.import_items(name, items)
-    return TuiApp(config, store, engine, clock_free=clock_free, pending_import=import_in_background)
+    if import_in_background:
+        project = Project.open(config, lock=lock)
+        project.recover()
+    else:
+        project = Project.start(config, lock=lock)
+    return TuiApp(project, Engine(project), clock_free=clock_free, pending_import=import_in_background)
 
 
 def run_app(config: Config) -> int:
     """Open the TUI on a project; returns the exit code."""
     import sys
 
-    from ..lock import ProjectBusy, ProjectLock
+    from ..lock import ProjectBusy
     from ..sources import SourceError
 
     try:
-        with ProjectLock(config.state_path):
-            try:
-                app = build_app(config)
-            except SourceError as exc:
-                print(f"tui-app: error: {exc}", file=sys.stderr)
-                return 2
-            try:
-                result = app.run()
-            finally:
-                app.store.close()
-            return int(result or 0)
-    except ProjectBusy as exc:
+        app = build_app(config, lock=True)
+    except (SourceError, ProjectBusy) as exc:
         print(f"tui-app: error: {exc}", file=sys.stderr)
-        return 2
+        return int(ExitCode.USAGE)
+    try:
+        result = app.run()
+    finally:
+        app.reader.close()
+        app.project.close()
+    return int(result or 0)

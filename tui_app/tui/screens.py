@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +14,33 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-OVERRIDE_FIELDS = {
-    "dataset": [("emotion", "emotion (e.g. happy, sad, angry; empty = as in the source)")],
-    "pages": [("prompt", "prompt (empty = the page's prompt)"), ("seed", "seed (empty = a new random seed)")],
-    "variants": [
-        ("temperature", "temperature 0..1 (empty = the slot's)"),
-        ("seed", "seed (empty = new/slot's)"),
-    ],
-}
+from ..kinds import OverrideField
+from ..views import ItemDetails
 
 
-class RegenerateDialog(ModalScreen[dict | None]):
+class RegenerateDialog(ModalScreen[dict[str, Any] | None]):
     """Overrides for a regeneration; Enter submits, Escape cancels. Returns the overrides or None."""
 
     DEFAULT_CSS = """
     RegenerateDialog { align: center middle; }
-    RegenerateDialog > Vertical { width: 72; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    RegenerateDialog > Vertical { width: 72; height: auto; border: thick $accent;
+        background: $surface; padding: 1 2; }
     RegenerateDialog Input { margin-bottom: 1; }
     RegenerateDialog #error { color: $error; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, kind: str, count: int):
+    def __init__(self, fields: Sequence[OverrideField], count: int):
         super().__init__()
-        self.kind = kind
+        self.fields = tuple(fields)
         self.count = count
 
     def compose(self) -> ComposeResult:
         noun = "item" if self.count == 1 else "items"
         with Vertical():
             yield Label(f"Regenerate {self.count} {noun}: a new take each (Enter to queue, Esc to cancel)")
-            for name, placeholder in OVERRIDE_FIELDS[self.kind]:
-                yield Input(placeholder=placeholder, id=f"ov-{name}")
+            for field in self.fields:
+                yield Input(placeholder=field.placeholder, id=f"ov-{field.name}")
             yield Static("", id="error")
             with Horizontal():
                 yield Button("Regenerate", variant="primary", id="ok")
@@ -53,21 +49,14 @@ class RegenerateDialog(ModalScreen[dict | None]):
     def overrides(self) -> dict[str, Any] | None:
         """Parsed overrides, or None (with a message shown) when a value is invalid."""
         out: dict[str, Any] = {}
-        for name, _ in OVERRIDE_FIELDS[self.kind]:
-            value = self.query_one(f"#ov-{name}", Input).value.strip()
+        for field in self.fields:
+            value = self.query_one(f"#ov-{field.name}", Input).value.strip()
             if not value:
                 continue
             try:
-                if name == "seed":
-                    out[name] = int(value)
-                elif name == "temperature":
-                    out[name] = float(value)
-                    if not 0 <= out[name] <= 1:
-                        raise ValueError
-                else:
-                    out[name] = value
+                out[field.name] = field.parse(value)
             except ValueError:
-                self.query_one("#error", Static).update(f"{name}: not a valid value: {value!r}")
+                self.query_one("#error", Static).update(f"{field.name}: not a valid value: {value!r}")
                 return None
         return out
 
@@ -94,7 +83,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 64; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
+    ConfirmScreen > Vertical { width: 64; height: auto; border: thick $warning;
+        background: $surface; padding: 1 2; }
     """
     BINDINGS = [Binding("y,enter", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
@@ -119,20 +109,21 @@ class DetailScreen(ModalScreen[int | None]):
 
     DEFAULT_CSS = """
     DetailScreen { align: center middle; }
-    DetailScreen > Vertical { width: 90%; height: 90%; border: thick $accent; background: $surface; padding: 0 1; }
+    DetailScreen > Vertical { width: 90%; height: 90%; border: thick $accent;
+        background: $surface; padding: 0 1; }
     DetailScreen VerticalScroll { height: auto; max-height: 60%; }
     DetailScreen #takes { height: 1fr; }
     """
     BINDINGS = [Binding("escape,q,enter", "close", "Close"), Binding("v", "revert", "Revert to take")]
 
-    def __init__(self, details: dict[str, Any], collection: str):
+    def __init__(self, details: ItemDetails, collection: str):
         super().__init__()
         self.details = details
         self.collection = collection
 
     def compose(self) -> ComposeResult:
-        item = self.details["item"]
-        takes = self.details["takes"]
+        item = self.details.item
+        takes = self.details.takes
         current = item.current_take
         lines = [
             f"[b]{self.collection}/{item.key}[/b]   status [b]{item.status}[/b]   attempts {item.attempts}"
@@ -150,23 +141,23 @@ class DetailScreen(ModalScreen[int | None]):
                 yield Static("\n".join(lines), markup=True)
             options = []
             for take in reversed(takes):
-                mark = "▶ current" if take["id"] == current else ""
-                facts = [f"take {take['number']}", mark, f"{take['bytes'] / 1024:.0f} KB"]
-                if take["duration_s"]:
-                    facts.append(f"{take['duration_s']:.2f} s audio")
-                if take["width"]:
-                    facts.append(f"{take['width']}x{take['height']}")
-                if take["seed"] is not None:
-                    facts.append(f"seed {take['seed']}")
-                facts.append(f"{take['provider']}/{take['model'] or '-'}")
-                facts.append(f"made in {take['elapsed_s']:.2f} s")
-                if take.get("qa_flags"):
-                    facts.append(f"QA: {take['qa_flags']}")
-                params = {k: v for k, v in take["params"].items() if k not in ("operations",)}
+                mark = "▶ current" if take.id == current else ""
+                facts = [f"take {take.number}", mark, f"{take.bytes / 1024:.0f} KB"]
+                if take.duration_s:
+                    facts.append(f"{take.duration_s:.2f} s audio")
+                if take.width:
+                    facts.append(f"{take.width}x{take.height}")
+                if take.seed is not None:
+                    facts.append(f"seed {take.seed}")
+                facts.append(f"{take.provider}/{take.model or '-'}")
+                facts.append(f"made in {take.elapsed_s:.2f} s")
+                if take.qa_flags:
+                    facts.append(f"QA: {take.qa_flags}")
+                params = {k: v for k, v in take.params.items() if k not in ("operations",)}
                 options.append(
                     Option(
                         "  ".join(f for f in facts if f) + "\n    " + json.dumps(params)[:200],
-                        id=str(take["number"]),
+                        id=str(take.number),
                     )
                 )
             yield OptionList(*options, id="takes")
@@ -178,7 +169,8 @@ class DetailScreen(ModalScreen[int | None]):
         takes = self.query_one("#takes", OptionList)
         if takes.highlighted is not None:
             option = takes.get_option_at_index(takes.highlighted)
-            self.dismiss(int(option.id))
+            if option.id is not None:
+                self.dismiss(int(option.id))
 
 
 class PreviewScreen(ModalScreen[None]):
@@ -203,7 +195,7 @@ class PreviewScreen(ModalScreen[None]):
                 from textual_image.widget import Image as ImageWidget
 
                 yield ImageWidget(str(self.path), id="picture")
-            except Exception as exc:  # no graphics support: describe the file instead
+            except Exception as exc:  # noqa: BLE001 - no graphics support: describe the file instead
                 from PIL import Image
 
                 with Image.open(self.path) as img:

@@ -9,8 +9,7 @@ set of item ids, so they survive refreshes, filters and re-sorting.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from rich.segment import Segment
 from rich.style import Style
@@ -20,75 +19,11 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..views import Row, RowSource
+from ..kinds import Column
+from ..store import Row
+from ..views import RowSource
 
 PAGE = 128
-
-
-@dataclass(frozen=True)
-class Column:
-    """A table column: title, width in cells, and how to get the cell text from a row."""
-
-    title: str
-    width: int
-    value: Callable[[Row], str]
-
-
-def _kb(n: int | None) -> str:
-    return f"{n / 1024:.0f}" if n else ""
-
-
-def _secs(v: float | None) -> str:
-    return f"{v:.2f}" if v is not None else ""
-
-
-def _qa_or_error(row: Row) -> str:
-    if row.status == "failed" and row.last_error:
-        return row.last_error
-    if row.stale:
-        return "stale: text changed"
-    return row.qa_flags or ("ok" if row.take_number else "")
-
-
-def _chosen(row: Row) -> str:
-    return {1: "chosen", -1: "set aside"}.get(row.chosen, "")
-
-
-COLUMNS: dict[str, list[Column]] = {
-    "dataset": [
-        Column("id", 14, lambda r: r.key),
-        Column("text", 40, lambda r: r.text),
-        Column("emotion", 8, lambda r: str(r.params.get("emotion", ""))),
-        Column("status", 10, lambda r: r.status),
-        Column("att", 3, lambda r: str(r.attempts)),
-        Column("dur s", 6, lambda r: _secs(r.duration_s)),
-        Column("KB", 5, lambda r: _kb(r.bytes)),
-        Column("take", 4, lambda r: str(r.take_number or "")),
-        Column("QA or error", 40, _qa_or_error),
-    ],
-    "pages": [
-        Column("page", 5, lambda r: str(r.params.get("page", r.ordinal))),
-        Column("text", 60, lambda r: r.params.get("title") or r.text),
-        Column("status", 10, lambda r: r.status),
-        Column("KB", 5, lambda r: _kb(r.bytes)),
-        Column("take", 4, lambda r: str(r.take_number or "")),
-        Column("seed", 10, lambda r: str(r.seed if r.seed is not None else r.params.get("seed", ""))),
-        Column("error", 40, lambda r: r.last_error if r.status == "failed" and r.last_error else ""),
-    ],
-    "variants": [
-        Column("photo", 16, lambda r: r.params.get("photo", r.text)),
-        Column("slot", 4, lambda r: str(r.params.get("slot", ""))),
-        Column("variant", 10, lambda r: str(r.params.get("preset") or r.params.get("variant", ""))),
-        Column("temp", 5, lambda r: f"{float(r.params.get('temperature', 0)):.2f}"),
-        Column(
-            "seed", 11, lambda r: str(r.seed if r.seed is not None else (r.params.get("seed") or "random"))
-        ),
-        Column("status", 10, lambda r: r.status),
-        Column("take", 4, lambda r: str(r.take_number or "")),
-        Column("chosen", 9, _chosen),
-        Column("error", 40, lambda r: r.last_error if r.status == "failed" and r.last_error else ""),
-    ],
-}
 
 STATUS_STYLES = {
     "pending": Style(color="grey62"),
@@ -99,9 +34,9 @@ STATUS_STYLES = {
 }
 
 
-def header_text(kind: str) -> str:
-    """The column titles of a table of ``kind``, aligned like its rows."""
-    return "  " + " ".join(c.title.ljust(c.width)[: c.width] for c in COLUMNS[kind])
+def header_text(columns: Sequence[Column]) -> str:
+    """The column titles of a table with ``columns``, aligned like its rows."""
+    return "  " + " ".join(c.title.ljust(c.width)[: c.width] for c in columns)
 
 
 class ItemTable(ScrollView, can_focus=True):
@@ -129,9 +64,6 @@ class ItemTable(ScrollView, can_focus=True):
         Binding("escape", "clear_marks", "Clear marks", show=False, id="clear_marks"),
     ]
 
-    class CursorMoved(Message):
-        """The cursor moved to another row."""
-
     class MarksChanged(Message):
         """The set of marked rows changed (``table`` is the sender)."""
 
@@ -139,11 +71,10 @@ class ItemTable(ScrollView, can_focus=True):
             super().__init__()
             self.table = table
 
-    def __init__(self, source: RowSource, kind: str, *, id: str | None = None):
+    def __init__(self, source: RowSource, columns: Sequence[Column], *, id: str | None = None):
         super().__init__(id=id)
         self.source = source
-        self.kind = kind
-        self.columns = COLUMNS[kind]
+        self.columns = tuple(columns)
         self.row_width = 2 + sum(c.width + 1 for c in self.columns)
         self.count = 0
         self.cursor = 0
@@ -244,7 +175,6 @@ class ItemTable(ScrollView, can_focus=True):
             # the two lines whose highlight changed (a scroll repaints the whole view by itself)
             self.refresh_line(old)
             self.refresh_line(self.cursor)
-            self.post_message(self.CursorMoved())
 
     def action_cursor(self, delta: int) -> None:
         self._anchor = None

@@ -1,14 +1,10 @@
-"""The SQLite state store: the project's single source of truth.
+"""The SQLite store: the project's single source of truth in one file.
 
-This module is the only code that writes SQL. Every state change is one short
-``BEGIN IMMEDIATE`` transaction that touches only the rows it changes; nothing
-loads the whole state and saves it back, and counts are ``GROUP BY`` queries,
-never stored counters. The database runs in WAL mode so readers (the TUI,
-``tui-app status``) never block the writer.
-
-Item life cycle (see DESIGN.md)::
-
-    pending -> generating -> completed | failed       (+ cancelled)
+Every state change is one short ``BEGIN IMMEDIATE`` transaction that touches
+only the rows it changes; nothing loads the whole state and saves it back, and
+counts are ``GROUP BY`` queries, never stored counters. The database runs in
+WAL mode so readers (the TUI's tables, ``tui-app status``) never block the
+writer (sqlite.org/wal.html).
 
 A worker claims an item by bumping its ``generation``; the final write is
 guarded by ``WHERE id=? AND generation=? AND status='generating'`` so a stale
@@ -21,14 +17,25 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .rows import (
+    STATUSES,
+    Event,
+    ImportReport,
+    Item,
+    Row,
+    RowFilter,
+    SourceItem,
+    Take,
+    TakeFile,
+    TakeRecord,
+)
+
 SCHEMA_VERSION = 2
-STATUSES = ("pending", "generating", "completed", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -37,7 +44,7 @@ CREATE TABLE IF NOT EXISTS items (
     key          TEXT    NOT NULL,            -- entry id, 'page_007', 'astronaut.s1-balanced'
     ordinal      INTEGER NOT NULL,            -- order in the source
     text         TEXT    NOT NULL DEFAULT '', -- entry text, page text, photo file name
-    params       TEXT    NOT NULL DEFAULT '{}',  -- JSON: emotion, normalized, prompt, slot, temperature, seed, ...
+    params       TEXT    NOT NULL DEFAULT '{}',  -- JSON: emotion, normalized, prompt, slot, seed, ...
     input_hash   TEXT    NOT NULL,
     status       TEXT    NOT NULL DEFAULT 'pending'
                  CHECK (status IN ('pending','generating','completed','failed','cancelled')),
@@ -101,151 +108,173 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-
-@dataclass(frozen=True)
-class Item:
-    """One row of ``items`` (a claim returns the row as it is after the claim)."""
-
-    id: int
-    collection: str
-    key: str
-    ordinal: int
-    text: str
-    params: dict[str, Any]
-    status: str
-    stale: bool
-    priority: int
-    generation: int
-    attempts: int
-    last_error: str | None
-    overrides: dict[str, Any] | None
-    batch_id: int | None
-    current_take: int | None
-    next_take: int = 0  # set by claim_next: the number the next take will get
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """An item as read from a source file, before it is stored.
-
-    ``input_hash`` covers everything that changes the output (text and params).
-    """
-
-    key: str
-    ordinal: int
-    text: str
-    params: Mapping[str, Any]
-    input_hash: str
-
-
-@dataclass(frozen=True)
-class TakeRecord:
-    """What a finished take stores: the file (relative path, sha256, bytes) and its metadata."""
-
-    path: str
-    sha256: str
-    bytes: int
-    provider: str
-    elapsed_s: float
-    number: int
-    duration_s: float | None = None
-    sample_rate: int | None = None
-    width: int | None = None
-    height: int | None = None
-    model: str | None = None
-    params: Mapping[str, Any] | None = None
-    seed: int | None = None
-    qa: Mapping[str, Any] | None = None
-    qa_flags: str | None = None
-    cache_key: str | None = None
-    cached_from: int | None = None  # id of the take whose file was reused (generation cache)
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    """Counts of one idempotent source import."""
-
-    added: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    retired: int = 0
-
-
 _ITEM_COLS = (
     "id, collection, key, ordinal, text, params, status, stale, priority, generation, "
-    "attempts, last_error, overrides, batch_id, current_take"
+    "attempts, last_error, overrides, batch_id, current_take, chosen"
+)
+_TAKE_COLS = (
+    "t.id, t.item_id, t.number, t.path, t.sha256, t.bytes, t.duration_s, t.sample_rate, t.width, t.height,"
+    " t.provider, t.model, t.params, t.seed, t.elapsed_s, t.created_at, t.qa, t.qa_flags, t.cache_key,"
+    " t.cache_uses, t.cache_last_used"
+)
+_TAKE_WIDTH = 21
+_EVENT_COLS = "id, ts, level, kind, collection, item_key, message"
+_ROW_SELECT = (
+    "SELECT i.id, i.key, i.ordinal, i.text, i.params, i.status, i.attempts, i.last_error, i.stale, i.chosen,"
+    " t.number, t.bytes, t.duration_s, t.seed, t.qa_flags"
+    " FROM items i LEFT JOIN takes t ON t.id = i.current_take"
 )
 
 
-def _item(row: Sequence[Any]) -> Item:
+def _item(row: Sequence[Any], next_take: int = 0) -> Item:
     return Item(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        json.loads(row[5]),
-        row[6],
-        bool(row[7]),
-        row[8],
-        row[9],
-        row[10],
-        row[11],
-        json.loads(row[12]) if row[12] else None,
-        row[13],
-        row[14],
-        row[15] if len(row) > 15 else 0,
+        id=row[0],
+        collection=row[1],
+        key=row[2],
+        ordinal=row[3],
+        text=row[4],
+        params=json.loads(row[5]),
+        status=row[6],
+        stale=bool(row[7]),
+        priority=row[8],
+        generation=row[9],
+        attempts=row[10],
+        last_error=row[11],
+        overrides=json.loads(row[12]) if row[12] else None,
+        batch_id=row[13],
+        current_take=row[14],
+        chosen=row[15],
+        next_take=next_take,
     )
 
 
-class Store:
-    """A connection to ``state.sqlite`` with the project's transactions.
+def _take(row: Sequence[Any]) -> Take:
+    return Take(
+        id=row[0],
+        item_id=row[1],
+        number=row[2],
+        path=row[3],
+        sha256=row[4],
+        bytes=row[5],
+        duration_s=row[6],
+        sample_rate=row[7],
+        width=row[8],
+        height=row[9],
+        provider=row[10],
+        model=row[11],
+        params=json.loads(row[12]),
+        seed=row[13],
+        elapsed_s=row[14],
+        created_at=row[15],
+        qa=json.loads(row[16]) if row[16] else None,
+        qa_flags=row[17],
+        cache_key=row[18],
+        cache_uses=row[19],
+        cache_last_used=row[20],
+    )
 
-    One ``Store`` is used from one thread at a time (the engine's event loop);
-    other processes and threads open their own. Methods that change state each
-    run one ``BEGIN IMMEDIATE`` transaction.
+
+def _event_row(row: Sequence[Any]) -> Event:
+    return Event(*row)
+
+
+def _table_row(r: Sequence[Any]) -> Row:
+    return Row(
+        id=r[0],
+        key=r[1],
+        ordinal=r[2],
+        text=r[3],
+        params=json.loads(r[4]),
+        status=r[5],
+        attempts=r[6],
+        last_error=r[7],
+        stale=bool(r[8]),
+        chosen=r[9],
+        take_number=r[10],
+        bytes=r[11],
+        duration_s=r[12],
+        seed=r[13],
+        qa_flags=r[14],
+    )
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def describe_take(take: TakeRecord) -> str:
+    """``2.3 s audio, 99 KB`` or ``768x512 px, 412 KB``: a take's size for a log line."""
+    size = f"{take.bytes / 1024:.0f} KB"
+    if take.duration_s is not None:
+        return f"{take.duration_s:.1f} s audio, {size}"
+    if take.width:
+        return f"{take.width}x{take.height} px, {size}"
+    return size
+
+
+class SqliteStore:
+    """A connection to ``state.sqlite`` with the project's transactions (see :class:`~.base.Store`).
+
+    One ``SqliteStore`` is used from one thread at a time (the engine's event
+    loop); other processes and threads open their own (:meth:`reader` opens a
+    second, read-only connection for live views). Methods that change state
+    each run one ``BEGIN IMMEDIATE`` transaction.
 
     Args:
         path: the database file; its folder is created when missing.
         busy_timeout_s: how long a writer waits for another writer's lock, seconds.
+        read_only: open a connection that refuses writes (``PRAGMA query_only``).
 
     Raises:
         sqlite3.DatabaseError: the file is not a SQLite database or is newer than this code.
     """
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0):
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0, read_only: bool = False):
         self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(
+        self._conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
         )
         self._lock = threading.RLock()
-        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        self._listeners: list[Callable[[Event], None]] = []
+        self._written: list[Event] = []  # events of the open transaction, handed out after its commit
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        if read_only:
+            self._conn.execute("PRAGMA query_only = 1")
+            return
+        self._conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a commit is durable against a process crash; a power
         # loss may drop the last commits but never corrupts the file (sqlite.org/wal.html).
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
     # ------------------------------------------------------------------ plumbing
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception); events go out after COMMIT."""
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
+                yield self._conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._conn.execute("ROLLBACK")
+                self._written.clear()
                 raise
-            else:
-                self.conn.execute("COMMIT")
+            self._conn.execute("COMMIT")
+            written, self._written = self._written, []
+        for event in written:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:  # noqa: BLE001 - a display bug must never undo or stop a state change
+                    pass
 
     def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"{self.path}: schema version {version} is newer than this tui_app ({SCHEMA_VERSION})"
@@ -253,22 +282,34 @@ class Store:
         if version < SCHEMA_VERSION:
             # executescript() runs its own transaction: the schema and version land together.
             with self._lock:
-                self.conn.executescript(
+                self._conn.executescript(
                     f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
                 )
 
+    def reader(self) -> SqliteStore:
+        """A second, read-only connection to the same file, for live views (never blocks the writer)."""
+        return SqliteStore(self.path, busy_timeout_s=self._busy_timeout_s, read_only=True)
+
     def close(self) -> None:
         """Close the connection (checkpointing the WAL when this is the last one)."""
-        self.conn.close()
+        self._conn.close()
 
     def schema_version(self) -> int:
         """The ``PRAGMA user_version`` of the open database."""
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def journal_mode(self) -> str:
+        """SQLite's journal mode (``wal``)."""
+        return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0])
 
     # ------------------------------------------------------------------ events
 
-    @staticmethod
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` with every event this store writes, after its transaction commits."""
+        self._listeners.append(listener)
+
     def _event(
+        self,
         c: sqlite3.Connection,
         level: str,
         kind: str,
@@ -277,27 +318,34 @@ class Store:
         message: str,
         ts: float | None = None,
     ) -> None:
-        c.execute(
+        ts = ts or time.time()
+        cur = c.execute(
             "INSERT INTO events (ts, level, kind, collection, item_key, message) VALUES (?,?,?,?,?,?)",
-            (ts or time.time(), level, kind, collection, key, message),
+            (ts, level, kind, collection, key, message),
         )
+        if self._listeners:
+            self._written.append(Event(int(cur.lastrowid or 0), ts, level, kind, collection, key, message))
 
     def log(
         self, level: str, kind: str, message: str, *, collection: str | None = None, key: str | None = None
     ) -> None:
         """Append one event to the persistent log."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             self._event(c, level, kind, collection, key, message)
 
-    def events(self, *, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def events(self, *, after_id: int = 0, limit: int = 1000) -> list[Event]:
         """Events with ``id > after_id``, oldest first, at most ``limit``."""
-        rows = self.conn.execute(
-            "SELECT id, ts, level, kind, collection, item_key, message FROM events "
-            "WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
+        rows = self._conn.execute(
+            f"SELECT {_EVENT_COLS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         ).fetchall()
-        keys = ("id", "ts", "level", "kind", "collection", "key", "message")
-        return [dict(zip(keys, r)) for r in rows]
+        return [_event_row(r) for r in rows]
+
+    def recent_events(self, limit: int = 500) -> list[Event]:
+        """The newest ``limit`` events, oldest first."""
+        rows = self._conn.execute(
+            f"SELECT {_EVENT_COLS} FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_event_row(r) for r in reversed(rows)]
 
     # ------------------------------------------------------------------ import
 
@@ -311,11 +359,12 @@ class Store:
         """
         now = time.time()
         added = changed = unchanged = 0
-        with self.transaction() as c:
+        with self._transaction() as c:
             existing = {
-                k: (i, h, r)
-                for i, k, h, r in c.execute(
-                    "SELECT id, key, input_hash, retired FROM items WHERE collection = ?", (collection,)
+                k: (i, h, r, o)
+                for i, k, h, r, o in c.execute(
+                    "SELECT id, key, input_hash, retired, ordinal FROM items WHERE collection = ?",
+                    (collection,),
                 )
             }
             seen: set[str] = set()
@@ -339,16 +388,11 @@ class Store:
                         " updated_at=? WHERE id=?",
                         (it.text, params, it.input_hash, it.ordinal, now, old[0]),
                     )
-                    self._event(
-                        c, "info", "stale", collection, it.key, f"{it.key}: input changed, queued again", now
-                    )
+                    message = f"{it.key}: input changed, queued again"
+                    self._event(c, "info", "stale", collection, it.key, message, now)
                     changed += 1
                 else:
-                    if (
-                        old[2]
-                        or c.execute("SELECT ordinal FROM items WHERE id=?", (old[0],)).fetchone()[0]
-                        != it.ordinal
-                    ):
+                    if old[2] or old[3] != it.ordinal:
                         c.execute(
                             "UPDATE items SET retired=0, ordinal=?, updated_at=? WHERE id=?",
                             (it.ordinal, now, old[0]),
@@ -365,21 +409,21 @@ class Store:
         sql = "SELECT collection, status, COUNT(*) FROM items WHERE retired = 0"
         args: list[Any] = []
         if collections is not None:
-            sql += f" AND collection IN ({','.join('?' * len(collections))})"
+            sql += f" AND collection IN ({_marks(len(collections))})"
             args = list(collections)
         out: dict[str, dict[str, int]] = {c: dict.fromkeys(STATUSES, 0) for c in (collections or [])}
-        for coll, status, n in self.conn.execute(sql + " GROUP BY collection, status", args):
+        for coll, status, n in self._conn.execute(sql + " GROUP BY collection, status", args):
             out.setdefault(coll, dict.fromkeys(STATUSES, 0))[status] = n
         return out
 
     def get_item(self, item_id: int) -> Item | None:
         """One item by id, or None."""
-        row = self.conn.execute(f"SELECT {_ITEM_COLS} FROM items WHERE id=?", (item_id,)).fetchone()
+        row = self._conn.execute(f"SELECT {_ITEM_COLS} FROM items WHERE id=?", (item_id,)).fetchone()
         return _item(row) if row else None
 
     def find_item(self, collection: str, key: str) -> Item | None:
         """One item by collection and key, or None."""
-        row = self.conn.execute(
+        row = self._conn.execute(
             f"SELECT {_ITEM_COLS} FROM items WHERE collection=? AND key=?", (collection, key)
         ).fetchone()
         return _item(row) if row else None
@@ -391,61 +435,135 @@ class Store:
         if status:
             sql += " AND status=?"
             args.append(status)
-        return [_item(r) for r in self.conn.execute(sql + " ORDER BY ordinal", args)]
+        return [_item(r) for r in self._conn.execute(sql + " ORDER BY ordinal", args)]
 
-    def takes(self, item_id: int) -> list[dict[str, Any]]:
-        """All takes of one item, oldest first, as dicts (params decoded)."""
-        cur = self.conn.execute("SELECT * FROM takes WHERE item_id=? ORDER BY number", (item_id,))
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
-        for r in rows:
-            r["params"] = json.loads(r["params"])
-        return rows
+    def takes(self, item_id: int) -> list[Take]:
+        """All takes of one item, oldest first."""
+        rows = self._conn.execute(
+            f"SELECT {_TAKE_COLS} FROM takes t WHERE t.item_id=? ORDER BY t.number", (item_id,)
+        ).fetchall()
+        return [_take(r) for r in rows]
 
-    def current_takes(self, collection: str) -> list[tuple[str, dict[str, Any]]]:
+    def get_take(self, take_id: int) -> Take | None:
+        """One take by id, or None."""
+        row = self._conn.execute(f"SELECT {_TAKE_COLS} FROM takes t WHERE t.id=?", (take_id,)).fetchone()
+        return _take(row) if row else None
+
+    def current_takes(self, collection: str) -> list[tuple[str, Take]]:
         """``(key, take)`` for every completed, non-retired item of ``collection`` with a current take."""
-        cur = self.conn.execute(
-            "SELECT i.key, t.* FROM items i JOIN takes t ON t.id = i.current_take "
+        rows = self._conn.execute(
+            f"SELECT i.key, {_TAKE_COLS} FROM items i JOIN takes t ON t.id = i.current_take "
             "WHERE i.collection=? AND i.retired=0 AND i.status='completed' ORDER BY i.ordinal",
             (collection,),
-        )
-        names = [d[0] for d in cur.description][1:]
-        return [(r[0], dict(zip(names, r[1:]))) for r in cur.fetchall()]
+        ).fetchall()
+        return [(r[0], _take(r[1:])) for r in rows]
 
     def next_take_number(self, item_id: int) -> int:
         """1 + the highest take number of the item (1 for the first take)."""
-        row = self.conn.execute(
+        row = self._conn.execute(
             "SELECT COALESCE(MAX(number), 0) FROM takes WHERE item_id=?", (item_id,)
         ).fetchone()
         return int(row[0]) + 1
 
     def next_wakeup(self, collections: Sequence[str]) -> float | None:
         """Earliest ``not_before`` (unix time) of pending items still backing off, or None."""
-        row = self.conn.execute(
+        row = self._conn.execute(
             f"SELECT MIN(not_before) FROM items WHERE status='pending' AND retired=0 AND not_before > ? "
-            f"AND collection IN ({','.join('?' * len(collections))})",
+            f"AND collection IN ({_marks(len(collections))})",
             (time.time(), *collections),
         ).fetchone()
         return row[0]
+
+    def failed_items(self, collections: Sequence[str]) -> list[Item]:
+        """Every failed, non-retired item of ``collections``, by collection and source order."""
+        rows = self._conn.execute(
+            f"SELECT {_ITEM_COLS} FROM items WHERE status='failed' AND retired=0 "
+            f"AND collection IN ({_marks(len(collections))}) ORDER BY collection, ordinal",
+            list(collections),
+        ).fetchall()
+        return [_item(r) for r in rows]
+
+    # ------------------------------------------------------------------ live tables
+
+    def _where(self, collection: str, where: RowFilter) -> tuple[str, list[Any]]:
+        sql = " WHERE i.collection = ? AND i.retired = 0"
+        args: list[Any] = [collection]
+        if where.status:
+            sql += " AND i.status = ?"
+            args.append(where.status)
+        if where.text:
+            sql += " AND (i.text LIKE ? ESCAPE '\\' OR i.key LIKE ? ESCAPE '\\')"
+            escaped = where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = "%" + escaped + "%"
+            args += [like, like]
+        if where.qa_only:
+            sql += " AND t.qa_flags IS NOT NULL"
+        return sql, args
+
+    def count_rows(self, collection: str, where: RowFilter) -> int:
+        """How many rows of ``collection`` match ``where``."""
+        sql, args = self._where(collection, where)
+        join = " LEFT JOIN takes t ON t.id = i.current_take" if where.qa_only else ""
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM items i{join}{sql}", args).fetchone()[0])
+
+    def is_dense(self, collection: str) -> bool:
+        """True when the rows are exactly ordinals 0..count-1, none retired (offsets are then ordinals)."""
+        row = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(ordinal), -1), COUNT(*) FILTER (WHERE retired = 1)"
+            " FROM items WHERE collection = ?",
+            (collection,),
+        ).fetchone()
+        return bool(row[2] == 0 and row[1] == row[0] - 1)
+
+    def rows(
+        self, collection: str, where: RowFilter, offset: int, limit: int, *, dense: bool = False
+    ) -> list[Row]:
+        """Rows ``offset`` .. ``offset + limit - 1`` of the matching items, in source order.
+
+        With ``dense`` (see :meth:`is_dense`) and no filter, the page is found by
+        ordinal through the index instead of skipping ``offset`` rows.
+        """
+        sql, args = self._where(collection, where)
+        if dense and not where.active():
+            cur = self._conn.execute(
+                f"{_ROW_SELECT}{sql} AND i.ordinal >= ? ORDER BY i.ordinal LIMIT ?", [*args, offset, limit]
+            )
+        else:
+            cur = self._conn.execute(
+                f"{_ROW_SELECT}{sql} ORDER BY i.ordinal LIMIT ? OFFSET ?", [*args, limit, offset]
+            )
+        return [_table_row(r) for r in cur.fetchall()]
+
+    def row_ids(self, collection: str, where: RowFilter) -> list[int]:
+        """Ids of every matching item, in source order (for "mark all visible")."""
+        sql, args = self._where(collection, where)
+        join = " LEFT JOIN takes t ON t.id = i.current_take" if where.qa_only else ""
+        return [
+            r[0] for r in self._conn.execute(f"SELECT i.id FROM items i{join}{sql} ORDER BY i.ordinal", args)
+        ]
 
     # ------------------------------------------------------------------ work queue
 
     def create_batch(self, kind: str, note: str = "", *, open_: bool = False) -> int:
         """Insert a batch row (``open`` while a debounce window is collecting) and return its id."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             cur = c.execute(
                 "INSERT INTO batches (kind, state, note, created_at) VALUES (?,?,?,?)",
                 (kind, "open" if open_ else "queued", note, time.time()),
             )
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
-    def close_batch(self, batch_id: int, note: str) -> int:
-        """Mark a debounce batch ``queued`` (its items become claimable); returns its item count."""
-        with self.transaction() as c:
+    def close_batch(self, batch_id: int) -> tuple[int, str]:
+        """Mark a debounce batch ``queued`` (its items become claimable) and log it.
+
+        Returns its item count and the logged line (``3 regenerations queued as batch 12``).
+        """
+        with self._transaction() as c:
+            n = int(c.execute("SELECT COUNT(*) FROM items WHERE batch_id=?", (batch_id,)).fetchone()[0])
+            note = f"{n} {'regeneration' if n == 1 else 'regenerations'} queued as batch {batch_id}"
             c.execute("UPDATE batches SET state='queued', note=? WHERE id=?", (note, batch_id))
-            n = c.execute("SELECT COUNT(*) FROM items WHERE batch_id=?", (batch_id,)).fetchone()[0]
             self._event(c, "info", "batch", None, None, note)
-        return int(n)
+        return n, note
 
     def request(
         self,
@@ -464,11 +582,11 @@ class Store:
         now = time.time()
         ov = json.dumps(dict(overrides)) if overrides is not None else None
         out = []
-        with self.transaction() as c:
+        with self._transaction() as c:
             for item_id in item_ids:
                 row = c.execute(
-                    f"UPDATE items SET status='pending', priority=?, batch_id=?, attempts=0, not_before=0,"
-                    f" last_error=NULL, overrides=COALESCE(?, overrides), generation=generation+1,"
+                    "UPDATE items SET status='pending', priority=?, batch_id=?, attempts=0, not_before=0,"
+                    " last_error=NULL, overrides=COALESCE(?, overrides), generation=generation+1,"
                     f" updated_at=? WHERE id=? AND retired=0 RETURNING {_ITEM_COLS}",
                     (priority, batch_id, ov, now, item_id),
                 ).fetchone()
@@ -477,15 +595,18 @@ class Store:
         return out
 
     def reset_failed(self, collections: Sequence[str], batch_id: int | None, *, priority: int = 0) -> int:
-        """Queue every failed item of ``collections`` again (attempts reset); returns how many."""
+        """Queue every failed item of ``collections`` again (attempts reset); logs and returns how many."""
         now = time.time()
-        with self.transaction() as c:
+        with self._transaction() as c:
             cur = c.execute(
-                f"UPDATE items SET status='pending', attempts=0, not_before=0, batch_id=?, priority=?,"
-                f" generation=generation+1, updated_at=?"
-                f" WHERE status='failed' AND retired=0 AND collection IN ({','.join('?' * len(collections))})",
+                "UPDATE items SET status='pending', attempts=0, not_before=0, batch_id=?, priority=?,"
+                " generation=generation+1, updated_at=? WHERE status='failed' AND retired=0"
+                f" AND collection IN ({_marks(len(collections))})",
                 (batch_id, priority, now, *collections),
             )
+            if cur.rowcount:
+                message = f"{cur.rowcount} failed items queued again as batch {batch_id}"
+                self._event(c, "info", "batch", None, None, message, now)
             return cur.rowcount
 
     def claim_next(self, collection: str, *, cover_first: bool = False, min_priority: int = 0) -> Item | None:
@@ -498,7 +619,7 @@ class Store:
         explicitly requested items (regenerations, retries) are claimed.
 
         Returns the claimed item (its ``generation`` and ``attempts`` already
-        incremented) or None when nothing is claimable now.
+        incremented, ``next_take`` set) or None when nothing is claimable now.
         """
         now = time.time()
         cover_gate = (
@@ -508,7 +629,7 @@ class Store:
             else ""
         )
         args: list[Any] = [now, collection, now, min_priority] + ([collection] if cover_first else [])
-        with self.transaction() as c:
+        with self._transaction() as c:
             row = c.execute(
                 f"UPDATE items SET status='generating', generation=generation+1, attempts=attempts+1,"
                 f" updated_at=? WHERE id = ("
@@ -522,7 +643,7 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            item = _item(row)
+            item = _item(row, next_take=row[16])
             self._event(c, "info", "started", collection, item.key, f"Generating {item.key}", now)
         return item
 
@@ -535,11 +656,11 @@ class Store:
         the caller then deletes the file it wrote).
         """
         now = time.time()
-        with self.transaction() as c:
+        with self._transaction() as c:
             # the guard and the insert in one statement: no row is inserted unless the claim still holds
             cur = c.execute(
-                "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width, height,"
-                " provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key)"
+                "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width,"
+                " height, provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key)"
                 " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,? FROM items"
                 " WHERE id=? AND generation=? AND status='generating'",
                 (
@@ -567,7 +688,7 @@ class Store:
             )
             if not cur.rowcount:
                 return None
-            take_id = int(cur.lastrowid)
+            take_id = int(cur.lastrowid or 0)
             if take.cached_from is not None:
                 c.execute(
                     "UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",
@@ -579,15 +700,8 @@ class Store:
                 (take_id, now, item.id, item.generation),
             )
             how = ", from the generation cache" if take.cached_from is not None else ""
-            self._event(
-                c,
-                "info",
-                "completed",
-                item.collection,
-                item.key,
-                f"{item.key} completed ({_describe(take)}, {take.elapsed_s:.2f} s{how})",
-                now,
-            )
+            message = f"{item.key} completed ({describe_take(take)}, {take.elapsed_s:.2f} s{how})"
+            self._event(c, "info", "completed", item.collection, item.key, message, now)
         return take_id
 
     def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:
@@ -598,7 +712,7 @@ class Store:
         the guard failed.
         """
         now = time.time()
-        with self.transaction() as c:
+        with self._transaction() as c:
             if retry_at is None:
                 cur = c.execute(
                     "UPDATE items SET status='failed', last_error=?, updated_at=? "
@@ -626,7 +740,7 @@ class Store:
 
     def release(self, item: Item, reason: str) -> bool:
         """Put a claimed item back to ``pending`` (cancelled run); attempts are not counted."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             cur = c.execute(
                 "UPDATE items SET status='pending', attempts=MAX(attempts-1,0), updated_at=? "
                 "WHERE id=? AND generation=? AND status='generating'",
@@ -638,7 +752,7 @@ class Store:
 
     def cancel(self, item_ids: Sequence[int]) -> int:
         """Mark queued or in-flight items ``cancelled``; an in-flight result is then discarded."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             n = 0
             for item_id in item_ids:
                 row = c.execute(
@@ -656,37 +770,30 @@ class Store:
 
         Each recovered item gets a log event. Returns ``[(collection, key), ...]``.
         """
-        with self.transaction() as c:
+        with self._transaction() as c:
             rows = c.execute(
                 "UPDATE items SET status='pending', generation=generation+1, updated_at=? "
                 "WHERE status='generating' RETURNING collection, key",
                 (time.time(),),
             ).fetchall()
             for coll, key in rows:
-                self._event(
-                    c,
-                    "warning",
-                    "recovered",
-                    coll,
-                    key,
-                    f"{key} was left generating by an interrupted run -> pending",
-                )
+                message = f"{key} was left generating by an interrupted run -> pending"
+                self._event(c, "warning", "recovered", coll, key, message)
             c.execute("UPDATE batches SET state='queued' WHERE state='open'")
         return [(r[0], r[1]) for r in rows]
 
     # ------------------------------------------------------------------ takes: cache, revert, cleanup
 
-    def cache_lookup(self, cache_key: str) -> dict[str, Any] | None:
-        """The newest take made by an identical request (same :func:`cache_key`), or None."""
-        cur = self.conn.execute(
-            "SELECT * FROM takes WHERE cache_key=? ORDER BY id DESC LIMIT 1", (cache_key,)
-        )
-        row = cur.fetchone()
-        if row is None:
-            return None
-        take = dict(zip([d[0] for d in cur.description], row))
-        take["params"] = json.loads(take["params"])
-        return take
+    def cache_keys(self) -> set[str]:
+        """Every request key that has a take (the generation cache's index)."""
+        return {k for (k,) in self._conn.execute("SELECT cache_key FROM takes WHERE cache_key IS NOT NULL")}
+
+    def cache_lookup(self, cache_key: str) -> Take | None:
+        """The newest take made by an identical request (same request key), or None."""
+        row = self._conn.execute(
+            f"SELECT {_TAKE_COLS} FROM takes t WHERE t.cache_key=? ORDER BY t.id DESC LIMIT 1", (cache_key,)
+        ).fetchone()
+        return _take(row) if row else None
 
     def revert(self, item_id: int, number: int) -> bool:
         """Make take ``number`` the item's current take again (an earlier take).
@@ -694,7 +801,7 @@ class Store:
         In-flight work on the item is superseded (its generation is bumped).
         Returns False when the item has no such take.
         """
-        with self.transaction() as c:
+        with self._transaction() as c:
             row = c.execute(
                 "SELECT t.id, i.collection, i.key FROM takes t JOIN items i ON i.id=t.item_id "
                 "WHERE t.item_id=? AND t.number=?",
@@ -710,40 +817,33 @@ class Store:
             self._event(c, "info", "reverted", row[1], row[2], f"{row[2]} reverted to take {number}")
         return True
 
-    def all_takes(self, collection: str | None = None) -> list[dict[str, Any]]:
-        """Every take (id, item_id, number, path, sha256, bytes, is_current, collection, key, status)."""
+    def all_takes(self, collection: str | None = None) -> list[TakeFile]:
+        """Every take with its item's collection, key and status, by item and take number."""
         sql = (
-            "SELECT t.id, t.item_id, t.number, t.path, t.sha256, t.bytes, (i.current_take = t.id),"
-            " i.collection, i.key, i.status FROM takes t JOIN items i ON i.id = t.item_id"
+            f"SELECT {_TAKE_COLS}, i.collection, i.key, i.status, (i.current_take = t.id)"
+            " FROM takes t JOIN items i ON i.id = t.item_id"
         )
-        args: tuple = ()
+        args: tuple[Any, ...] = ()
         if collection:
             sql += " WHERE i.collection=?"
             args = (collection,)
-        names = (
-            "id",
-            "item_id",
-            "number",
-            "path",
-            "sha256",
-            "bytes",
-            "is_current",
-            "collection",
-            "key",
-            "status",
-        )
-        return [dict(zip(names, r)) for r in self.conn.execute(sql + " ORDER BY t.item_id, t.number", args)]
+        w = _TAKE_WIDTH
+        return [
+            TakeFile(_take(r[:w]), r[w], r[w + 1], r[w + 2], bool(r[w + 3]))
+            for r in self._conn.execute(sql + " ORDER BY t.item_id, t.number", args)
+        ]
 
-    def completed_without_take(self) -> list[tuple[int, str, str]]:
-        """``(id, collection, key)`` of completed items whose current take is missing."""
-        return self.conn.execute(
-            "SELECT i.id, i.collection, i.key FROM items i LEFT JOIN takes t ON t.id = i.current_take "
-            "WHERE i.status='completed' AND t.id IS NULL"
+    def completed_without_take(self) -> list[Item]:
+        """Completed items whose current take is missing."""
+        rows = self._conn.execute(
+            f"SELECT {', '.join('i.' + c.strip() for c in _ITEM_COLS.split(','))} FROM items i "
+            "LEFT JOIN takes t ON t.id = i.current_take WHERE i.status='completed' AND t.id IS NULL"
         ).fetchall()
+        return [_item(r) for r in rows]
 
     def requeue(self, item_id: int, reason: str) -> bool:
         """Send a completed item back to ``pending`` without a current take (its file is gone or wrong)."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             row = c.execute(
                 "UPDATE items SET status='pending', current_take=NULL, generation=generation+1,"
                 " attempts=0, not_before=0, updated_at=? WHERE id=? RETURNING collection, key",
@@ -755,7 +855,7 @@ class Store:
 
     def forget_take(self, take_id: int, reason: str) -> None:
         """Delete a superseded take's row (its file is gone or being deleted); never the current take."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             row = c.execute(
                 "SELECT i.collection, i.key, t.number FROM takes t JOIN items i ON i.id=t.item_id "
                 "WHERE t.id=? AND (i.current_take IS NULL OR i.current_take <> t.id)",
@@ -771,7 +871,7 @@ class Store:
 
         Variants of one photo share ``params.photo``. Returns the ids set aside.
         """
-        with self.transaction() as c:
+        with self._transaction() as c:
             row = c.execute(
                 "SELECT collection, key, json_extract(params, '$.photo') FROM items WHERE id=?", (item_id,)
             ).fetchone()
@@ -788,24 +888,6 @@ class Store:
             now = time.time()
             c.execute("UPDATE items SET chosen=1, updated_at=? WHERE id=?", (now, item_id))
             c.executemany("UPDATE items SET chosen=-1, updated_at=? WHERE id=?", [(now, i) for i in others])
-            self._event(
-                c, "info", "chosen", coll, key, f"{key} chosen; {len(others)} other variants set aside"
-            )
+            message = f"{key} chosen; {len(others)} other variants set aside"
+            self._event(c, "info", "chosen", coll, key, message)
             return others
-
-    def failed_items(self, collections: Sequence[str]) -> list[tuple[str, str, str | None]]:
-        """``(collection, key, last_error)`` of every failed, non-retired item."""
-        return self.conn.execute(
-            f"SELECT collection, key, last_error FROM items WHERE status='failed' AND retired=0 "
-            f"AND collection IN ({','.join('?' * len(collections))}) ORDER BY collection, ordinal",
-            list(collections),
-        ).fetchall()
-
-
-def _describe(take: TakeRecord) -> str:
-    size = f"{take.bytes / 1024:.0f} KB"
-    if take.duration_s is not None:
-        return f"{take.duration_s:.1f} s audio, {size}"
-    if take.width:
-        return f"{take.width}x{take.height} px, {size}"
-    return size

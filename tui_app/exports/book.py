@@ -1,0 +1,71 @@
+"""The picture book: numbered page PNGs and ``book.pdf`` (see :mod:`tui_app.exports`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from ..files import link_or_copy
+from ..settings import CollectionConfig, Config
+from ..store import Store
+from . import ExportError, ExportReport, Staging, ready
+
+
+def export_pages(config: Config, store: Store, coll: CollectionConfig, out: Path) -> ExportReport:
+    """Export numbered page PNGs and ``book.pdf`` (each page's image above its text).
+
+    Raises:
+        ExportError: ``out`` exists, no pages collection, nothing completed.
+    """
+    report = ExportReport(out.resolve())
+    found = ready(store, coll, report)
+    if not found:
+        raise ExportError(f"{coll.name}: no completed pages to export")
+    with Staging(out) as stage:
+        book = []
+        for item, take in found:
+            src = config.root / take.path
+            link_or_copy(src, stage.tmp / f"{item.key}{src.suffix}")
+            with Image.open(src) as img:
+                book.append(book_page(img.convert("RGB"), item.params.get("title") or "", item.text))
+        book[0].save(stage.tmp / "book.pdf", "PDF", save_all=True, append_images=book[1:], resolution=150)
+        report.exported = len(found)
+    return report
+
+
+def book_page(image: Image.Image, title: str, text: str, width: int = 1240) -> Image.Image:
+    """One picture-book page (RGB, ``width`` px wide): the image, then the title and text below it."""
+    scale = width / image.width
+    picture = image.resize((width, max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    font = ImageFont.load_default(size=30)
+    title_font = ImageFont.load_default(size=44)
+    margin = 60
+    lines: list[tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont]] = []
+    if title:
+        lines += [(line, title_font) for line in _wrap(title, title_font, width - 2 * margin)]
+    for paragraph in text.split("\n\n"):
+        lines += [(line, font) for line in _wrap(paragraph, font, width - 2 * margin)] + [("", font)]
+    line_h = 44
+    page = Image.new("RGB", (width, picture.height + margin * 2 + line_h * len(lines)), "white")
+    page.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(page)
+    y = picture.height + margin
+    for line, f in lines:
+        draw.text((margin, y), line, fill=(30, 30, 30), font=f)
+        y += line_h + (16 if f is title_font else 0)
+    return page
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if font.getlength(trial) <= width or not line:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return lines

@@ -1,0 +1,104 @@
+"""The ``dataset`` kind: TTS entries (LJSpeech ``metadata.csv`` or a festvox prompt list) -> WAV takes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..exports.dataset import DATASET_FORMATS, export_dataset
+from ..settings import CollectionConfig, TableReader
+from ..sources.dataset import read_dataset
+from ..store.rows import Item, SourceItem
+from .base import Column, Kind, OverrideField
+from .columns import kilobytes, qa_or_error, seconds
+
+if TYPE_CHECKING:
+    from ..exports import ExportReport
+    from ..settings import Config
+    from ..store import Store
+
+_COLUMN_NAMES = {"id", "text", "normalized", "emotion", "ignore"}
+
+
+class DatasetKind(Kind):
+    """Speech clips of a voice dataset: one WAV take per entry, with QA metrics."""
+
+    name = "dataset"
+    media = "audio"
+    measured = True
+    export_formats = DATASET_FORMATS
+    columns = (
+        Column("id", 14, lambda r: r.key),
+        Column("text", 40, lambda r: r.text),
+        Column("emotion", 8, lambda r: str(r.params.get("emotion", ""))),
+        Column("status", 10, lambda r: r.status),
+        Column("att", 3, lambda r: str(r.attempts)),
+        Column("dur s", 6, lambda r: seconds(r.duration_s)),
+        Column("KB", 5, lambda r: kilobytes(r.bytes)),
+        Column("take", 4, lambda r: str(r.take_number or "")),
+        Column("QA or error", 40, qa_or_error),
+    )
+    override_fields = (
+        OverrideField("emotion", "emotion (e.g. happy, sad, angry; empty = as in the source)"),
+    )
+
+    def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """``format`` (auto, ljspeech, festvox), ``columns``, ``voice``, ``model``, ``speed`` (> 0.1)."""
+        params: dict[str, Any] = {}
+        fmt = reader.get("format", str, "auto")
+        if fmt not in ("auto", "ljspeech", "festvox"):
+            raise reader.error("format", f"must be auto, ljspeech or festvox, got {fmt!r}")
+        params["format"] = fmt
+        columns = reader.get("columns", list, None)
+        if columns is not None:
+            if (
+                not all(isinstance(c, str) and c in _COLUMN_NAMES for c in columns)
+                or "id" not in columns
+                or "text" not in columns
+            ):
+                raise reader.error(
+                    "columns", f"must list column names from {sorted(_COLUMN_NAMES)} including id and text"
+                )
+            params["columns"] = columns
+        for key in ("voice", "model"):
+            value = reader.get(key, str, None)
+            if value is not None:
+                params[key] = value
+        params["speed"] = reader.number("speed", 1.0, minimum=0.1)
+        return params
+
+    def load_items(
+        self, collection: CollectionConfig, presets: Mapping[str, Mapping[str, Any]]
+    ) -> list[SourceItem]:
+        return read_dataset(collection.source, collection.params)
+
+    def seed(self, params: Mapping[str, Any], overrides: Mapping[str, Any], fresh: bool) -> int | None:
+        """An override, else the entry's own seed; entries have none unless given (TTS is deterministic)."""
+        if overrides.get("seed") is not None:
+            return int(overrides["seed"])
+        seed = params.get("seed")
+        return None if seed is None else int(seed)
+
+    def request_text(self, item: Item, params: Mapping[str, Any]) -> str:
+        """The normalized transcription when the source has one (numbers spelled out), else the text."""
+        return str(params.get("normalized") or item.text)
+
+    def measure(self, data: bytes, text: str) -> dict[str, Any] | None:
+        """QA metrics of a 16-bit PCM WAV (see :mod:`tui_app.qa`); None for another format."""
+        from ..qa import audio_metrics  # numpy: loaded only when a take is measured
+
+        try:
+            return audio_metrics(data, text)
+        except ValueError:
+            return None
+
+    def export(
+        self,
+        config: Config,
+        store: Store,
+        collection: CollectionConfig,
+        out: Path,
+        fmt: str | None = None,
+    ) -> ExportReport:
+        return export_dataset(config, store, collection, out, fmt=fmt or self.export_formats[0])

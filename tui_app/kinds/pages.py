@@ -1,0 +1,71 @@
+"""The ``pages`` kind: a story in markdown -> one picture per page (page 0 is the cover)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..exports.book import export_pages
+from ..settings import CollectionConfig, TableReader
+from ..sources.story import read_story
+from ..store.rows import SourceItem
+from .base import Column, Kind, OverrideField
+from .columns import error, kilobytes
+
+if TYPE_CHECKING:
+    from ..exports import ExportReport
+    from ..settings import Config
+    from ..store import Store
+
+
+class PagesKind(Kind):
+    """The pictures of an illustrated story; the cover is made first so the pages can follow its look."""
+
+    name = "pages"
+    export_formats = ("book",)
+    columns = (
+        Column("page", 5, lambda r: str(r.params.get("page", r.ordinal))),
+        Column("text", 60, lambda r: r.params.get("title") or r.text),
+        Column("status", 10, lambda r: r.status),
+        Column("KB", 5, lambda r: kilobytes(r.bytes)),
+        Column("take", 4, lambda r: str(r.take_number or "")),
+        Column("seed", 10, lambda r: str(r.seed if r.seed is not None else r.params.get("seed", ""))),
+        Column("error", 40, error),
+    )
+    override_fields = (
+        OverrideField("prompt", "prompt (empty = the page's prompt)"),
+        OverrideField("seed", "seed (empty = a new random seed)", int),
+    )
+
+    def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """``width``, ``height`` (px, >= 64), ``style``, ``seed``, ``cover_first``, ``model``."""
+        params: dict[str, Any] = {
+            "width": reader.number("width", 768, minimum=64, integer=True),
+            "height": reader.number("height", 512, minimum=64, integer=True),
+            "style": reader.get("style", str, "watercolour picture-book illustration, soft light"),
+            "seed": reader.get("seed", int, 1234),
+            "cover_first": reader.get("cover_first", bool, True),
+        }
+        model = reader.get("model", str, None)
+        if model is not None:
+            params["model"] = model
+        return params
+
+    def load_items(
+        self, collection: CollectionConfig, presets: Mapping[str, Mapping[str, Any]]
+    ) -> list[SourceItem]:
+        return read_story(collection.source, collection.params)
+
+    def cover_first(self, params: Mapping[str, Any]) -> bool:
+        return bool(params.get("cover_first", True))
+
+    def export(
+        self,
+        config: Config,
+        store: Store,
+        collection: CollectionConfig,
+        out: Path,
+        fmt: str | None = None,
+    ) -> ExportReport:
+        return export_pages(config, store, collection, out)

@@ -1,0 +1,279 @@
+"""The one owner of a project's life: config, store, recovery, source import, and the
+state changes that are not generation (cancel, choose, revert, sync, cleanup, export).
+
+Every front end goes through here: ``tui-app --batch``, the TUI, each
+subcommand, the benchmarks and the tests::
+
+    loaded = read_sources(config)                  # validate every source first: nothing written yet
+    with Project.open(config, lock=True) as project:
+        project.recover()                          # crash recovery (needs the lock)
+        project.import_sources(loaded, report=print)
+        ...                                        # Engine(project).run(), project.export(...), ...
+
+:meth:`Project.start` does those steps in that order. Headless: nothing here
+imports Textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .exports import ExportReport
+from .files import remove_temp_files
+from .kinds import collection_of_kind, get_kind
+from .lock import ProjectLock
+from .settings import CollectionConfig, Config
+from .store import STATUSES, ImportReport, Store, Take, open_store
+from .store.rows import SourceItem
+from .sync import CleanupReport, Finding, cleanup, reconcile, recover_orphan_takes
+
+
+class NoStateError(Exception):
+    """The project has no state file yet (nothing was ever run)."""
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    """One collection's source, read and validated, not yet imported."""
+
+    collection: CollectionConfig
+    items: list[SourceItem]
+
+
+def read_sources(config: Config, names: Sequence[str] = ()) -> list[LoadedSource]:
+    """Read and validate the sources of the collections ``names`` (all when empty), touching nothing.
+
+    Raises:
+        SourceError: a source is missing or malformed (file and line in the message).
+    """
+    colls = [config.collections[n] for n in names] if names else list(config.collections.values())
+    return [LoadedSource(c, get_kind(c.kind).load_items(c, config.presets)) for c in colls]
+
+
+def empty_counts(config: Config) -> dict[str, dict[str, int]]:
+    """``{collection: {status: 0}}`` for a project that has no state yet."""
+    return {name: dict.fromkeys(STATUSES, 0) for name in config.collections}
+
+
+class Project:
+    """An open project: its config and its store (and, for a writer, the project lock).
+
+    Build one with :meth:`open` or :meth:`start`; use it as a context manager or call :meth:`close`.
+
+    Attributes:
+        config: the loaded configuration.
+        store: the open state store.
+    """
+
+    def __init__(self, config: Config, store: Store, lock: ProjectLock | None = None):
+        self.config = config
+        self.store = store
+        self._lock = lock
+
+    # ------------------------------------------------------------------ life cycle
+
+    @classmethod
+    def open(cls, config: Config, *, lock: bool = False, must_exist: bool = False) -> Project:
+        """Open the project's store (created when missing).
+
+        Args:
+            lock: hold the project lock (needed to run or repair work, see :mod:`tui_app.lock`).
+            must_exist: refuse a project that has no state file yet.
+
+        Raises:
+            NoStateError: ``must_exist`` and there is no state file.
+            ProjectBusy: ``lock`` and another process holds the project.
+            sqlite3.DatabaseError: the state file is not a tui_app database, or is newer than this code.
+        """
+        if must_exist and not config.state_path.exists():
+            raise NoStateError(f"{config.state_path}: no state file yet (run `tui-app --batch` first)")
+        held = None
+        if lock:
+            held = ProjectLock(config.state_path)
+            held.__enter__()
+        try:
+            return cls(config, open_store(config.state_path), held)
+        except BaseException:
+            if held is not None:
+                held.__exit__(None, None, None)
+            raise
+
+    @classmethod
+    def start(
+        cls,
+        config: Config,
+        names: Sequence[str] = (),
+        *,
+        report: Callable[[str], None] | None = None,
+        lock: bool = True,
+    ) -> Project:
+        """Read the sources (all validated before anything is written), open with the lock, recover,
+        import. ``report`` receives one line per recovery and per import that changed something.
+
+        Raises:
+            SourceError: a source is malformed (nothing has been written).
+            ProjectBusy: another process holds the project.
+        """
+        loaded = read_sources(config, names)
+        project = cls.open(config, lock=lock)
+        try:
+            for line in project.recover():
+                if report is not None:
+                    report(f"recovered: {line}")
+            project.import_sources(loaded, report=report)
+        except BaseException:
+            project.close()
+            raise
+        return project
+
+    def close(self) -> None:
+        """Close the store and release the lock."""
+        self.store.close()
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def root(self) -> Path:
+        """The project folder."""
+        return self.config.root
+
+    def collections(self, names: Sequence[str] | None = None) -> list[CollectionConfig]:
+        """Collection configs by name, in config order (all when ``names`` is empty)."""
+        if not names:
+            return list(self.config.collections.values())
+        return [self.config.collections[n] for n in names]
+
+    # ------------------------------------------------------------------ sources and recovery
+
+    def import_sources(
+        self,
+        loaded: Sequence[LoadedSource] | None = None,
+        *,
+        names: Sequence[str] = (),
+        report: Callable[[str], None] | None = None,
+    ) -> dict[str, ImportReport]:
+        """Bring the store in line with the sources (idempotent).
+
+        Args:
+            loaded: sources already read by :func:`read_sources`; read now when None.
+            names: with ``loaded`` None, which collections (all when empty).
+            report: receives ``dataset: imported 3 new, ...`` for each import that changed something.
+
+        Raises:
+            SourceError: a source is malformed (``loaded`` None; nothing has been written).
+        """
+        if loaded is None:
+            loaded = read_sources(self.config, names)
+        reports = {}
+        for source in loaded:
+            result = self.store.import_items(source.collection.name, source.items)
+            reports[source.collection.name] = result
+            if report is not None and result.changed_anything():
+                report(result.describe(source.collection.name))
+        return reports
+
+    def recover(self) -> list[str]:
+        """Crash recovery (hold the lock): items left ``generating`` go back to ``pending``, leftover
+        temp files are removed, take files written but never recorded move aside. Each is logged.
+
+        Returns the log lines.
+        """
+        lines = [f"{coll}/{key} was left generating -> pending" for coll, key in self.store.recover()]
+        for coll in self.collections():
+            for path in remove_temp_files(coll.output):
+                msg = f"removed leftover temp file {path.relative_to(self.root)}"
+                self.store.log("warning", "recovered", msg, collection=coll.name)
+                lines.append(msg)
+        lines.extend(recover_orphan_takes(self.config, self.store))
+        return lines
+
+    # ------------------------------------------------------------------ reading
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{collection: {status: count}}`` for every configured collection."""
+        return self.store.counts(list(self.config.collections))
+
+    def current_take(self, item_id: int) -> Take | None:
+        """The item's current take, or None."""
+        item = self.store.get_item(item_id)
+        if item is None or item.current_take is None:
+            return None
+        return self.store.get_take(item.current_take)
+
+    def take_path(self, take: Take) -> Path:
+        """The absolute path of a take's file."""
+        return self.root / take.path
+
+    def qa_report(self) -> list[dict[str, Any]]:
+        """Flagged takes: ``[{"collection", "key", "flags", "qa"}]`` for current takes with QA flags."""
+        out = []
+        for coll in self.collections():
+            if not get_kind(coll.kind).measured:
+                continue
+            for key, take in self.store.current_takes(coll.name):
+                if take.qa_flags:
+                    out.append(
+                        {"collection": coll.name, "key": key, "flags": take.qa_flags, "qa": take.qa or {}}
+                    )
+        return out
+
+    # ------------------------------------------------------------------ state changes outside generation
+
+    def cancel(self, item_ids: Sequence[int]) -> int:
+        """Cancel queued or in-flight items (an in-flight result is discarded); returns how many."""
+        return self.store.cancel(item_ids)
+
+    def revert(self, item_id: int, number: int) -> bool:
+        """Make take ``number`` current again; False when the item has no such take."""
+        return self.store.revert(item_id, number)
+
+    def choose(self, item_id: int) -> list[int]:
+        """Choose a variant; the other variants of its photo are set aside (their ids are returned)."""
+        return self.store.choose(item_id)
+
+    def log(
+        self, level: str, kind: str, message: str, *, collection: str | None = None, key: str | None = None
+    ) -> None:
+        """Append one event to the project's log."""
+        self.store.log(level, kind, message, collection=collection, key=key)
+
+    def export(
+        self, kind: str, out: Path, *, fmt: str | None = None, collection: str | None = None
+    ) -> ExportReport:
+        """Export the collection ``collection`` (default: the first) of ``kind`` into the new folder ``out``.
+
+        Raises:
+            ExportError: no such collection, ``out`` exists, an unknown format, or nothing to export.
+        """
+        from .exports import ExportError
+
+        try:
+            coll = collection_of_kind(self.config, kind, collection)
+        except LookupError as exc:
+            raise ExportError(str(exc)) from None
+        return get_kind(kind).export(self.config, self.store, coll, out, fmt)
+
+    def sync(self, *, fix: bool = False, verify_hashes: bool = True) -> list[Finding]:
+        """Compare the store with the disk and, with ``fix``, repair (see :func:`tui_app.sync.reconcile`)."""
+        findings = reconcile(self.config, self.store, fix=fix, verify_hashes=verify_hashes)
+        if fix:
+            for finding in findings:
+                self.log("warning", "sync", finding.line(fixed=True), collection=finding.collection)
+        return findings
+
+    def cleanup(self, *, keep: int = 1, dry_run: bool = False) -> CleanupReport:
+        """Delete superseded takes beyond the newest ``keep``, and the orphans (see :mod:`tui_app.sync`)."""
+        return cleanup(self.config, self.store, keep=keep, dry_run=dry_run)

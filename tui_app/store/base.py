@@ -1,0 +1,205 @@
+"""The store interface: every state transition and query the rest of tui_app may use.
+
+The store is the project's single source of truth and the only code that
+writes SQL. Implementations: :class:`~tui_app.store.sqlite.SqliteStore` (the
+default, one file). A backend keeps its specifics (PRAGMAs, locking,
+connection handling) inside its implementation; callers see only this
+protocol and the typed rows of :mod:`tui_app.store.rows`.
+
+Item life cycle (DESIGN.md)::
+
+    pending -> generating -> completed | failed       (+ cancelled)
+
+Every method that changes state runs one short transaction touching only its
+rows and writes its event in that transaction; the final write of a take is
+guarded by the claim's ``generation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from .rows import Event, ImportReport, Item, Row, RowFilter, SourceItem, Take, TakeFile, TakeRecord
+
+
+class Store(Protocol):
+    """A project's state: items, takes, batches and events (see the module docstring)."""
+
+    # -- connection
+    def reader(self) -> Store:
+        """A second, read-only handle for live views; reads never block the writer."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        ...
+
+    # -- events
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` with every event this handle writes, after its transaction commits."""
+        ...
+
+    def log(
+        self, level: str, kind: str, message: str, *, collection: str | None = None, key: str | None = None
+    ) -> None:
+        """Append one event (level ``info``, ``warning`` or ``error``)."""
+        ...
+
+    def events(self, *, after_id: int = 0, limit: int = 1000) -> list[Event]:
+        """Events with ``id > after_id``, oldest first, at most ``limit``."""
+        ...
+
+    def recent_events(self, limit: int = 500) -> list[Event]:
+        """The newest ``limit`` events, oldest first."""
+        ...
+
+    # -- import
+    def import_items(self, collection: str, items: Iterable[SourceItem]) -> ImportReport:
+        """Idempotently bring ``collection`` in line with its source (new, changed -> stale, retired)."""
+        ...
+
+    # -- queries
+    def counts(self, collections: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """``{collection: {status: count}}`` for non-retired items, every status present."""
+        ...
+
+    def get_item(self, item_id: int) -> Item | None:
+        """One item by id."""
+        ...
+
+    def find_item(self, collection: str, key: str) -> Item | None:
+        """One item by collection and key."""
+        ...
+
+    def items(self, collection: str, *, status: str | None = None) -> list[Item]:
+        """Non-retired items of ``collection`` in source order."""
+        ...
+
+    def takes(self, item_id: int) -> list[Take]:
+        """All takes of one item, oldest first."""
+        ...
+
+    def get_take(self, take_id: int) -> Take | None:
+        """One take by id."""
+        ...
+
+    def current_takes(self, collection: str) -> list[tuple[str, Take]]:
+        """``(key, take)`` of every completed, non-retired item with a current take, in source order."""
+        ...
+
+    def next_take_number(self, item_id: int) -> int:
+        """1 + the item's highest take number."""
+        ...
+
+    def next_wakeup(self, collections: Sequence[str]) -> float | None:
+        """Earliest unix time a backing-off pending item may be claimed, or None."""
+        ...
+
+    def failed_items(self, collections: Sequence[str]) -> list[Item]:
+        """Failed, non-retired items, by collection and source order."""
+        ...
+
+    # -- live tables
+    def count_rows(self, collection: str, where: RowFilter) -> int:
+        """How many table rows match."""
+        ...
+
+    def is_dense(self, collection: str) -> bool:
+        """True when row offsets equal ordinals (no gaps, nothing retired)."""
+        ...
+
+    def rows(
+        self, collection: str, where: RowFilter, offset: int, limit: int, *, dense: bool = False
+    ) -> list[Row]:
+        """One page of table rows in source order."""
+        ...
+
+    def row_ids(self, collection: str, where: RowFilter) -> list[int]:
+        """Ids of every matching row, in source order."""
+        ...
+
+    # -- work queue
+    def create_batch(self, kind: str, note: str = "", *, open_: bool = False) -> int:
+        """A new batch (``open`` while a debounce window collects); returns its id."""
+        ...
+
+    def close_batch(self, batch_id: int) -> tuple[int, str]:
+        """Queue an open batch; returns its item count and the logged line."""
+        ...
+
+    def request(
+        self,
+        item_ids: Sequence[int],
+        *,
+        batch_id: int | None,
+        priority: int,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> list[Item]:
+        """Queue items for a new take, durably; returns the queued items."""
+        ...
+
+    def reset_failed(self, collections: Sequence[str], batch_id: int | None, *, priority: int = 0) -> int:
+        """Queue every failed item again; returns how many."""
+        ...
+
+    def claim_next(self, collection: str, *, cover_first: bool = False, min_priority: int = 0) -> Item | None:
+        """Claim the next item (``generating``), or None when nothing is claimable now."""
+        ...
+
+    def complete(self, item: Item, take: TakeRecord) -> int | None:
+        """The guarded final write: the new take id, or None when the claim no longer holds."""
+        ...
+
+    def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:
+        """Record a failed try (back to pending until ``retry_at``, or failed); guarded."""
+        ...
+
+    def release(self, item: Item, reason: str) -> bool:
+        """Give a claimed item back (``pending``) without counting the attempt; guarded."""
+        ...
+
+    def cancel(self, item_ids: Sequence[int]) -> int:
+        """Cancel queued or in-flight items; returns how many."""
+        ...
+
+    def recover(self) -> list[tuple[str, str]]:
+        """Items left ``generating`` go back to ``pending``; open batches are queued."""
+        ...
+
+    # -- takes
+    def cache_keys(self) -> set[str]:
+        """Every request key that has a take."""
+        ...
+
+    def cache_lookup(self, cache_key: str) -> Take | None:
+        """The newest take of an identical request."""
+        ...
+
+    def revert(self, item_id: int, number: int) -> bool:
+        """Make an earlier take current again; False when there is no such take."""
+        ...
+
+    def all_takes(self, collection: str | None = None) -> list[TakeFile]:
+        """Every take with its item's collection, key and status."""
+        ...
+
+    def completed_without_take(self) -> list[Item]:
+        """Completed items whose current take is missing."""
+        ...
+
+    def requeue(self, item_id: int, reason: str) -> bool:
+        """Send an item back to ``pending`` without a current take."""
+        ...
+
+    def forget_take(self, take_id: int, reason: str) -> None:
+        """Delete a superseded take's row (never the current take)."""
+        ...
+
+    def choose(self, item_id: int) -> list[int]:
+        """Choose one variant of a photo; returns the ids of the variants set aside."""
+        ...

@@ -1,0 +1,272 @@
+"""The typed rows that leave the store: items, takes, batches, events and table rows.
+
+Every store query returns these frozen dataclasses; no dict or tuple row
+leaves the store. JSON columns (``params``, ``overrides``, ``qa``) arrive
+decoded. Times are unix seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Item statuses, in the order the life cycle visits them (see DESIGN.md).
+STATUSES = ("pending", "generating", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of ``items`` (a claim returns the row as it is after the claim).
+
+    Attributes:
+        id: row id.
+        collection: collection name.
+        key: entry id, ``page_007``, ``astronaut.s1-balanced``.
+        ordinal: position in the source (0 is the cover of a story).
+        text: entry text, page text, or the photo's file name.
+        params: the item's parameters from its source (emotion, prompt, slot, seed, ...).
+        status: one of :data:`STATUSES`.
+        stale: the input changed after the current take was made.
+        priority: higher is served first (regenerations, retries).
+        generation: bumped by every claim and every new request (the guard of the final write).
+        attempts: tries of the current request.
+        last_error: the last failure's message, or None.
+        overrides: regenerate overrides for the next take, or None.
+        batch_id: the batch that queued the item, or None.
+        current_take: id of the current take, or None.
+        chosen: variants: 1 chosen, -1 set aside, 0 undecided.
+        next_take: set by a claim: the number the next take will get (0 elsewhere).
+    """
+
+    id: int
+    collection: str
+    key: str
+    ordinal: int
+    text: str
+    params: dict[str, Any]
+    status: str
+    stale: bool
+    priority: int
+    generation: int
+    attempts: int
+    last_error: str | None
+    overrides: dict[str, Any] | None
+    batch_id: int | None
+    current_take: int | None
+    chosen: int = 0
+    next_take: int = 0
+
+
+@dataclass(frozen=True)
+class Take:
+    """One row of ``takes``: an immutable file and what made it.
+
+    Attributes:
+        id: row id.
+        item_id: the item's id.
+        number: 1 for the item's first take, then 2, 3, ...
+        path: the file, relative to the project root (``KEY.takeN.EXT``).
+        sha256: hex digest of the file.
+        bytes: file size, bytes.
+        duration_s: audio length, seconds (speech takes).
+        sample_rate: audio sample rate, Hz (speech takes).
+        width, height: image size, pixels (image takes).
+        provider: the provider name that made it.
+        model: model or voice name, when known.
+        params: the generation parameters recorded with the take.
+        seed: the seed used, when the generator takes one.
+        elapsed_s: seconds from the request to the answer.
+        created_at: unix time the take was recorded.
+        qa: QA metrics of a speech take (see :mod:`tui_app.qa`), or None.
+        qa_flags: ``'; '``-joined QA flags, None when there are none.
+        cache_key: sha256 of the request (generation cache), or None.
+        cache_uses: how many later takes reused this take's file.
+        cache_last_used: unix time of the last reuse, or None.
+    """
+
+    id: int
+    item_id: int
+    number: int
+    path: str
+    sha256: str
+    bytes: int
+    duration_s: float | None
+    sample_rate: int | None
+    width: int | None
+    height: int | None
+    provider: str
+    model: str | None
+    params: dict[str, Any]
+    seed: int | None
+    elapsed_s: float
+    created_at: float
+    qa: dict[str, Any] | None
+    qa_flags: str | None
+    cache_key: str | None
+    cache_uses: int
+    cache_last_used: float | None
+
+
+@dataclass(frozen=True)
+class TakeFile:
+    """A take with what sync and cleanup need to know about its item.
+
+    Attributes:
+        take: the take row.
+        collection: its item's collection.
+        key: its item's key.
+        item_status: its item's status.
+        current: True when it is its item's current take.
+    """
+
+    take: Take
+    collection: str
+    key: str
+    item_status: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One row of ``batches``: items queued together.
+
+    Attributes:
+        id: row id.
+        kind: ``run``, ``regenerate`` or ``retry``.
+        state: ``open`` while a debounce window collects requests, then ``queued``.
+        note: the line logged when it was queued.
+        created_at: unix time.
+    """
+
+    id: int
+    kind: str
+    state: str
+    note: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of ``events``: something that happened, in one human-readable line.
+
+    The store writes each event in the transaction of the change it describes and,
+    after the commit, hands the same object to its listeners, so the Log tab, the
+    ``--batch`` output and the events table always show the same text.
+
+    Attributes:
+        id: row id (increasing).
+        ts: unix time.
+        level: ``info``, ``warning`` or ``error``.
+        kind: started, completed, retry, failed, released, discarded, cancelled, recovered,
+            batch, cooldown, stale, reverted, chosen, finalized, sync, cleanup.
+        collection: collection name, or None for project-wide events.
+        key: item key, when about one item.
+        message: the line itself.
+    """
+
+    id: int
+    ts: float
+    level: str
+    kind: str
+    collection: str | None
+    key: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a live table: an item joined with its current take (None fields when it has none)."""
+
+    id: int
+    key: str
+    ordinal: int
+    text: str
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    last_error: str | None
+    stale: bool
+    chosen: int
+    take_number: int | None
+    bytes: int | None
+    duration_s: float | None
+    seed: int | None
+    qa_flags: str | None
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which items a live table shows.
+
+    Attributes:
+        text: substring of the text or the key (case-insensitive, ``%`` and ``_`` literal); empty = all.
+        status: one of :data:`STATUSES`; empty = all.
+        qa_only: only items whose current take has QA flags.
+    """
+
+    text: str = ""
+    status: str = ""
+    qa_only: bool = False
+
+    def active(self) -> bool:
+        """True when any filter is set."""
+        return bool(self.text or self.status or self.qa_only)
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """An item as read from a source file, before it is stored.
+
+    ``input_hash`` covers everything that changes the output (text and params).
+    """
+
+    key: str
+    ordinal: int
+    text: str
+    params: Mapping[str, Any]
+    input_hash: str
+
+
+@dataclass(frozen=True)
+class TakeRecord:
+    """What a finished take stores: the file (relative path, sha256, bytes) and its metadata."""
+
+    path: str
+    sha256: str
+    bytes: int
+    provider: str
+    elapsed_s: float
+    number: int
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    width: int | None = None
+    height: int | None = None
+    model: str | None = None
+    params: Mapping[str, Any] | None = None
+    seed: int | None = None
+    qa: Mapping[str, Any] | None = None
+    qa_flags: str | None = None
+    cache_key: str | None = None
+    cached_from: int | None = None  # id of the take whose file was reused (generation cache)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """Counts of one idempotent source import."""
+
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    retired: int = 0
+
+    def changed_anything(self) -> bool:
+        """True when the import added, changed or retired an item."""
+        return bool(self.added or self.changed or self.retired)
+
+    def describe(self, collection: str) -> str:
+        """``dataset: imported 3 new, 1 changed, 0 retired, 8 unchanged``."""
+        return (
+            f"{collection}: imported {self.added} new, {self.changed} changed, "
+            f"{self.retired} retired, {self.unchanged} unchanged"
+        )
