@@ -146,7 +146,7 @@ def load_config(path: Path | str) -> Config:
             raise reader.error(
                 "provider", f"no [providers.{provider}] table (have: {', '.join(providers) or 'none'})"
             )
-        if kind not in PROVIDER_KINDS[providers[provider].kind].serves:
+        if KINDS[kind].task not in PROVIDER_KINDS[providers[provider].kind].serves:
             raise reader.error(
                 "provider", f"provider kind {providers[provider].kind!r} cannot generate {kind}"
             )

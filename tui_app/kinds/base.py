@@ -60,6 +60,8 @@ class Kind:
 
     Attributes:
         name: the kind's name in ``[collections.NAME] kind``.
+        task: what its provider makes (``speech``, ``picture``, ``variant``: see
+            :data:`tui_app.providers.base.TASKS`); it decides which providers can serve it.
         media: ``audio`` or ``image``: how a take is played or previewed.
         choosable: one item per group is chosen and finalized (variants of a photo).
         measured: takes get QA metrics (speech).
@@ -70,6 +72,7 @@ class Kind:
     """
 
     name: ClassVar[str]
+    task: ClassVar[str]
     media: ClassVar[str] = "image"
     choosable: ClassVar[bool] = False
     measured: ClassVar[bool] = False
@@ -126,7 +129,7 @@ class Kind:
         params["seed"] = self.seed(item.params, overrides, fresh)
         return Request(
             collection=collection.name,
-            kind=self.name,
+            task=self.task,
             key=item.key,
             text=self.request_text(item, params),
             params=params,

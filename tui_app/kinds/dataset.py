@@ -25,6 +25,7 @@ class DatasetKind(Kind):
     """Speech clips of a voice dataset: one WAV take per entry, with QA metrics."""
 
     name = "dataset"
+    task = "speech"
     media = "audio"
     measured = True
     export_formats = DATASET_FORMATS

@@ -23,6 +23,7 @@ class PagesKind(Kind):
     """The pictures of an illustrated story; the cover is made first so the pages can follow its look."""
 
     name = "pages"
+    task = "picture"
     export_formats = ("book",)
     columns = (
         Column("page", 5, lambda r: str(r.params.get("page", r.ordinal))),

@@ -37,6 +37,7 @@ class VariantsKind(Kind):
     """Variants of photos: the forensic slot keeps a pinned seed; a chosen variant is finalized."""
 
     name = "variants"
+    task = "variant"
     choosable = True
     export_formats = ("chosen",)
     columns = (

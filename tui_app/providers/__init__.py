@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import ConfigError, ProviderConfig
-from .base import Output, Provider, ProviderError, Request, is_retryable_status
+from .base import TASKS, Output, Provider, ProviderError, Request, is_retryable_status
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ProviderKind:
     Attributes:
         name: the value of ``[providers.NAME] kind``.
         module: the module under ``tui_app.providers`` that implements it.
-        serves: the collection kinds it can generate.
+        serves: the tasks it can do (see :data:`~.base.TASKS`).
     """
 
     name: str
@@ -42,12 +42,12 @@ class ProviderKind:
 PROVIDER_KINDS: dict[str, ProviderKind] = {
     spec.name: spec
     for spec in (
-        ProviderKind("piper", "piper", frozenset({"dataset"})),
-        ProviderKind("pillow", "pillow", frozenset({"pages", "variants"})),
-        ProviderKind("simulated", "simulated", frozenset({"dataset", "pages", "variants"})),
-        ProviderKind("openai", "openai_api", frozenset({"dataset", "pages", "variants"})),
-        ProviderKind("a1111", "a1111", frozenset({"pages", "variants"})),
-        ProviderKind("elevenlabs", "elevenlabs", frozenset({"dataset"})),
+        ProviderKind("piper", "piper", frozenset({"speech"})),
+        ProviderKind("pillow", "pillow", frozenset({"picture", "variant"})),
+        ProviderKind("simulated", "simulated", frozenset({"speech", "picture", "variant"})),
+        ProviderKind("openai", "openai_api", frozenset({"speech", "picture", "variant"})),
+        ProviderKind("a1111", "a1111", frozenset({"picture", "variant"})),
+        ProviderKind("elevenlabs", "elevenlabs", frozenset({"speech"})),
     )
 }
 
@@ -74,6 +74,7 @@ __all__ = [
     "ProviderError",
     "ProviderKind",
     "Request",
+    "TASKS",
     "build_provider",
     "is_retryable_status",
     "validate_provider_options",

@@ -93,12 +93,12 @@ class A1111Provider(HttpProvider):
             ProviderError: HTTP errors (with the server's message), malformed answers.
         """
         p = request.params
-        if request.kind == "pages":
+        if request.task == "picture":
             body = self._common(str(p.get("prompt") or request.text), p.get("seed"))
             body["width"] = int(request.options.get("width", 512))
             body["height"] = int(request.options.get("height", 512))
             path = "sdapi/v1/txt2img"
-        elif request.kind == "variants":
+        elif request.task == "variant":
             photo, width, height, _ = read_photo(request.source, request.key)
             scale = min(1.0, float(self.options.get("max_side", 768)) / max(width, height))
             temperature = float(p.get("temperature", 0.4))
@@ -115,7 +115,7 @@ class A1111Provider(HttpProvider):
             )
             path = "sdapi/v1/img2img"
         else:
-            raise ProviderError(f"an a1111 provider cannot generate {request.kind}")
+            raise ProviderError(f"an a1111 provider cannot make a {request.task}")
         response = await self.client().request("POST", path, json=body)
         answer = json_body(response, f"the {path.rsplit('/', 1)[1]} answer")
         images = answer.get("images") if isinstance(answer, dict) else None

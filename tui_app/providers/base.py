@@ -57,13 +57,18 @@ class ProviderError(Exception):
         self.lower_concurrency = lower_concurrency
 
 
+#: What a provider is asked to make: speech from text, a picture from a prompt, a variant of a photo.
+#: Collection kinds map to tasks (:attr:`tui_app.kinds.Kind.task`); providers know only tasks.
+TASKS = ("speech", "picture", "variant")
+
+
 @dataclass(frozen=True)
 class Request:
     """Everything a provider needs to generate one take.
 
     Attributes:
         collection: collection name.
-        kind: ``dataset``, ``pages`` or ``variants``.
+        task: what to make, one of :data:`TASKS` (``speech``, ``picture``, ``variant``).
         key: item key (entry id, ``page_003``, ``astronaut.s1-balanced``).
         text: entry text / page text / photo file name.
         params: the item's params merged with any regenerate overrides
@@ -75,7 +80,7 @@ class Request:
     """
 
     collection: str
-    kind: str
+    task: str
     key: str
     text: str
     params: Mapping[str, Any]

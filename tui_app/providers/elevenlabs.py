@@ -96,8 +96,8 @@ class ElevenLabsProvider(HttpProvider):
         Raises:
             ProviderError: HTTP errors (with the server's message), a body that is not raw PCM.
         """
-        if request.kind != "dataset":
-            raise ProviderError(f"an elevenlabs provider cannot generate {request.kind}")
+        if request.task != "speech":
+            raise ProviderError(f"an elevenlabs provider cannot make a {request.task}")
         voice = str(request.options.get("voice") or self.options.get("voice_id") or "")
         if not voice:
             raise ProviderError("no voice: set voice_id in the provider or voice in the collection")

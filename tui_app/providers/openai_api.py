@@ -88,9 +88,9 @@ class OpenAIProvider(HttpProvider):
         Raises:
             ProviderError: HTTP errors (with the server's message), malformed answers.
         """
-        if request.kind == "dataset":
+        if request.task == "speech":
             return await self._speech(request)
-        if request.kind == "pages":
+        if request.task == "picture":
             return await self._image(request)
         return await self._edit(request)
 

@@ -41,7 +41,7 @@ class PillowProvider:
 
     async def generate(self, request: Request) -> Output:
         """Render a page or a variant in a worker thread."""
-        func = self._page if request.kind == "pages" else self._variant
+        func = self._page if request.task == "picture" else self._variant
         return await anyio.to_thread.run_sync(func, request, limiter=self._limiter, abandon_on_cancel=True)
 
     def _page(self, request: Request) -> Output:

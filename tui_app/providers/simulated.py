@@ -66,7 +66,7 @@ class SimulatedProvider:
         digest = hashlib.sha256(
             f"{ident}:{request.take_number}:{request.params.get('seed')}".encode()
         ).digest()
-        if request.kind == "dataset":
+        if request.task == "speech":
             pcm = digest + _TONE[len(digest) :]
             return Output(
                 wav_bytes(pcm, SAMPLE_RATE),

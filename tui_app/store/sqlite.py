@@ -696,7 +696,8 @@ class SqliteStore:
                 )
             c.execute(
                 "UPDATE items SET status='completed', current_take=?, stale=0, last_error=NULL,"
-                " overrides=NULL, priority=0, updated_at=? WHERE id=? AND generation=? AND status='generating'",
+                " overrides=NULL, priority=0, updated_at=?"
+                " WHERE id=? AND generation=? AND status='generating'",
                 (take_id, now, item.id, item.generation),
             )
             how = ", from the generation cache" if take.cached_from is not None else ""
