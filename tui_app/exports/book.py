@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..files import link_or_copy
+from ..render.pages import wrap
 from ..settings import CollectionConfig, Config
 from ..store import Store
 from . import ExportError, ExportReport, Staging, ready
@@ -41,11 +42,12 @@ def book_page(image: Image.Image, title: str, text: str, width: int = 1240) -> I
     font = ImageFont.load_default(size=30)
     title_font = ImageFont.load_default(size=44)
     margin = 60
+    inner = width - 2 * margin  # text width, px
     lines: list[tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont]] = []
     if title:
-        lines += [(line, title_font) for line in _wrap(title, title_font, width - 2 * margin)]
+        lines += [(line, title_font) for line in wrap(" ".join(title.split()), title_font, inner)]
     for paragraph in text.split("\n\n"):
-        lines += [(line, font) for line in _wrap(paragraph, font, width - 2 * margin)] + [("", font)]
+        lines += [(line, font) for line in wrap(" ".join(paragraph.split()), font, inner)] + [("", font)]
     line_h = 44
     page = Image.new("RGB", (width, picture.height + margin * 2 + line_h * len(lines)), "white")
     page.paste(picture, (0, 0))
@@ -55,17 +57,3 @@ def book_page(image: Image.Image, title: str, text: str, width: int = 1240) -> I
         draw.text((margin, y), line, fill=(30, 30, 30), font=f)
         y += line_h + (16 if f is title_font else 0)
     return page
-
-
-def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        trial = f"{line} {word}".strip()
-        if font.getlength(trial) <= width or not line:
-            line = trial
-        else:
-            lines.append(line)
-            line = word
-    if line:
-        lines.append(line)
-    return lines

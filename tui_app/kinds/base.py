@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..exports import ExportError, ExportReport
 from ..providers.base import Request
 from ..settings import CollectionConfig, TableReader
 from ..store.rows import Item, Row, SourceItem
 
 if TYPE_CHECKING:
-    from ..exports import ExportReport
     from ..settings import Config
     from ..store import Store
+
+#: ``exporter(config, store, collection, out)``: writes the new folder ``out``, returns what it did.
+Exporter = Callable[["Config", "Store", CollectionConfig, Path], ExportReport]
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class Kind:
         media: ``audio`` or ``image``: how a take is played or previewed.
         choosable: one item per group is chosen and finalized (variants of a photo).
         measured: takes get QA metrics (speech).
-        export_formats: the ``--format`` values of its export; the first is the default.
+        exporters: its exports by ``--format`` value, the default first; each is called as
+            ``exporter(config, store, collection, out)``.
         columns: the columns of its table in the TUI.
         override_fields: the fields of its regenerate dialog.
         config_keys: its collection-table keys besides kind, source, output and provider.
@@ -76,7 +80,7 @@ class Kind:
     media: ClassVar[str] = "image"
     choosable: ClassVar[bool] = False
     measured: ClassVar[bool] = False
-    export_formats: ClassVar[tuple[str, ...]]
+    exporters: ClassVar[Mapping[str, Exporter]]
     columns: ClassVar[tuple[Column, ...]]
     override_fields: ClassVar[tuple[OverrideField, ...]]
 
@@ -148,6 +152,11 @@ class Kind:
         return None
 
     # -- exports
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """The ``--format`` values of its export; the first is the default."""
+        return tuple(self.exporters)
+
     def export(
         self,
         config: Config,
@@ -156,9 +165,13 @@ class Kind:
         out: Path,
         fmt: str | None = None,
     ) -> ExportReport:
-        """Export the collection's current takes into the new folder ``out`` as ``fmt``.
+        """Export the collection's current takes into the new folder ``out`` as ``fmt`` (default: the first).
 
         Raises:
-            ExportError: ``out`` exists, an unknown format, or nothing to export.
+            ExportError: an unknown format, ``out`` exists, or nothing to export.
         """
-        raise NotImplementedError
+        fmt = fmt or self.export_formats[0]
+        exporter = self.exporters.get(fmt)
+        if exporter is None:
+            raise ExportError(f"{self.name} exports as {' or '.join(self.exporters)}, not {fmt!r}")
+        return exporter(config, store, collection, out)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from ..exports.dataset import DATASET_FORMATS, export_dataset
 from ..settings import CollectionConfig, TableReader
@@ -12,11 +12,6 @@ from ..sources.dataset import read_dataset
 from ..store.rows import Item, SourceItem
 from .base import Column, Kind, OverrideField
 from .columns import kilobytes, qa_or_error, seconds
-
-if TYPE_CHECKING:
-    from ..exports import ExportReport
-    from ..settings import Config
-    from ..store import Store
 
 _COLUMN_NAMES = {"id", "text", "normalized", "emotion", "ignore"}
 
@@ -28,7 +23,7 @@ class DatasetKind(Kind):
     task = "speech"
     media = "audio"
     measured = True
-    export_formats = DATASET_FORMATS
+    exporters = {fmt: partial(export_dataset, fmt=fmt) for fmt in DATASET_FORMATS}
     columns = (
         Column("id", 14, lambda r: r.key),
         Column("text", 40, lambda r: r.text),
@@ -93,13 +88,3 @@ class DatasetKind(Kind):
             return audio_metrics(data, text)
         except ValueError:
             return None
-
-    def export(
-        self,
-        config: Config,
-        store: Store,
-        collection: CollectionConfig,
-        out: Path,
-        fmt: str | None = None,
-    ) -> ExportReport:
-        return export_dataset(config, store, collection, out, fmt=fmt or self.export_formats[0])

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..exports.book import export_pages
 from ..settings import CollectionConfig, TableReader
@@ -13,18 +12,13 @@ from ..store.rows import SourceItem
 from .base import Column, Kind, OverrideField
 from .columns import error, kilobytes
 
-if TYPE_CHECKING:
-    from ..exports import ExportReport
-    from ..settings import Config
-    from ..store import Store
-
 
 class PagesKind(Kind):
     """The pictures of an illustrated story; the cover is made first so the pages can follow its look."""
 
     name = "pages"
     task = "picture"
-    export_formats = ("book",)
+    exporters = {"book": export_pages}
     columns = (
         Column("page", 5, lambda r: str(r.params.get("page", r.ordinal))),
         Column("text", 60, lambda r: r.params.get("title") or r.text),
@@ -60,13 +54,3 @@ class PagesKind(Kind):
 
     def cover_first(self, params: Mapping[str, Any]) -> bool:
         return bool(params.get("cover_first", True))
-
-    def export(
-        self,
-        config: Config,
-        store: Store,
-        collection: CollectionConfig,
-        out: Path,
-        fmt: str | None = None,
-    ) -> ExportReport:
-        return export_pages(config, store, collection, out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..exports.variants import export_variants
 from ..settings import CollectionConfig, TableReader
@@ -12,11 +12,6 @@ from ..sources.photos import read_photos
 from ..store.rows import Item, Row, SourceItem
 from .base import Column, Kind, OverrideField
 from .columns import error
-
-if TYPE_CHECKING:
-    from ..exports import ExportReport
-    from ..settings import Config
-    from ..store import Store
 
 #: The slots every project has; ``preset:NAME`` or ``NAME`` refers to a ``[presets.NAME]`` table.
 BUILTIN_SLOTS = ("forensic", "balanced", "creative")
@@ -39,7 +34,7 @@ class VariantsKind(Kind):
     name = "variants"
     task = "variant"
     choosable = True
-    export_formats = ("chosen",)
+    exporters = {"chosen": export_variants}
     columns = (
         Column("photo", 16, lambda r: r.params.get("photo", r.text)),
         Column("slot", 4, lambda r: str(r.params.get("slot", ""))),
@@ -95,13 +90,3 @@ class VariantsKind(Kind):
     def source_file(self, collection: CollectionConfig, item: Item) -> Path | None:
         """The photo: the item's text is its file name in the source folder."""
         return collection.source / item.text
-
-    def export(
-        self,
-        config: Config,
-        store: Store,
-        collection: CollectionConfig,
-        out: Path,
-        fmt: str | None = None,
-    ) -> ExportReport:
-        return export_variants(config, store, collection, out)

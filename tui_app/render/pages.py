@@ -156,7 +156,7 @@ def plain(text: str) -> str:
     return text.translate(_PLAIN).replace("  ", " ")
 
 
-def wrap(text: str, font, width: float) -> list[str]:
+def wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> list[str]:
     """Greedy word wrap of ``text`` into lines no wider than ``width`` px in ``font``."""
     lines: list[str] = []
     for paragraph in text.split("\n"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .rows import Event, ImportReport, Item, Row, RowFilter, SourceItem, Take, TakeFile, TakeRecord
+from .rows import Batch, Event, ImportReport, Item, Row, RowFilter, SourceItem, Take, TakeFile, TakeRecord
 
 
 class Store(Protocol):
@@ -126,6 +126,10 @@ class Store(Protocol):
     # -- work queue
     def create_batch(self, kind: str, note: str = "", *, open_: bool = False) -> int:
         """A new batch (``open`` while a debounce window collects); returns its id."""
+        ...
+
+    def get_batch(self, batch_id: int) -> Batch | None:
+        """One batch by id."""
         ...
 
     def close_batch(self, batch_id: int) -> tuple[int, str]:

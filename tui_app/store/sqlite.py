@@ -24,6 +24,7 @@ from typing import Any
 
 from .rows import (
     STATUSES,
+    Batch,
     Event,
     ImportReport,
     Item,
@@ -552,6 +553,13 @@ class SqliteStore:
                 (kind, "open" if open_ else "queued", note, time.time()),
             )
             return int(cur.lastrowid or 0)
+
+    def get_batch(self, batch_id: int) -> Batch | None:
+        """One batch by id, or None."""
+        row = self._conn.execute(
+            "SELECT id, kind, state, note, created_at FROM batches WHERE id=?", (batch_id,)
+        ).fetchone()
+        return Batch(*row) if row else None
 
     def close_batch(self, batch_id: int) -> tuple[int, str]:
         """Mark a debounce batch ``queued`` (its items become claimable) and log it.

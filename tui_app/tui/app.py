@@ -142,6 +142,9 @@ class TuiApp(App[int]):
         if self.pending_import:
             self.import_sources()
 
+    def on_unmount(self) -> None:
+        self.reader.close()
+
     @work(thread=True, exclusive=True, group="import")
     def import_sources(self) -> None:
         """Check the sources against the store in a thread (own connection), after the first paint."""
@@ -588,6 +591,5 @@ def run_app(config: Config) -> int:
     try:
         result = app.run()
     finally:
-        app.reader.close()
         app.project.close()
     return int(result or 0)
