@@ -28,7 +28,7 @@ import anyio
 
 from tui_app.config import load_config
 from tui_app.engine import Engine
-from tui_app.store import Store
+from tui_app.project import Project
 
 
 def make_project(root: Path, n: int, latency_ms: float, concurrency: int) -> Path:
@@ -56,17 +56,16 @@ def run_once(n: int, latency_ms: float, concurrency: int) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="tui_app_bench_"))
     try:
         config = load_config(make_project(root, n, latency_ms, concurrency))
-        store = Store(config.state_path)
-        engine = Engine(config, store)
-        engine.import_sources()
-        started = time.perf_counter()
-        anyio.run(engine.run)
-        wall = time.perf_counter() - started
-        done = store.counts()["dataset"]["completed"]
-        assert done == n, f"only {done} of {n} completed"
-        files = len(list(config.collections["dataset"].output.iterdir()))
-        assert files == n, f"{files} files for {n} items"
-        store.close()
+        with Project.open(config, lock=True) as project:
+            project.import_sources()
+            engine = Engine(project)
+            started = time.perf_counter()
+            anyio.run(engine.run)
+            wall = time.perf_counter() - started
+            done = project.counts()["dataset"]["completed"]
+            assert done == n, f"only {done} of {n} completed"
+            files = len(list(config.collections["dataset"].output.iterdir()))
+            assert files == n, f"{files} files for {n} items"
         ideal = n * latency_ms / 1000.0 / concurrency
         return {
             "n": n,

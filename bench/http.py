@@ -86,12 +86,11 @@ def run_engine(config_path: Path) -> tuple[float, dict]:
 
     from tui_app.config import load_config
     from tui_app.engine import Engine
-    from tui_app.store import Store
+    from tui_app.project import Project
 
-    config = load_config(config_path)
-    store = Store(config.state_path)
-    engine = Engine(config, store)
-    engine.import_sources()
+    project = Project.open(load_config(config_path), lock=True)
+    project.import_sources()
+    engine = Engine(project)
 
     async def main() -> float:
         await engine.prepare()
@@ -101,10 +100,12 @@ def run_engine(config_path: Path) -> tuple[float, dict]:
         await engine.aclose()
         return elapsed
 
-    elapsed = anyio.run(main)
-    counts = store.counts()["dataset"]
-    attempts = store.conn.execute("SELECT SUM(attempts) FROM items").fetchone()[0]
-    store.close()
+    try:
+        elapsed = anyio.run(main)
+        counts = project.counts()["dataset"]
+        attempts = sum(i.attempts for i in project.store.items("dataset"))
+    finally:
+        project.close()
     return elapsed, {**counts, "attempts": attempts}
 
 
@@ -169,7 +170,8 @@ def main() -> None:
             continue
         print(
             f"({name}) N={result['n']} C={result['concurrency']} latency={result['latency_ms']:g} ms "
-            f"server limit={result['limit_rps'] or '-'} req/s client rpm={result['requests_per_minute'] or '-'}"
+            f"server limit={result['limit_rps'] or '-'} req/s "
+            f"client rpm={result['requests_per_minute'] or '-'}"
         )
         print(
             f"    wall {result['wall_s']:.2f} s, {result['completed']} completed, {result['failed']} failed, "

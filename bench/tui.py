@@ -12,8 +12,9 @@ app runs in another, so the app's peak RSS is not inflated by the set-up:
    ``App._display``; headless Textual writes nothing there, so the bench then
    encodes the update into the escape sequences a terminal would be sent;
 2. key-press-to-repaint latency while ``--rate`` item updates per second arrive
-   (as the engine makes them: a state write and an ``events`` row in one
-   transaction, then an engine event to the app's listeners): the time from
+   (each a committed state write, then an ``events`` row written by the app's
+   store, which hands it to the app's listeners after its commit, as the engine's
+   events reach them): the time from
    posting a ``down`` key to the end of the first frame that rendered the new
    cursor row. The key test starts once the background source check has
    finished (its time is reported). A key whose repaint does not come within
@@ -43,6 +44,7 @@ import math
 import random
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -80,13 +82,10 @@ def make_project(root: Path, n: int) -> Path:
 def setup(root: Path, n: int) -> None:
     """Create the project and its state file (run in its own process)."""
     from tui_app.config import load_config
-    from tui_app.engine import Engine
-    from tui_app.store import Store
+    from tui_app.project import Project
 
-    config = load_config(make_project(root, n))
-    store = Store(config.state_path)
-    Engine(config, store).import_sources()
-    store.close()
+    with Project.open(load_config(make_project(root, n)), lock=True) as project:
+        project.import_sources()
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -163,13 +162,15 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
             result["import_done_s"] = time.perf_counter() - started
             await pilot.pause(0.2)
             table = app.query_one("#table-dataset", table_module.ItemTable)
-            keys_of = dict(app.store.conn.execute("SELECT id, key FROM items").fetchall())
+            keys_of = {item.id: item.key for item in app.store.items("dataset")}
             ids = list(keys_of)
             rng = random.Random(1)
             stop = asyncio.Event()
             written = 0
+            # the bench's own connection for the item writes (the store's connection is its own business)
+            writer = sqlite3.connect(config.state_path, isolation_level=None, timeout=10)
 
-            async def updates() -> None:  # `rate` item changes per second, written as the engine writes them
+            async def updates() -> None:  # `rate` item changes per second, on the event loop as the engine's
                 nonlocal written
                 interval = 1.0 / rate
                 next_at = time.perf_counter()
@@ -178,20 +179,18 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
                     status = rng.choice(["generating", "completed", "failed"])
                     kind = {"generating": "started", "completed": "completed", "failed": "failed"}[status]
                     message = f"{keys_of[item_id]} {status} (bench update)"
-                    with app.store.transaction() as c:
-                        c.execute(
-                            "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=?",
-                            (status, time.time(), item_id),
-                        )
-                        app.store._event(
-                            c,
-                            "error" if status == "failed" else "info",
-                            kind,
-                            "dataset",
-                            keys_of[item_id],
-                            message,
-                        )
-                    app.engine.emit(kind, "dataset", message)
+                    writer.execute(
+                        "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                        (status, time.time(), item_id),
+                    )
+                    # the event row; the store hands it to the app's listeners after its commit
+                    app.store.log(
+                        "error" if status == "failed" else "info",
+                        kind,
+                        message,
+                        collection="dataset",
+                        key=keys_of[item_id],
+                    )
                     written += 1
                     next_at += interval
                     await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
@@ -223,6 +222,7 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 10)
+                writer.close()
                 app.engine.cancel()
             check_alive()
             result["key_misses"] = misses

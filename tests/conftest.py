@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +76,20 @@ def write_project(
         + extra
     )
     return config
+
+
+def sql(db_path: Path | str, statement: str, *args: Any) -> list[tuple]:
+    """Run one SQL statement on the state file through a connection of its own (committed, closed).
+
+    For tests that deliberately poke the database behind the store's back; returns the fetched rows.
+    """
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(statement, args).fetchall()
+        conn.commit()
+    finally:
+        conn.close()
+    return rows
 
 
 @pytest.fixture

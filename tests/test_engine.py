@@ -13,15 +13,14 @@ from conftest import write_project
 from tui_app.config import load_config
 from tui_app.engine import Engine, RegenerateDebouncer
 from tui_app.media import wav_bytes
+from tui_app.project import Project
 from tui_app.providers import Output, ProviderError
-from tui_app.store import Store
 
 
 def _engine(config_path: Path, providers=None) -> Engine:
-    config = load_config(config_path)
-    engine = Engine(config, Store(config.state_path), providers)
-    engine.import_sources()
-    return engine
+    project = Project.open(load_config(config_path))
+    project.import_sources()
+    return Engine(project, providers)
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -43,7 +42,7 @@ def test_lost_update_case_64_concurrent_completions(tmp_path):
     takes = store.current_takes("dataset")
     assert len(on_disk) == len(takes) == 64
     for key, take in takes:
-        assert on_disk[Path(take["path"]).name] == take["sha256"], key
+        assert on_disk[Path(take.path).name] == take.sha256, key
 
 
 def test_run_is_a_noop_the_second_time(project):
@@ -98,7 +97,7 @@ def test_one_failure_never_stops_the_others_and_retries_only_retryable(tmp_path)
     assert [s for s, *_ in status.values()].count("completed") == 4
     calls = [k for k, _ in provider.calls]
     assert calls.count("arctic_a0003") == 1 and calls.count("arctic_a0004") == 3
-    messages = [e["message"] for e in store.events(limit=1000)]
+    messages = [e.message for e in store.events(limit=1000)]
     assert any("arctic_a0002 failed: HTTP 503, retry 2/3 in" in m for m in messages)
 
 
@@ -174,7 +173,7 @@ def test_debounced_requests_50ms_apart_form_one_batch_and_all_are_generated(tmp_
             for item in targets:
                 debouncer.request("dataset", [item.id])
                 await anyio.sleep(0.05)
-            while (
+            while (  # noqa: ASYNC110 - polls the store, which another connection's commits change
                 any(
                     store.get_item(i.id).status != "completed" or store.get_item(i.id).current_take is None
                     for i in targets
@@ -221,9 +220,9 @@ def test_explicit_regenerate_gets_a_new_seed_and_a_new_take(project):
     engine.regenerate("pages", [page.id])
     anyio.run(lambda: engine.run(["pages"]))
     takes = engine.store.takes(page.id)
-    assert [t["number"] for t in takes] == [1, 2]
-    assert takes[0]["seed"] == page.params["seed"] and takes[1]["seed"] != takes[0]["seed"]
-    assert Path(engine.config.root / takes[0]["path"]).exists()  # old take kept
+    assert [t.number for t in takes] == [1, 2]
+    assert takes[0].seed == page.params["seed"] and takes[1].seed != takes[0].seed
+    assert Path(engine.config.root / takes[0].path).exists()  # old take kept
 
 
 def test_collections_sharing_a_provider_take_turns(tmp_path):
@@ -256,15 +255,15 @@ def test_outputs_waiting_for_the_disk_are_bounded(tmp_path, monkeypatch):
     """A provider faster than the disk cannot pile up claimed items and their outputs in memory."""
     import time as _time
 
-    from tui_app.engine import core
+    from tui_app.engine import takes
 
-    real_write = core._write_take
+    real_write = takes._write_file
 
     def slow_write(*args, **kwargs):
         _time.sleep(0.02)
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(core, "_write_take", slow_write)
+    monkeypatch.setattr(takes, "_write_file", slow_write)
     engine = _engine(write_project(tmp_path, entries=80, concurrency=2))
     peak = 0
 
@@ -275,4 +274,4 @@ def test_outputs_waiting_for_the_disk_are_bounded(tmp_path, monkeypatch):
     engine.subscribe(watch)
     anyio.run(lambda: engine.run(["dataset"]))
     assert engine.store.counts(["dataset"])["dataset"]["completed"] == 80
-    assert 2 < peak <= 2 + core.WRITER_THREADS
+    assert 2 < peak <= 2 + takes.WRITER_THREADS

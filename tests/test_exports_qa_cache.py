@@ -11,21 +11,20 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import write_project
+from conftest import sql, write_project
 
 from tui_app.config import load_config
 from tui_app.engine import Engine
-from tui_app.exports import ExportError, export_dataset, export_pages, export_variants
+from tui_app.exports import ExportError
 from tui_app.media import wav_bytes
+from tui_app.project import Project
 from tui_app.qa import audio_metrics, count_words, flags
-from tui_app.store import Store
 
 
 def _engine(tmp_path: Path, names=("dataset",), **kw) -> Engine:
-    config = load_config(write_project(tmp_path, **kw))
-    engine = Engine(config, Store(config.state_path))
-    engine.import_sources(list(names))
-    return engine
+    project = Project.open(load_config(write_project(tmp_path, **kw)))
+    project.import_sources(names=list(names))
+    return Engine(project)
 
 
 def _done_dataset(tmp_path: Path) -> Engine:
@@ -33,17 +32,16 @@ def _done_dataset(tmp_path: Path) -> Engine:
     anyio.run(lambda: engine.run(["dataset"]))
     # leave one entry failed and one pending to see them skipped
     items = engine.store.items("dataset")
-    engine.store.conn.execute(
-        "UPDATE items SET status='failed', last_error='HTTP 500' WHERE id=?", (items[6].id,)
-    )
-    engine.store.conn.execute("UPDATE items SET status='pending' WHERE id=?", (items[7].id,))
+    db = engine.config.state_path
+    sql(db, "UPDATE items SET status='failed', last_error='HTTP 500' WHERE id=?", items[6].id)
+    sql(db, "UPDATE items SET status='pending' WHERE id=?", items[7].id)
     return engine
 
 
 def test_ljspeech_export(tmp_path):
     engine = _done_dataset(tmp_path)
     out = tmp_path / "exports" / "lj"
-    report = export_dataset(engine.config, engine.store, out, fmt="ljspeech")
+    report = engine.project.export("dataset", out, fmt="ljspeech")
     assert report.exported == 6
     assert sorted(report.skipped) == [("arctic_a0007", "failed: HTTP 500"), ("arctic_a0008", "pending")]
     completed = {i.key for i in engine.store.items("dataset", status="completed")}
@@ -64,13 +62,13 @@ def test_ljspeech_export(tmp_path):
 def test_audiofolder_and_nemo_exports(tmp_path):
     engine = _done_dataset(tmp_path)
     af = tmp_path / "af"
-    export_dataset(engine.config, engine.store, af, fmt="audiofolder")
+    engine.project.export("dataset", af, fmt="audiofolder")
     rows = list(csv.reader((af / "metadata.csv").open()))
     assert rows[0] == ["file_name", "transcription"] and len(rows) == 7
     assert rows[1] == ["wavs/arctic_a0001.wav", "Author of the danger trail, Philip Steels, etc."]
     assert all((af / r[0]).is_file() for r in rows[1:])
     nemo = tmp_path / "nemo"
-    export_dataset(engine.config, engine.store, nemo, fmt="nemo")
+    engine.project.export("dataset", nemo, fmt="nemo")
     entries = [json.loads(line) for line in (nemo / "manifest.json").read_text().splitlines()]
     assert len(entries) == 6 and set(entries[0]) == {"audio_filepath", "duration", "text"}
     assert Path(entries[0]["audio_filepath"]).is_file() and entries[0]["duration"] == pytest.approx(
@@ -84,14 +82,14 @@ def test_export_never_overwrites(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="already exists"):
-        export_dataset(engine.config, engine.store, out)
+        engine.project.export("dataset", out)
     assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_pages_book_and_chosen_variants(tmp_path):
     engine = _engine(tmp_path, names=("pages", "variants"), pages=3, photos=2)
     anyio.run(lambda: engine.run(["pages", "variants"]))
-    pages = export_pages(engine.config, engine.store, tmp_path / "book")
+    pages = engine.project.export("pages", tmp_path / "book")
     assert pages.exported == 4
     assert sorted(p.name for p in (tmp_path / "book").iterdir()) == [
         "book.pdf",
@@ -106,11 +104,11 @@ def test_pages_book_and_chosen_variants(tmp_path):
         and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") + pdf.count(b"/Type/Page") >= 4
     )
     with pytest.raises(ExportError, match="no chosen variants"):
-        export_variants(engine.config, engine.store, tmp_path / "v0")
+        engine.project.export("variants", tmp_path / "v0")
     store = engine.store
     pick = store.find_item("variants", "astronaut.s1-balanced")
     store.choose(pick.id)
-    report = export_variants(engine.config, engine.store, tmp_path / "finals")
+    report = engine.project.export("variants", tmp_path / "finals")
     assert report.exported == 1 and [p.name for p in (tmp_path / "finals").iterdir()] == ["astronaut.png"]
     assert [s[0] for s in report.skipped] == ["chelsea.png"]
 
@@ -149,22 +147,22 @@ def test_generation_cache_reuses_identical_requests(tmp_path):
     anyio.run(lambda: engine.run(["dataset"]))
     src = engine.config.collections["dataset"].source
     src.write_text(src.read_text() + '( arctic_copy "Author of the danger trail, Philip Steels, etc." )\n')
-    engine.import_sources(["dataset"])
+    engine.project.import_sources(names=["dataset"])
     calls = []
     engine.subscribe(lambda e: calls.append(e.message) if e.kind == "completed" else None)
     anyio.run(lambda: engine.run(["dataset"]))
     copy = store.find_item("dataset", "arctic_copy")
     original = store.find_item("dataset", "arctic_a0001")
     copy_take, orig_take = store.takes(copy.id)[0], store.takes(original.id)[0]
-    assert copy_take["sha256"] == orig_take["sha256"] and copy_take["path"] != orig_take["path"]
-    assert store.takes(original.id)[0]["cache_uses"] == 1
+    assert copy_take.sha256 == orig_take.sha256 and copy_take.path != orig_take.path
+    assert store.takes(original.id)[0].cache_uses == 1
     assert any("arctic_copy completed" in m and "generation cache" in m for m in calls)
     # an explicit regenerate never uses the cache
     engine.regenerate("dataset", [copy.id])
     anyio.run(lambda: engine.run(["dataset"]))
     newest = store.takes(copy.id)[-1]
-    assert newest["number"] == 2 and newest["cache_key"] is not None
-    assert store.takes(original.id)[0]["cache_uses"] == 1
+    assert newest.number == 2 and newest.cache_key is not None
+    assert store.takes(original.id)[0].cache_uses == 1
 
 
 def test_full_scale_negative_samples_count_as_clipped():

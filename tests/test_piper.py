@@ -19,7 +19,7 @@ def test_real_piper_synthesis_of_a_short_sentence(tmp_path):
 
     provider = PiperProvider(ProviderConfig("piper", "piper", options={"workers": 1}), tmp_path)
     text = "Author of the danger trail, Philip Steels, etc."
-    request = Request("dataset", "dataset", "arctic_a0001", text, {}, {"speed": 1.0})
+    request = Request("dataset", "speech", "arctic_a0001", text, {}, {"speed": 1.0})
     output = anyio.run(provider.generate, request)
     with wave.open(io.BytesIO(output.data)) as w:
         rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()

@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 
 from tui_app.config import load_config
-from tui_app.engine import Engine
+from tui_app.project import Project
 from tui_app.sources import SourceError
 from tui_app.sources.dataset import read_dataset
 from tui_app.sources.photos import read_photos
 from tui_app.sources.story import read_story
-from tui_app.store import Store
 
 DEMO = Path(__file__).resolve().parents[1] / "data"
 
@@ -136,18 +135,18 @@ def test_photos_same_stem_is_an_error(tmp_path):
 
 def test_reimport_is_idempotent_and_marks_changed_text_stale(project):
     config = load_config(project)
-    store = Store(config.state_path)
-    engine = Engine(config, store)
-    first = engine.import_sources(["dataset"])["dataset"]
+    opened = Project.open(config)
+    store = opened.store
+    first = opened.import_sources(names=["dataset"])["dataset"]
     assert first.added == 12
     item = store.find_item("dataset", "arctic_a0002")
     store.claim_next("dataset")  # a0001 generating
-    again = engine.import_sources(["dataset"])["dataset"]
+    again = opened.import_sources(names=["dataset"])["dataset"]
     assert (again.added, again.changed, again.unchanged) == (0, 0, 12)
     assert store.find_item("dataset", "arctic_a0002").generation == item.generation
     src = config.collections["dataset"].source
     src.write_text(src.read_text().replace("Not at this particular case", "Not in this case"))
-    changed = engine.import_sources(["dataset"])["dataset"]
+    changed = opened.import_sources(names=["dataset"])["dataset"]
     assert changed.changed == 1
     after = store.find_item("dataset", "arctic_a0002")
     assert after.text.startswith("Not in this case") and after.status == "pending"

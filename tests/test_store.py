@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+
+import pytest
+from conftest import sql
 
 from tui_app.sources import make_item
-from tui_app.store import SCHEMA_VERSION, Store, TakeRecord
+from tui_app.store import SCHEMA_VERSION, Event, SqliteStore, TakeRecord, open_store
 
 
 def _take(n: int = 1) -> TakeRecord:
@@ -20,8 +24,8 @@ def _take(n: int = 1) -> TakeRecord:
     )
 
 
-def _store(tmp_path, n=3) -> Store:
-    store = Store(tmp_path / "state.sqlite")
+def _store(tmp_path, n=3) -> SqliteStore:
+    store = SqliteStore(tmp_path / "state.sqlite")
     store.import_items("c", [make_item(f"k{i}", i, f"text {i}", {}) for i in range(n)])
     return store
 
@@ -29,7 +33,7 @@ def _store(tmp_path, n=3) -> Store:
 def test_schema_version_and_wal(tmp_path):
     store = _store(tmp_path)
     assert store.schema_version() == SCHEMA_VERSION
-    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.journal_mode() == "wal"
 
 
 def test_claim_complete_transitions(tmp_path):
@@ -46,8 +50,8 @@ def test_claim_complete_transitions(tmp_path):
     take_id = store.complete(item, _take())
     row = store.get_item(item.id)
     assert row.status == "completed" and row.current_take == take_id
-    assert store.takes(item.id)[0]["sha256"] == "0" * 64
-    kinds = [e["kind"] for e in store.events()]
+    assert store.takes(item.id)[0].sha256 == "0" * 64
+    kinds = [e.kind for e in store.events()]
     assert kinds == ["started", "completed"]
 
 
@@ -81,8 +85,6 @@ def test_priority_is_served_first(tmp_path):
 def test_retry_backoff_hides_item_until_not_before(tmp_path):
     store = _store(tmp_path, n=1)
     claim = store.claim_next("c")
-    import time
-
     assert store.fail(claim, "HTTP 503", retry_at=time.time() + 60, max_attempts=3)
     assert store.claim_next("c") is None
     assert store.next_wakeup(["c"]) > time.time()
@@ -95,12 +97,12 @@ def test_open_batch_items_wait_for_the_window(tmp_path):
     for item in store.items("c"):
         store.request([item.id], batch_id=batch, priority=10)
     assert store.claim_next("c") is None
-    assert store.close_batch(batch, "2 regenerations queued as batch 1") == 2
+    assert store.close_batch(batch) == (2, f"2 regenerations queued as batch {batch}")
     assert store.claim_next("c") is not None
 
 
 def test_cover_first_gate(tmp_path):
-    store = Store(tmp_path / "s.sqlite")
+    store = open_store(tmp_path / "s.sqlite")
     store.import_items("p", [make_item(f"page_{i:03d}", i, "t", {}) for i in range(3)])
     cover = store.claim_next("p", cover_first=True)
     assert cover.key == "page_000"
@@ -114,23 +116,21 @@ def test_recover_resets_generating_and_logs(tmp_path):
     store.claim_next("c")
     store.claim_next("c")
     store.close()
-    store = Store(tmp_path / "state.sqlite")
+    store = open_store(tmp_path / "state.sqlite")
     recovered = store.recover()
     assert sorted(k for _, k in recovered) == ["k0", "k1"]
     assert store.counts(["c"])["c"]["generating"] == 0
-    assert sum(e["kind"] == "recovered" for e in store.events()) == 2
+    assert sum(e.kind == "recovered" for e in store.events()) == 2
 
 
 def test_counts_are_queries_not_counters(tmp_path):
     store = _store(tmp_path)
-    other = sqlite3.connect(tmp_path / "state.sqlite")
-    other.execute("UPDATE items SET status='failed' WHERE key='k2'")
-    other.commit()
+    sql(tmp_path / "state.sqlite", "UPDATE items SET status='failed' WHERE key='k2'")
     assert store.counts(["c"])["c"]["failed"] == 1
 
 
 def test_choose_sets_other_variants_aside(tmp_path):
-    store = Store(tmp_path / "s.sqlite")
+    store = open_store(tmp_path / "s.sqlite")
     store.import_items(
         "v",
         [make_item(f"a.s{i}", i, "a.png", {"photo": "a.png"}) for i in range(3)]
@@ -139,5 +139,38 @@ def test_choose_sets_other_variants_aside(tmp_path):
     chosen = store.find_item("v", "a.s1")
     aside = store.choose(chosen.id)
     assert sorted(aside) == sorted(store.find_item("v", k).id for k in ("a.s0", "a.s2"))
-    marks = dict(store.conn.execute("SELECT key, chosen FROM items"))
+    marks = {i.key: i.chosen for i in store.items("v")}
     assert marks == {"a.s0": -1, "a.s1": 1, "a.s2": -1, "b.s0": 0}
+
+
+def test_listeners_receive_exactly_the_stored_events(tmp_path):
+    store = open_store(tmp_path / "state.sqlite")
+    heard: list[Event] = []
+    store.subscribe(heard.append)
+    store.import_items("c", [make_item(f"k{i}", i, f"text {i}", {}) for i in range(2)])
+    store.import_items("c", [make_item("k0", 0, "changed text", {}), make_item("k1", 1, "text 1", {})])
+    item = store.claim_next("c")
+    store.complete(item, _take())
+    store.log("warning", "note", "a line", collection="c", key="k1")
+    assert [e.kind for e in heard] == ["stale", "started", "completed", "note"]
+    assert heard == store.events()  # the same rows: ids, timestamps, levels, keys and messages
+
+
+def test_a_rolled_back_change_publishes_nothing(tmp_path):
+    store = _store(tmp_path)
+    heard: list[Event] = []
+    store.subscribe(heard.append)
+    claim = store.claim_next("c")
+    store.request([claim.id], batch_id=None, priority=10)
+    heard.clear()
+    assert store.complete(claim, _take()) is None  # refused by the guard: nothing written
+    assert heard == [] and "completed" not in [e.kind for e in store.events()]
+    # a transaction that fails after writing an event is rolled back with its event, which is never published
+    first = store.find_item("c", "k1")
+    with pytest.raises(sqlite3.Error):
+        store.cancel([first.id, object()])  # the second id cannot be bound: ROLLBACK
+    assert heard == [] and "cancelled" not in [e.kind for e in store.events()]
+    assert store.get_item(first.id).status == "pending"
+    assert store.cancel([first.id]) == 1  # the next commit publishes only its own event
+    assert [(e.kind, e.key) for e in heard] == [("cancelled", "k1")]
+    assert heard == store.events()[-1:]

@@ -14,12 +14,13 @@ import wave
 from pathlib import Path
 
 import anyio
-from conftest import write_project
+from conftest import sql, write_project
 
 from tui_app.config import load_config
 from tui_app.engine import Engine
 from tui_app.files import sha256_file
-from tui_app.store import Store
+from tui_app.project import Project
+from tui_app.store import open_store
 from tui_app.sync import cleanup, reconcile
 
 
@@ -64,9 +65,9 @@ def test_kill_9_at_random_moments_then_finish(tmp_path):
 
 
 def _completed_engine(tmp_path: Path) -> Engine:
-    config = load_config(write_project(tmp_path, entries=6, pages=1, photos=1))
-    engine = Engine(config, Store(config.state_path))
-    engine.import_sources(["dataset"])
+    project = Project.open(load_config(write_project(tmp_path, entries=6, pages=1, photos=1)))
+    project.import_sources(names=["dataset"])
+    engine = Engine(project)
     anyio.run(lambda: engine.run(["dataset"]))
     return engine
 
@@ -77,11 +78,11 @@ def test_sync_finds_and_fixes_each_kind_of_mismatch(tmp_path):
     out = config.collections["dataset"].output
     takes = dict(store.current_takes("dataset"))
     # 1. a current take's file missing
-    (config.root / takes["arctic_a0001"]["path"]).unlink()
+    (config.root / takes["arctic_a0001"].path).unlink()
     # 2. a file whose sha256 differs from its take
-    (config.root / takes["arctic_a0002"]["path"]).write_bytes(b"corrupted")
+    (config.root / takes["arctic_a0002"].path).write_bytes(b"corrupted")
     # 3. a completed item without a current take
-    store.conn.execute("UPDATE items SET current_take=NULL WHERE key='arctic_a0003'")
+    sql(config.state_path, "UPDATE items SET current_take=NULL WHERE key='arctic_a0003'")
     # 4. a file no take references
     (out / "stray.wav").write_bytes(b"stray")
     # 5. a superseded take whose file is missing
@@ -89,14 +90,15 @@ def test_sync_finds_and_fixes_each_kind_of_mismatch(tmp_path):
     engine.regenerate("dataset", [item.id])
     anyio.run(lambda: engine.run(["dataset"]))
     old = store.takes(item.id)[0]
-    (config.root / old["path"]).unlink()
+    (config.root / old.path).unlink()
 
     findings = reconcile(config, store)
     lines = sorted(f.line(fixed=False) for f in findings)
     assert lines == sorted(
         [
             "dataset/arctic_a0001: completed but its file is missing -> would be: pending",
-            "dataset/arctic_a0002: its file differs from its recorded sha256 -> would be: file moved to orphans, pending",
+            "dataset/arctic_a0002: its file differs from its recorded sha256"
+            " -> would be: file moved to orphans, pending",
             "dataset/arctic_a0003: completed without a current take -> would be: pending",
             "dataset/stray.wav: file not referenced by any take -> would be: moved to data/orphans/dataset",
             "dataset/arctic_a0004: take 1's file is missing -> would be: take forgotten",
@@ -123,16 +125,16 @@ def test_cleanup_keeps_current_and_newest_and_reports_bytes(tmp_path):
         engine.regenerate("dataset", [item.id])
         anyio.run(lambda: engine.run(["dataset"]))
     takes = store.takes(item.id)
-    assert [t["number"] for t in takes] == [1, 2, 3, 4]
-    sizes = sum(t["bytes"] for t in takes[:2])
+    assert [t.number for t in takes] == [1, 2, 3, 4]
+    sizes = sum(t.bytes for t in takes[:2])
     dry = cleanup(config, store, keep=1, dry_run=True)
     assert (dry.takes, dry.bytes) == (2, sizes)
     assert len(store.takes(item.id)) == 4
     report = cleanup(config, store, keep=1)
     assert (report.takes, report.bytes) == (2, sizes)
-    assert [t["number"] for t in store.takes(item.id)] == [3, 4]
-    assert store.get_item(item.id).current_take == store.takes(item.id)[-1]["id"]
-    assert not (config.root / takes[0]["path"]).exists()
+    assert [t.number for t in store.takes(item.id)] == [3, 4]
+    assert store.get_item(item.id).current_take == store.takes(item.id)[-1].id
+    assert not (config.root / takes[0].path).exists()
     assert reconcile(config, store) == []
 
 
@@ -141,11 +143,11 @@ def test_revert_to_an_earlier_take(tmp_path):
     item = engine.store.find_item("dataset", "arctic_a0002")
     engine.regenerate("dataset", [item.id])
     anyio.run(lambda: engine.run(["dataset"]))
-    engine.store.close()
+    engine.project.close()
     proc = tui_app("revert", "dataset", "arctic_a0002", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    store = Store(tmp_path / "data" / "state.sqlite")
-    assert store.get_item(item.id).current_take == store.takes(item.id)[0]["id"]
+    store = open_store(tmp_path / "data" / "state.sqlite")
+    assert store.get_item(item.id).current_take == store.takes(item.id)[0].id
     bad = tui_app("revert", "dataset", "arctic_a0002", "9", cwd=tmp_path)
     assert bad.returncode == 2 and "has no take 9 (takes: [1, 2])" in bad.stderr
 

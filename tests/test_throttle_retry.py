@@ -7,7 +7,8 @@ import time
 import anyio
 import pytest
 
-from tui_app.engine import RetryPolicy, Throttle, is_retryable_status
+from tui_app.engine import RetryPolicy, Throttle
+from tui_app.providers import is_retryable_status
 
 
 async def _hammer(throttle: Throttle, n: int, work_s: float) -> tuple[int, list[float]]:
@@ -37,7 +38,7 @@ def test_concurrency_never_above_limit():
 def test_min_interval_between_request_starts():
     throttle = Throttle("t", concurrency=8, min_interval_s=0.05)
     _, starts = anyio.run(_hammer, throttle, 8, 0.0)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0.05 - 0.002, gaps
 
 
@@ -138,5 +139,5 @@ def test_learned_pace_spaces_request_starts():
         throttle.note_accepted()
     assert throttle.note_rate_limited() == pytest.approx(9.5)  # 10 in under a second: 10/s x 0.95
     _, starts = anyio.run(_hammer, throttle, 5, 0.0)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 1 / 9.6

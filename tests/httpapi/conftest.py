@@ -60,7 +60,10 @@ def http_project(
     if dataset:
         text += f'[collections.dataset]\nsource = "data/prompts.data"\nprovider = "{dataset}"\n\n'
     if pages:
-        text += f'[collections.pages]\nsource = "data/story.md"\nprovider = "{pages}"\nwidth = 128\nheight = 96\n\n'
+        text += (
+            f'[collections.pages]\nsource = "data/story.md"\nprovider = "{pages}"\n'
+            "width = 128\nheight = 96\n\n"
+        )
     if variants:
         text += (
             f'[collections.variants]\nsource = "data/photos"\nprovider = "{variants}"\nslots = {slots}\n\n'

@@ -702,7 +702,7 @@ def main() -> None:
 
     async def run() -> None:
         task = asyncio.create_task(server.serve(args.port))
-        while not server.port:
+        while not server.port:  # noqa: ASYNC110 - polls the port the server sets once it listens
             await asyncio.sleep(0.01)
         print(server.port, flush=True)
         await task

@@ -19,15 +19,15 @@ from httpapi.conftest import http_project
 from httpapi.loopback import API_KEY, Fault, LoopbackServer
 from tui_app.config import load_config
 from tui_app.engine import Engine
+from tui_app.project import Project
 from tui_app.providers.http import parse_duration, retry_after_seconds
 from tui_app.store import Store
 
 
 def _run(config_path: Path, names=None) -> tuple[Engine, Store]:
-    config = load_config(config_path)
-    store = Store(config.state_path)
-    engine = Engine(config, store)
-    engine.import_sources()
+    project = Project.open(load_config(config_path))
+    project.import_sources()
+    engine = Engine(project)
 
     async def main():
         await engine.prepare(names)
@@ -36,14 +36,14 @@ def _run(config_path: Path, names=None) -> tuple[Engine, Store]:
         await engine.aclose()
 
     anyio.run(main)
-    return engine, store
+    return engine, project.store
 
 
 def _items(store: Store, collection: str) -> dict[str, dict]:
-    rows = store.conn.execute(
-        "SELECT key, status, attempts, last_error FROM items WHERE collection = ?", (collection,)
-    ).fetchall()
-    return {r[0]: {"status": r[1], "attempts": r[2], "error": r[3]} for r in rows}
+    return {
+        i.key: {"status": i.status, "attempts": i.attempts, "error": i.last_error}
+        for i in store.items(collection)
+    }
 
 
 def _take_files(root: Path, folder: str) -> list[Path]:
@@ -126,7 +126,7 @@ def test_429_cools_down_the_whole_provider(tmp_path, keys, headers, delay):
     assert later, "requests after the 429"
     # no worker of the provider sent anything during the cooldown, not only the refused one
     assert min(later) >= answered + delay * 0.95
-    assert any("cooling down" in e["message"] for e in store.events())
+    assert any("cooling down" in e.message for e in store.events())
 
 
 def test_retryable_faults_are_retried_up_to_max_attempts(tmp_path, keys):
@@ -145,7 +145,7 @@ def test_retryable_faults_are_retried_up_to_max_attempts(tmp_path, keys):
     assert item == {"status": "failed", "attempts": 2, "error": "HTTP 500: boom"}
     assert [r.status for r in server.of("speech")] == [503, 500]
     assert _take_files(tmp_path, "data/out/dataset") == []
-    messages = [e["message"] for e in store.events()]
+    messages = [e.message for e in store.events()]
     assert any("failed: HTTP 503: upstream busy, retry 2/2" in m for m in messages)
 
 
@@ -182,7 +182,7 @@ def test_timeouts_are_retried(tmp_path, keys):
     items = _items(store, "dataset")
     assert all(i["status"] == "completed" for i in items.values())
     assert sorted(i["attempts"] for i in items.values()) == [1, 2]
-    assert any("read timeout" in e["message"] for e in store.events())
+    assert any("read timeout" in e.message for e in store.events())
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_elevenlabs_too_many_concurrent_requests_lowers_concurrency(tmp_path, ke
         server.stop()
     assert all(i["status"] == "completed" for i in _items(store, "dataset").values())
     assert 1 <= engine.throttles["elevenlabs"].limit <= 2  # in flight is read when the 429 arrives
-    assert any("concurrency lowered to" in e["message"] for e in store.events())
+    assert any("concurrency lowered to" in e.message for e in store.events())
     for path in _take_files(tmp_path, "data/out/dataset"):
         with wave.open(str(path)) as w:
             assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (22_050, 1, 2)
@@ -259,17 +259,13 @@ def test_a1111_pages_and_variants_end_to_end_with_min_interval(tmp_path, keys):
     for name in ("pages", "variants"):
         assert all(i["status"] == "completed" for i in _items(store, name).values())
     starts = list(engine.throttles["a1111"].starts)
-    assert len(starts) == 10 and min(b - a for a, b in zip(starts, starts[1:])) >= 0.099  # the stagger held
+    # the stagger held
+    assert len(starts) == 10 and min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 0.099
     arrivals = sorted(
         r.time for r in server.requests
     )  # as the server saw it (a new connection adds its setup)
-    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.05
-    seeds = {
-        row[0]: row[1]
-        for row in store.conn.execute(
-            "SELECT i.key, t.seed FROM takes t JOIN items i ON i.id = t.item_id WHERE i.collection = 'variants'"
-        )
-    }
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) >= 0.05
+    seeds = {t.key: t.take.seed for t in store.all_takes("variants")}
     sent = {base: r.json["seed"] for r in server.of("img2img") for base in [None]}
     assert all(isinstance(s, int) for s in seeds.values()) and sent
     forensic = [s for k, s in seeds.items() if k.endswith("forensic")]
@@ -409,7 +405,7 @@ def test_rate_limited_server_without_configured_rate_is_learned(tmp_path, keys):
         server.stop()
     assert all(i["status"] == "completed" for i in _items(store, "dataset").values())
     assert engine.throttles["openai"].learned_rps is not None
-    assert any("pacing requests at" in e["message"] for e in store.events())
+    assert any("pacing requests at" in e.message for e in store.events())
     late = [r for r in server.requests if r.time - server.started >= 1.5]
     limited = [r for r in late if r.status == 429]
     assert len(late) > 50 and len(limited) <= 0.1 * len(late)

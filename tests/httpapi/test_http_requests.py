@@ -36,7 +36,7 @@ def _openai(server: LoopbackServer, **options) -> OpenAIProvider:
 
 def _entry(text="Author of the danger trail.", emotion=None, **options) -> Request:
     params = {"emotion": emotion} if emotion else {}
-    return Request("dataset", "dataset", "arctic_a0001", text, params, {"speed": 1.0, **options})
+    return Request("dataset", "speech", "arctic_a0001", text, params, {"speed": 1.0, **options})
 
 
 def _wav(data: bytes) -> tuple[int, int, int, int]:
@@ -81,7 +81,7 @@ async def test_openai_images_b64_and_url_answers(server, keys):
     provider = _openai(server, image_model="dall-e-3")
     page = Request(
         "pages",
-        "pages",
+        "picture",
         "page_001",
         "Once upon a time",
         {"prompt": "watercolour. rabbits", "seed": 7},
@@ -112,7 +112,7 @@ async def test_openai_images_b64_and_url_answers(server, keys):
 async def test_gpt_image_gets_no_response_format(server, keys):
     provider = _openai(server)
     await provider.generate(
-        Request("pages", "pages", "page_000", "T", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64})
+        Request("pages", "picture", "page_000", "T", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64})
     )
     await provider.aclose()
     assert server.of("generations")[0].json == {
@@ -127,7 +127,7 @@ async def test_openai_edits_is_multipart_with_the_photo_and_its_mime_type(server
     provider = _openai(server)
     variant = Request(
         "variants",
-        "variants",
+        "variant",
         "x.s0-forensic",
         PHOTO.name,
         {"temperature": 0.1, "seed": 42},
@@ -153,7 +153,7 @@ async def test_a1111_txt2img_records_the_seed_the_server_used(server):
     )
     page = Request(
         "pages",
-        "pages",
+        "picture",
         "page_002",
         "text",
         {"prompt": "a rabbit", "seed": None},
@@ -168,7 +168,9 @@ async def test_a1111_txt2img_records_the_seed_the_server_used(server):
     assert out.model == "v1-5-pruned-emaonly" and (out.width, out.height) == (128, 96)
 
     seeded = await provider.generate(
-        Request("pages", "pages", "page_003", "t", {"prompt": "b", "seed": 1237}, {"width": 64, "height": 64})
+        Request(
+            "pages", "picture", "page_003", "t", {"prompt": "b", "seed": 1237}, {"width": 64, "height": 64}
+        )
     )
     assert seeded.seed == 1237
     await provider.aclose()
@@ -191,7 +193,7 @@ async def test_a1111_img2img_sends_the_photo_and_denoising_strength_from_the_tem
     )
     variant = Request(
         "variants",
-        "variants",
+        "variant",
         "p.s2-creative",
         PHOTO.name,
         {"temperature": 0.8, "seed": 99},
@@ -231,7 +233,7 @@ async def test_a1111_wrong_password_fails_without_retry(server, monkeypatch):
     with pytest.raises(ProviderError) as info:
         await provider.generate(
             Request(
-                "pages", "pages", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
+                "pages", "picture", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
             )
         )
     await provider.aclose()
@@ -375,7 +377,7 @@ async def test_error_shapes_a1111_and_elevenlabs(server, keys):
     with pytest.raises(ProviderError) as info:
         await sd.generate(
             Request(
-                "pages", "pages", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
+                "pages", "picture", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
             )
         )
     assert info.value.message == "HTTP 500: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
@@ -439,12 +441,12 @@ async def test_malformed_answers_fail_clearly_without_retry(server, keys, route,
     elif route == "generations":
         provider = _openai(server)
         request = Request(
-            "pages", "pages", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
+            "pages", "picture", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
         )
     elif route == "txt2img":
         provider = A1111Provider(ProviderConfig("sd", "a1111", options={"base_url": server.url}))
         request = Request(
-            "pages", "pages", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
+            "pages", "picture", "page_000", "t", {"prompt": "p", "seed": 1}, {"width": 64, "height": 64}
         )
     else:
         provider = ElevenLabsProvider(

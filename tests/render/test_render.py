@@ -13,7 +13,10 @@ from tui_app.render.pages import mood, plain, render_page
 from tui_app.render.variants import analyse_photo, render_variant, slot_parameters
 
 PHOTOS = Path(__file__).resolve().parents[2] / "data" / "photos"
-TEXT = "Once upon a time there were four little Rabbits, and their names were\u2014 Flopsy, Mopsy, Cotton-tail, and Peter."
+TEXT = (
+    "Once upon a time there were four little Rabbits, and their names were\u2014 "
+    "Flopsy, Mopsy, Cotton-tail, and Peter."
+)
 
 
 def _page(**kw) -> bytes:

@@ -21,7 +21,7 @@ def _app(tmp_path: Path, **kw):
     return build_app(config, clock_free=True)
 
 
-async def _until(pilot, condition, timeout: float = 15.0) -> None:
+async def _until(pilot, condition, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - a polling helper's limit
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
@@ -63,7 +63,7 @@ async def test_regenerate_dialog_with_override(tmp_path):
         assert item.status in ("pending", "generating", "completed") and item.priority >= 0
         await _until(pilot, lambda: app.store.find_item("dataset", "arctic_a0002").status == "completed")
         take = app.store.takes(item.id)[-1]
-        assert take["params"]["emotion"] == "happy"
+        assert take.params["emotion"] == "happy"
         # nothing else was generated: only requested items run until `g`
         assert app.store.counts(["dataset"])["dataset"]["completed"] == 1
         await pilot.press("R", "escape")  # a cancelled dialog queues nothing
@@ -95,7 +95,7 @@ async def test_debounce_three_presses_50ms_apart_during_a_long_run(tmp_path):
         batches = {app.store.get_item(t.id).batch_id for t in targets}
         assert len(batches) == 1 and None not in batches
         batch = batches.pop()
-        messages = [e["message"] for e in app.store.events(limit=10_000)]
+        messages = [e.message for e in app.store.events(limit=10_000)]
         assert f"3 regenerations queued as batch {batch}" in messages
 
 
@@ -107,10 +107,7 @@ async def test_pressing_r_on_the_same_row_three_times_queues_it_once_per_window(
             app.post_message(events.Key("r", "r"))
             await asyncio.sleep(0.05)
         await _until(pilot, lambda: app.store.find_item("dataset", "arctic_a0001").status == "completed")
-        assert (
-            len({e["message"] for e in app.store.events(limit=1000) if "queued as batch" in e["message"]})
-            == 1
-        )
+        assert len({e.message for e in app.store.events(limit=1000) if "queued as batch" in e.message}) == 1
 
 
 async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):
@@ -122,7 +119,7 @@ async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):
         await pilot.press("down", "c")
         final = app.config.collections["variants"].output / "finals" / "astronaut.s1-balanced.png"
         await _until(pilot, final.exists)
-        chosen = dict(app.store.conn.execute("SELECT key, chosen FROM items WHERE collection='variants'"))
+        chosen = {i.key: i.chosen for i in app.store.items("variants")}
         assert chosen == {
             "astronaut.s0-forensic": -1,
             "astronaut.s1-balanced": 1,

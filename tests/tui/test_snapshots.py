@@ -10,11 +10,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import write_project
+from conftest import sql, write_project
 
 from tui_app.config import load_config
 from tui_app.engine import Engine
-from tui_app.store import Store
+from tui_app.project import Project
+from tui_app.store import open_store
 from tui_app.tui.app import build_app
 
 SIZE = (150, 24)
@@ -23,14 +24,15 @@ SIZE = (150, 24)
 def _project(tmp_path: Path, generate: bool = True):
     config = load_config(write_project(tmp_path, entries=14, pages=4, photos=2))
     if generate:  # dataset and pages are deterministic on the simulated provider; variants stay pending
-        store = Store(config.state_path)
-        engine = Engine(config, store)
-        engine.import_sources()
-        anyio.run(lambda: engine.run(["dataset", "pages"]))
-        store.conn.execute(
-            "UPDATE items SET status='failed', last_error='HTTP 500: upstream error' WHERE key='arctic_a0003'"
-        )
-        store.close()
+        with Project.open(config) as project:
+            project.import_sources()
+            engine = Engine(project)
+            anyio.run(lambda: engine.run(["dataset", "pages"]))
+            sql(
+                config.state_path,
+                "UPDATE items SET status='failed', last_error='HTTP 500: upstream error'"
+                " WHERE key='arctic_a0003'",
+            )
     return config
 
 
@@ -42,7 +44,7 @@ def test_collection_tabs(snap_compare, tmp_path, tab):
 
 def test_log_tab(snap_compare, tmp_path):
     config = _project(tmp_path, generate=False)
-    store = Store(config.state_path)
+    store = open_store(config.state_path)
     store.log("info", "batch", "3 regenerations queued as batch 12")
     store.log("warning", "retry", "page_012 failed: HTTP 500, retry 2/3 in 4.0 s", collection="pages")
     store.log("error", "failed", "arctic_a0007 failed: HTTP 401: invalid API key", collection="dataset")
