@@ -12,8 +12,8 @@ app runs in another, so the app's peak RSS is not inflated by the set-up:
    ``App._display``; headless Textual writes nothing there, so the bench then
    encodes the update into the escape sequences a terminal would be sent;
 2. key-press-to-repaint latency while ``--rate`` item updates per second arrive
-   (each a committed state write, then an ``events`` row written by the app's
-   store, which hands it to the app's listeners after its commit, as the engine's
+   (each a state write and an ``events`` row in one transaction, then the event
+   handed to the app's listener, as the store does after a commit, as the engine's
    events reach them): the time from
    posting a ``down`` key to the end of the first frame that rendered the new
    cursor row. The key test starts once the background source check has
@@ -101,6 +101,7 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
     from textual import events
 
     from tui_app.config import load_config
+    from tui_app.store import Event
     from tui_app.tui import table as table_module
     from tui_app.tui.app import build_app
 
@@ -179,17 +180,23 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
                     status = rng.choice(["generating", "completed", "failed"])
                     kind = {"generating": "started", "completed": "completed", "failed": "failed"}[status]
                     message = f"{keys_of[item_id]} {status} (bench update)"
+                    # as the store does it: the item and its event row in one transaction, then the
+                    # event to the app's listener
+                    now = time.time()
+                    level = "error" if status == "failed" else "info"
+                    writer.execute("BEGIN IMMEDIATE")
                     writer.execute(
                         "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=?",
-                        (status, time.time(), item_id),
+                        (status, now, item_id),
                     )
-                    # the event row; the store hands it to the app's listeners after its commit
-                    app.store.log(
-                        "error" if status == "failed" else "info",
-                        kind,
-                        message,
-                        collection="dataset",
-                        key=keys_of[item_id],
+                    event_id = writer.execute(
+                        "INSERT INTO events (ts, level, kind, collection, item_key, message)"
+                        " VALUES (?,?,?,?,?,?)",
+                        (now, level, kind, "dataset", keys_of[item_id], message),
+                    ).lastrowid
+                    writer.execute("COMMIT")
+                    app.note_event(
+                        Event(event_id or 0, now, level, kind, "dataset", keys_of[item_id], message)
                     )
                     written += 1
                     next_at += interval

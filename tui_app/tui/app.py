@@ -99,7 +99,7 @@ class TuiApp(App[int]):
         self._was_busy: dict[str, bool] = dict.fromkeys(config.collections, False)
         self.status_index: dict[str, int] = dict.fromkeys(config.collections, 0)
         engine.min_priority = dict.fromkeys(config.collections, 1)
-        engine.subscribe(self._on_engine_event)
+        engine.subscribe(self.note_event)
 
     # ------------------------------------------------------------------ layout
 
@@ -182,7 +182,8 @@ class TuiApp(App[int]):
 
     # ------------------------------------------------------------------ engine events -> repaint
 
-    def _on_engine_event(self, event: Event) -> None:
+    def note_event(self, event: Event) -> None:
+        """Mark what ``event`` changed for the next repaint (the store calls this after each commit)."""
         if event.collection:
             self._dirty.add(event.collection)
         else:
