@@ -275,7 +275,7 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     return int(ExitCode.OK)
 
 
-def _maintain(config: Config, args: argparse.Namespace, lock: bool, work: Callable[[Project], int]) -> int:
+def _maintain(config: Config, lock: bool, work: Callable[[Project], int]) -> int:
     """Open the existing project (with the lock for repairs), run ``work``; usage errors exit 2."""
     from .lock import ProjectBusy
     from .project import NoStateError, Project
@@ -299,7 +299,7 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         )
         return int(ExitCode.FAILED) if (args.check and findings) else int(ExitCode.OK)
 
-    return _maintain(config, args, args.fix, work)
+    return _maintain(config, args.fix, work)
 
 
 def _cleanup(config: Config, args: argparse.Namespace) -> int:
@@ -317,7 +317,7 @@ def _cleanup(config: Config, args: argparse.Namespace) -> int:
         )
         return int(ExitCode.OK)
 
-    return _maintain(config, args, True, work)
+    return _maintain(config, True, work)
 
 
 def _revert(config: Config, args: argparse.Namespace) -> int:
@@ -331,7 +331,7 @@ def _revert(config: Config, args: argparse.Namespace) -> int:
         print(f"{args.revert_collection}/{args.key}: take {args.take} is current again")
         return int(ExitCode.OK)
 
-    return _maintain(config, args, True, work)
+    return _maintain(config, True, work)
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
@@ -349,7 +349,7 @@ def _export(config: Config, args: argparse.Namespace) -> int:
             print(f"  ... and {len(report.skipped) - 20} more skipped")
         return int(ExitCode.OK)
 
-    return _maintain(config, args, False, work)
+    return _maintain(config, False, work)
 
 
 def _tui(config: Config) -> int:

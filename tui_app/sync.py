@@ -115,7 +115,7 @@ def reconcile(
     findings: list[Finding] = []
     for entry in store.all_takes():
         path = config.root / entry.take.path
-        current = bool(entry.current)
+        current = entry.current
         which = "its file" if current else f"take {entry.take.number}'s file"
         if not path.is_file():
             if current:

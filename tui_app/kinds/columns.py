@@ -22,8 +22,8 @@ def error(row: Row) -> str:
 
 def qa_or_error(row: Row) -> str:
     """The error of a failed row, ``stale`` when the text changed, else the QA flags (``ok`` when none)."""
-    if row.status == "failed" and row.last_error:
-        return row.last_error
+    if failure := error(row):
+        return failure
     if row.stale:
         return "stale: text changed"
     return row.qa_flags or ("ok" if row.take_number else "")

@@ -845,8 +845,8 @@ class SqliteStore:
     def completed_without_take(self) -> list[Item]:
         """Completed items whose current take is missing."""
         rows = self._conn.execute(
-            f"SELECT {', '.join('i.' + c.strip() for c in _ITEM_COLS.split(','))} FROM items i "
-            "LEFT JOIN takes t ON t.id = i.current_take WHERE i.status='completed' AND t.id IS NULL"
+            f"SELECT {_ITEM_COLS} FROM items WHERE status='completed'"
+            " AND NOT EXISTS (SELECT 1 FROM takes t WHERE t.id = items.current_take)"
         ).fetchall()
         return [_item(r) for r in rows]
 
