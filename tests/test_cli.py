@@ -152,3 +152,5 @@ def test_python_m_and_help():
     assert proc.returncode == 0
     for word in ("--batch", "--collection", "--retry-failed", "--limit", "--json", "status", "exit codes"):
         assert word in proc.stdout
+    for code in ("74 storage error", "130 interrupted", "141 the output pipe was closed"):
+        assert code in proc.stdout

@@ -30,11 +30,15 @@ def _engine(tmp_path: Path, names=("dataset",), **kw) -> Engine:
 def _done_dataset(tmp_path: Path) -> Engine:
     engine = _engine(tmp_path, entries=8)
     anyio.run(lambda: engine.run(["dataset"]))
-    # leave one entry failed and one pending to see them skipped
+    # leave one entry failed and one pending, neither with a take, to see them skipped
     items = engine.store.items("dataset")
     db = engine.config.state_path
-    sql(db, "UPDATE items SET status='failed', last_error='HTTP 500' WHERE id=?", items[6].id)
-    sql(db, "UPDATE items SET status='pending' WHERE id=?", items[7].id)
+    sql(
+        db,
+        "UPDATE items SET status='failed', last_error='HTTP 500', current_take=NULL WHERE id=?",
+        items[6].id,
+    )
+    sql(db, "UPDATE items SET status='pending', current_take=NULL WHERE id=?", items[7].id)
     return engine
 
 

@@ -39,7 +39,7 @@ def test_schema_version_and_wal(tmp_path):
 def test_claim_complete_transitions(tmp_path):
     store = _store(tmp_path)
     item = store.claim_next("c")
-    assert item.key == "k0" and item.status == "generating" and item.attempts == 1
+    assert item.key == "k0" and item.status == "generating" and item.attempts == 0  # a claim is no attempt
     assert store.counts(["c"])["c"] == {
         "pending": 2,
         "generating": 1,
@@ -89,6 +89,7 @@ def test_retry_backoff_hides_item_until_not_before(tmp_path):
     assert store.claim_next("c") is None
     assert store.next_wakeup(["c"]) > time.time()
     assert store.get_item(claim.id).last_error == "HTTP 503"
+    assert store.get_item(claim.id).attempts == 1  # a real provider error is a failed try
 
 
 def test_open_batch_items_wait_for_the_window(tmp_path):
@@ -137,7 +138,7 @@ def test_choose_sets_other_variants_aside(tmp_path):
         + [make_item("b.s0", 3, "b.png", {"photo": "b.png"})],
     )
     chosen = store.find_item("v", "a.s1")
-    aside = store.choose(chosen.id)
+    aside = store.choose(chosen.id).aside
     assert sorted(aside) == sorted(store.find_item("v", k).id for k in ("a.s0", "a.s2"))
     marks = {i.key: i.chosen for i in store.items("v")}
     assert marks == {"a.s0": -1, "a.s1": 1, "a.s2": -1, "b.s0": 0}
@@ -174,3 +175,24 @@ def test_a_rolled_back_change_publishes_nothing(tmp_path):
     assert store.cancel([first.id]) == 1  # the next commit publishes only its own event
     assert [(e.kind, e.key) for e in heard] == [("cancelled", "k1")]
     assert heard == store.events()[-1:]
+
+
+def test_a_version_2_state_file_migrates_and_keeps_staleness(tmp_path):
+    """tests/data/state_v2.sqlite was written by tui_app at schema 2: 3 entries, arctic_a0001
+    regenerated (2 takes), then its text changed (stale, pending)."""
+    import shutil
+
+    from conftest import ROOT
+
+    path = tmp_path / "state.sqlite"
+    shutil.copy(ROOT / "tests" / "data" / "state_v2.sqlite", path)
+    store = open_store(path)
+    assert store.schema_version() == 3
+    items = {i.key: i for i in store.items("dataset")}
+    assert items["arctic_a0001"].stale and items["arctic_a0001"].status == "pending"
+    assert not items["arctic_a0002"].stale and items["arctic_a0002"].status == "completed"
+    # the stale item's takes were made from other input: reverting to either keeps it stale
+    assert store.revert(items["arctic_a0001"].id, 1)
+    assert store.get_item(items["arctic_a0001"].id).stale
+    store.close()
+    assert open_store(path).schema_version() == 3  # opening again changes nothing

@@ -1,7 +1,26 @@
-"""``python -m tui_app`` is the same as the ``tui-app`` command."""
+"""``python -m tui_app`` and the ``tui-app`` console script (``tui_app.__main__:run``).
+
+The signal policy is installed before the rest of tui_app loads, so a SIGINT or
+SIGTERM at any moment, start-up included, exits 130 without a traceback.
+"""
 
 import sys
 
-from .cli import main
+from . import signals
 
-sys.exit(main())
+
+def run() -> int:
+    """Install the signal policy, then load and run the command line; returns the exit code."""
+    signals.install()
+    try:
+        from .cli import main
+    except BaseException:
+        if not signals.received():
+            raise
+        signals.finish()  # the import was cut short by SIGINT or SIGTERM (maybe wrapped in another error)
+        return 130
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

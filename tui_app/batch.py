@@ -4,7 +4,10 @@ Progress is a rich progress bar per collection (done/total, failed, in flight,
 items/s, ETA) on a terminal, and a plain line per collection every few
 seconds otherwise. Ctrl-C or SIGTERM stop the run cleanly: no new item
 starts, in-flight items are cancelled and go back to ``pending``, no partial
-file is left, and the exit code is 130.
+file is left, and the exit code is 130 (before the run starts, while the sources
+are read and imported, :mod:`tui_app.signals` raises ``Interrupted`` instead and
+``main`` exits 130 too). A full or read-only disk (:mod:`tui_app.storage_errors`)
+stops the run the same way, with exit code 74 and the cause in the summary.
 
 This module must not import Textual (checked by tests/test_import_hygiene.py).
 """
@@ -12,7 +15,6 @@ This module must not import Textual (checked by tests/test_import_hygiene.py).
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -27,13 +29,21 @@ from .display import format_eta
 from .engine import Engine
 from .exit_codes import ExitCode
 from .project import Project
+from .providers import ProviderError
 from .settings import Config
+from .signals import console as pipe_console
+from .signals import deliver_to_loop, signal_name
+from .storage_errors import StorageError, storage_error
 from .store import Event
 
 
 @dataclass
 class BatchResult:
-    """What a headless run did (also the ``--json`` summary)."""
+    """What a headless run did (also the ``--json`` summary).
+
+    ``error`` is set when a storage failure stopped the run (exit code 74): one line naming the
+    path and the cause; the ``--json`` summary then has an ``"error"`` key too.
+    """
 
     exit_code: int
     elapsed_s: float
@@ -41,9 +51,11 @@ class BatchResult:
     generated: dict[str, int]
     failed: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The ``--json`` summary."""
+        out: dict[str, Any] = {
             "exit_code": int(self.exit_code),
             "interrupted": self.interrupted,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -51,6 +63,9 @@ class BatchResult:
             "generated": self.generated,
             "failed": self.failed,
         }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
 class _Display:
@@ -162,15 +177,26 @@ def run_batch(
         as_json: print the summary as JSON on ``out`` (progress goes to ``err``).
         progress_interval_s: seconds between plain progress lines when not on a terminal.
 
+    A storage failure during the run (a full or read-only disk under the state file or an
+    output folder) stops it: in-flight items go back to ``pending``, no attempt is spent, and the
+    result has exit code 74 and ``error`` set.
+
     Raises:
         SourceError: a source is malformed (nothing has been written).
         ProviderError: a provider cannot start (missing voice or package).
         ProjectBusy: another tui-app process is working on the project.
+        StorageError, OSError, sqlite3.Error: the disk failed before the run (opening, importing).
+        KeyboardInterrupt: SIGINT or SIGTERM before the run started (``tui_app.signals.Interrupted``).
+        BrokenPipeError: the reader of ``out`` went away.
+
+    Ctrl-C and SIGTERM stop the run cleanly when the process routes them through
+    :func:`tui_app.signals.install` (``main`` does, first thing); otherwise Python's default
+    applies (a ``KeyboardInterrupt``, after which in-flight items are back to ``pending`` too).
     """
     out = out or sys.stdout
     err = err or sys.stderr
     names = list(collections) or list(config.collections)
-    console = Console(file=err if as_json else out, highlight=False)
+    console = pipe_console(file=err if as_json else out, highlight=False)
 
     def report(line: str) -> None:
         console.print(line, highlight=False, markup=False)
@@ -181,14 +207,23 @@ def run_batch(
             n = engine.retry_failed(names)
             console.print(f"{n} failed items queued again", highlight=False)
         started = time.monotonic()
-        interrupted = anyio.run(_run, engine, names, limit, console, progress_interval_s)
+        problem: StorageError | None = None
+        try:
+            interrupted = anyio.run(_run, engine, names, limit, console, progress_interval_s)
+        except BaseException as exc:  # noqa: BLE001 - only a storage failure is handled here
+            problem = storage_error(exc, path=config.state_path)
+            if problem is None:
+                raise
+            interrupted = False
         elapsed = time.monotonic() - started
         counts = project.store.counts(names)
         failed = [
             {"collection": i.collection, "key": i.key, "error": i.last_error}
             for i in project.store.failed_items(names)
         ]
-        if interrupted:
+        if problem is not None:
+            code = ExitCode.STORAGE
+        elif interrupted:
             code = ExitCode.INTERRUPTED
         elif failed:
             code = ExitCode.FAILED
@@ -201,6 +236,7 @@ def run_batch(
             {n: engine.stats[n].completed for n in names},
             failed[:1000],
             interrupted,
+            problem.line() if problem is not None else None,
         )
         _summary(result, console, out if as_json else None)
         return result
@@ -209,38 +245,48 @@ def run_batch(
 async def _run(
     engine: Engine, names: list[str], limit: int | None, console: Console, interval_s: float
 ) -> bool:
-    interrupted = False
-    await engine.prepare(names)
-    display = _Display(engine, names, console, quiet=False, interval_s=interval_s)
-    engine.subscribe(display.on_event)
+    """Prepare the providers and run; True when SIGINT or SIGTERM stopped it (at any point in here)."""
+    signalled: list[int] = []
+    stop = anyio.Event()
+
+    def on_signal(signum: int) -> None:  # on the event loop (tui_app.signals.deliver_to_loop)
+        signalled.append(signum)
+        stop.set()
+
     try:
-        with display:
+        with deliver_to_loop(on_signal):
             async with anyio.create_task_group() as tg:
 
                 async def watch_signals() -> None:
-                    nonlocal interrupted
-                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for signum in signals:
-                            interrupted = True
-                            console.print(
-                                f"[yellow]{signal.Signals(signum).name}: stopping; in-flight items "
-                                "go back to pending[/]"
-                            )
-                            engine.cancel()
-                            return
-
-                async def refresh() -> None:
-                    while True:
-                        display.refresh()
-                        await anyio.sleep(0.25)
+                    await stop.wait()
+                    name = signal_name(signalled[0])
+                    console.print(f"[yellow]{name}: stopping; in-flight items go back to pending[/]")
+                    engine.cancel()  # in-flight items are cancelled and released
+                    tg.cancel_scope.cancel()  # also before the run started (while providers prepare)
 
                 tg.start_soon(watch_signals)
-                tg.start_soon(refresh)
-                await engine.run(names, limit=limit)
+                await engine.prepare(names)
+                display = _Display(engine, names, console, quiet=False, interval_s=interval_s)
+                engine.subscribe(display.on_event)
+                with display:
+
+                    async def refresh() -> None:
+                        while True:
+                            display.refresh()
+                            await anyio.sleep(0.25)
+
+                    tg.start_soon(refresh)
+                    await engine.run(names, limit=limit)
                 tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # a provider that cannot start fails inside the task group: raise it as itself (a one-line error)
+        failed = group.subgroup(ProviderError)
+        if failed is not None and len(failed.exceptions) == 1 and group.split(ProviderError)[1] is None:
+            raise failed.exceptions[0] from None
+        raise
     finally:
         await engine.aclose()
-    return interrupted
+    return bool(signalled)
 
 
 def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> None:
@@ -262,6 +308,7 @@ def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> 
     verdict = {
         0: "done",
         1: "finished with failures (retry them with --retry-failed)",
+        74: "stopped by a storage error; state is consistent, run again once fixed",
         130: "interrupted; state is consistent, run again to continue",
     }[result.exit_code]
     console.print(f"{verdict} in {result.elapsed_s:.1f} s", highlight=False)

@@ -39,7 +39,10 @@ examples:
   tui-app cleanup --dry-run       what deleting superseded takes would reclaim
   tui-app export dataset --format ljspeech exports/ljspeech
 
-exit codes: 0 all completed, 1 some failed, 2 usage/config/input error, 130 interrupted
+exit codes: 0 all completed, 1 some failed, 2 usage/config/input error,
+  74 storage error (disk full, read-only or failing disk under the state or an output; one line
+  names the path; the state is consistent: free space and run again),
+  130 interrupted by Ctrl-C or SIGTERM (the state is consistent), 141 the output pipe was closed
 """
 
 
@@ -169,7 +172,96 @@ def _error(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tui-app`` console script; returns the exit code."""
+    """Entry point of the ``tui-app`` console script; returns the exit code.
+
+    First installs the process's signal handling (:mod:`tui_app.signals`: SIGINT and SIGTERM take
+    the same path), then runs the command. Whatever the command, at any moment, start-up included:
+    an interruption exits 130, a closed output pipe 141 and a storage failure (a full or read-only
+    disk under the state file or an output folder) 74 with one line naming the path and the cause;
+    none of them prints a traceback.
+    """
+    where = _Where()
+    from . import signals
+
+    try:
+        try:
+            signals.install()
+            code = _command(argv, where)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        except BaseException as exc:  # noqa: BLE001 - _ending re-raises what it does not know
+            code = _ending(exc, where)
+        signals.finish()  # from here on a signal ends the process at once, with exit code 130
+    except KeyboardInterrupt:  # a first signal while ending another way: interrupted all the same
+        code = int(ExitCode.INTERRUPTED)
+    finally:
+        signals.finish()
+    return code
+
+
+class _Where:
+    """What :func:`main` knows of the command when it ends early: the config, once loaded."""
+
+    config: Config | None = None
+
+
+def _ending(exc: BaseException, where: _Where) -> int:
+    """The exit code for a command ended by ``exc`` (searched inside exception groups too): an
+    interruption (130), a closed output pipe (141) or a storage failure (74, one line on stderr).
+
+    Raises:
+        BaseException: ``exc`` itself when it is none of those (``SystemExit`` from argparse, a bug).
+    """
+    from . import signals
+    from .storage_errors import storage_error
+
+    got = signals.received()
+    # a signal can come wrapped (Python 3.11 wraps an exception raised in __set_name__ while a class
+    # is made, as during an import) or be followed by errors in code it cut short: after a signal,
+    # an ending that is not a storage failure or a closed pipe is the interruption
+    problem = storage_error(exc, path=where.config.state_path if where.config is not None else None)
+    pipe = _find(exc, BrokenPipeError)
+    if _find(exc, KeyboardInterrupt) is not None or (got and problem is None and pipe is None):
+        by = f" by {signals.signal_name(got[0])}" if got else ""
+        _say(f"tui-app: interrupted{by}; the state is consistent, run again to continue")
+        return int(ExitCode.INTERRUPTED)
+    if problem is not None:
+        _say(f"tui-app: error: {problem.line()}")
+        return int(ExitCode.STORAGE)
+    if pipe is not None:
+        signals.silence_closed_output()
+        return int(ExitCode.BROKEN_PIPE)
+    raise exc
+
+
+def _find(
+    exc: BaseException, kind: type[BaseException], seen: set[int] | None = None
+) -> BaseException | None:
+    """``exc`` when it is a ``kind``, else the first ``kind`` inside it (exception groups) or behind
+    it (its ``__cause__`` and ``__context__``)."""
+    seen = set() if seen is None else seen  # __context__ chains can loop
+    if id(exc) in seen:
+        return None
+    seen.add(id(exc))
+    if isinstance(exc, kind):
+        return exc
+    inner = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else []
+    for nested in [*inner, exc.__cause__, exc.__context__]:
+        found = _find(nested, kind, seen) if nested is not None else None
+        if found is not None:
+            return found
+    return None
+
+
+def _say(line: str) -> None:
+    """Print one line on stderr; a closed stderr is no reason to fail."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _command(argv: Sequence[str] | None, where: _Where) -> int:
+    """Parse the command line, load the config (kept in ``where``), run the command; its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     batch_only = [
@@ -189,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(Path(args.config))
     except ConfigError as exc:
         return _error(str(exc))
+    where.config = config
     unknown = [c for c in args.collection if c not in config.collections]
     if unknown:
         return _error(f"unknown collection {unknown[0]!r} (configured: {', '.join(config.collections)})")
@@ -231,8 +324,8 @@ def _batch(config: Config, args: argparse.Namespace) -> int:
         return _error(exc.message)
     except ProjectBusy as exc:
         return _error(str(exc))
-    except KeyboardInterrupt:
-        return int(ExitCode.INTERRUPTED)
+    if result.error:  # a storage failure stopped the run: the summary is out, now the one line
+        _say(f"tui-app: error: {result.error}")
     return result.exit_code
 
 
@@ -257,9 +350,9 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     if as_json:
         print(json.dumps(counts, indent=2))
         return int(ExitCode.OK)
-    from rich.console import Console
     from rich.table import Table
 
+    from .signals import console
     from .store import STATUSES
 
     table = Table(title=f"tui_app status: {config.state_path}")
@@ -269,7 +362,7 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     table.add_column("total", justify="right")
     for name, c in counts.items():
         table.add_row(name, *(str(c[s]) for s in STATUSES), str(sum(c.values())))
-    Console().print(table)
+    console().print(table)
     if not config.state_path.exists():
         print("no state file yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
     return int(ExitCode.OK)
@@ -299,7 +392,8 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         )
         return int(ExitCode.FAILED) if (args.check and findings) else int(ExitCode.OK)
 
-    return _maintain(config, args.fix, work)
+    # safe beside running generation (see tui_app.sync.reconcile): no lock, even with --fix
+    return _maintain(config, False, work)
 
 
 def _cleanup(config: Config, args: argparse.Namespace) -> int:
@@ -322,13 +416,26 @@ def _cleanup(config: Config, args: argparse.Namespace) -> int:
 
 def _revert(config: Config, args: argparse.Namespace) -> int:
     def work(project: Project) -> int:
+        from .files import IntegrityError
+
         item = project.store.find_item(args.revert_collection, args.key)
         if item is None:
             return _error(f"no item {args.key!r} in collection {args.revert_collection!r}")
-        if not project.revert(item.id, args.take):
+        try:
+            reverted = project.revert(item.id, args.take)
+        except IntegrityError as exc:
+            return _error(str(exc))
+        if not reverted:
             numbers = [t.number for t in project.store.takes(item.id)]
             return _error(f"{args.key} has no take {args.take} (takes: {numbers or 'none'})")
         print(f"{args.revert_collection}/{args.key}: take {args.take} is current again")
+        now = project.store.get_item(item.id)
+        if now is not None and now.stale:
+            print(
+                f"note: take {args.take} was made from other input than the item's now: the item is stale "
+                "and exports skip it until a new take is made",
+                file=sys.stderr,
+            )
         return int(ExitCode.OK)
 
     return _maintain(config, True, work)
@@ -343,6 +450,8 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         except ExportError as exc:
             return _error(str(exc))
         print(report.summary())
+        for note in report.notes:
+            print(f"  note: {note}")
         for key, reason in report.skipped[:20]:
             print(f"  skipped {key}: {reason}")
         if len(report.skipped) > 20:

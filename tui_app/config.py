@@ -19,11 +19,31 @@ from typing import Any
 
 from .kinds import KINDS
 from .providers import PROVIDER_KINDS, validate_provider_options
-from .settings import CollectionConfig, Config, ConfigError, ProviderConfig, TableReader, find_line
+from .settings import (
+    MAX_SEED,
+    CollectionConfig,
+    Config,
+    ConfigError,
+    ProviderConfig,
+    TableReader,
+    check_values,
+    find_line,
+)
 
 __all__ = ["CollectionConfig", "Config", "ConfigError", "ProviderConfig", "load_config"]
 
 # --------------------------------------------------------------------------- loading
+
+#: ``[presets.NAME]`` tuning keys and their ranges (see :func:`tui_app.render.variants.render_variant`):
+#: Pillow enhance factors (1.0 = unchanged), denoise strength, warmth (-1 cool .. 1 warm).
+_PRESET_RANGES = (
+    ("contrast", 0.0, None),
+    ("sharpness", 0.0, None),
+    ("color", 0.0, None),
+    ("brightness", 0.0, None),
+    ("denoise", 0.0, 1.0),
+    ("warmth", -1.0, 1.0),
+)
 
 _GENERIC_PROVIDER_KEYS = {
     "kind",
@@ -47,7 +67,9 @@ def load_config(path: Path | str) -> Config:
         A frozen :class:`Config`; paths are absolute.
 
     Raises:
-        ConfigError: the file is missing, not UTF-8, not TOML, or a key is wrong.
+        ConfigError: the file is missing, not UTF-8, not TOML, or a key is wrong: unknown, of
+            the wrong type (a string for a number, ``true`` for a number, a number for an
+            array...), out of range, NaN or infinite, or a string holding a control character.
     """
     path = Path(path)
     try:
@@ -66,6 +88,7 @@ def load_config(path: Path | str) -> Config:
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(path, "", f"invalid TOML: {msg}", int(m.group(1)) if m else None) from None
 
+    check_values(path, text, data)
     root = path.resolve().parent
     top = TableReader(path, text, "", data)
     top.used.update({"project", "collections", "providers", "presets"})
@@ -79,7 +102,7 @@ def load_config(path: Path | str) -> Config:
             )
 
     project = TableReader(path, text, "project", _table(path, text, data, "project"))
-    state = project.get("state", str, "data/state.sqlite")
+    state = project.location("state", "data/state.sqlite")
     debounce_ms = project.number("debounce_ms", 300, minimum=0)
     project.check_unknown()
 
@@ -88,16 +111,14 @@ def load_config(path: Path | str) -> Config:
         reader = TableReader(
             path, text, f"presets.{name}", _require_table(path, text, f"presets.{name}", table)
         )
-        temperature = reader.number("temperature", 0.4)
-        if temperature > 1:
-            raise reader.error("temperature", f"must be between 0 and 1, got {temperature}")
-        preset: dict[str, Any] = {"temperature": temperature}
-        seed = reader.get("seed", int, None)
+        preset: dict[str, Any] = {"temperature": reader.number("temperature", 0.4, maximum=1)}
+        seed = reader.number("seed", None, maximum=MAX_SEED, integer=True)
         if seed is not None:
             preset["seed"] = seed
-        for key in ("contrast", "sharpness", "color", "brightness", "denoise", "warmth"):
-            if key in table:
-                preset[key] = reader.number(key, 0.0)
+        for key, low, high in _PRESET_RANGES:
+            value = reader.number(key, None, minimum=low, maximum=high)
+            if value is not None:
+                preset[key] = value
         reader.check_unknown()
         presets[name] = preset
 
@@ -139,8 +160,8 @@ def load_config(path: Path | str) -> Config:
         kind = reader.get("kind", str, name if name in KINDS else ...)
         if kind not in KINDS:
             raise reader.error("kind", f"unknown collection kind {kind!r} (one of {', '.join(KINDS)})")
-        source = root / reader.get("source", str)
-        output = root / reader.get("output", str, f"data/out/{name}")
+        source = root / reader.location("source")
+        output = root / reader.location("output", f"data/out/{name}")
         provider = reader.get("provider", str)
         if provider not in providers:
             raise reader.error(
@@ -155,16 +176,62 @@ def load_config(path: Path | str) -> Config:
         collections[name] = CollectionConfig(name, kind, source, output, provider, params)
     if not collections:
         raise ConfigError(path, "collections", "no collections configured", find_line(text, "collections"))
+    state_path = (root / state).resolve()
+    _check_folders(path, text, root, state_path, collections)
 
     return Config(
         path=path.resolve(),
         root=root,
-        state_path=(root / state).resolve(),
+        state_path=state_path,
         debounce_s=debounce_ms / 1000.0,
         collections=collections,
         providers=providers,
         presets=presets,
     )
+
+
+def _nested(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are the same path or one is inside the other."""
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def _check_folders(
+    path: Path, text: str, root: Path, state_path: Path, collections: Mapping[str, CollectionConfig]
+) -> None:
+    """No output folder may contain the state file, overlap the orphans folder beside it, a source,
+    or another collection's output (sync would move the state or the sources into the orphans,
+    and a photo folder would import its own variants as photos).
+
+    Raises:
+        ConfigError: one line naming both keys and both paths.
+    """
+
+    def shown(p: Path) -> str:
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+    resolved = {name: (c.output.resolve(), c.source.resolve()) for name, c in collections.items()}
+    orphans = state_path.parent / "orphans"
+    for name, (output, _) in resolved.items():
+        clashes: list[tuple[str, str, Path]] = []  # (how, the other key, its path)
+        if state_path.is_relative_to(output):
+            clashes.append(("contains the state file of", "project.state", state_path))
+        if _nested(output, orphans):
+            clashes.append(("overlaps", "the orphans folder beside project.state", orphans))
+        for other, (other_output, source) in resolved.items():
+            if _nested(output, source):
+                clashes.append(("overlaps", f"collections.{other}.source", source))
+            if other != name and _nested(output, other_output):
+                clashes.append(("overlaps", f"collections.{other}.output", other_output))
+        if clashes:
+            how, other_key, other_path = clashes[0]
+            key = f"collections.{name}.output"
+            raise ConfigError(
+                path,
+                key,
+                f"{shown(output)} {how} {other_key} ({shown(other_path)}): "
+                "give each output a folder of its own",
+                find_line(text, key) or find_line(text, f"collections.{name}"),
+            )
 
 
 def _table(path: Path, text: str, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

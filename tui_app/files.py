@@ -9,9 +9,12 @@ the whole file, never a partial one. Take files are never overwritten:
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -63,6 +66,59 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class IntegrityError(Exception):
+    """A recorded file is missing, or its sha256 differs from the one recorded with it."""
+
+
+def verify_file(path: Path, sha256: str, what: str, shown: Path | str | None = None) -> None:
+    """Check that ``path`` exists and hashes to ``sha256``.
+
+    Args:
+        what: names the record in the message, e.g. ``dataset/arctic_a0001 take 3``.
+        shown: how to print the path (default: ``path``).
+
+    Raises:
+        IntegrityError: one line naming ``what`` and the path, with the fix (``tui-app sync --fix``).
+    """
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        raise IntegrityError(
+            f"{what}: its file {shown or path} is missing (run `tui-app sync --fix`)"
+        ) from None
+    if actual != sha256:
+        raise IntegrityError(
+            f"{what}: its file {shown or path} differs from its recorded sha256 (run `tui-app sync --fix`)"
+        )
+
+
+#: ``FICLONE`` from linux/fs.h: share the source's extents (a reflink) on btrfs, XFS, bcachefs, ...
+_FICLONE = 0x40049409
+
+
+def copy_file(src: Path, dst: Path) -> str:
+    """Copy ``src`` to the new file ``dst`` as an independent file and return the copy's sha256 (hex).
+
+    A reflink (copy-on-write clone: no data written, and editing either file never
+    changes the other) where the file system supports it, else ``copy_file_range`` /
+    a plain copy. Never a hard link. The copy is fsynced.
+
+    Raises:
+        FileExistsError: ``dst`` exists.
+        OSError: ``src`` cannot be read or ``dst`` written.
+    """
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS):
+                raise
+            shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return sha256_file(dst)
 
 
 def take_path(folder: Path, key: str, number: int, suffix: str) -> Path:

@@ -23,11 +23,11 @@ from types import TracebackType
 from typing import Any
 
 from .exports import ExportReport
-from .files import remove_temp_files
+from .files import IntegrityError, remove_temp_files, verify_file
 from .kinds import collection_of_kind, get_kind
 from .lock import ProjectLock
 from .settings import CollectionConfig, Config
-from .store import STATUSES, ImportReport, Store, Take, open_store
+from .store import STATUSES, Choice, ImportReport, Store, Take, open_store
 from .store.rows import SourceItem
 from .sync import CleanupReport, Finding, cleanup, reconcile, recover_orphan_takes
 
@@ -237,12 +237,43 @@ class Project:
         return self.store.cancel(item_ids)
 
     def revert(self, item_id: int, number: int) -> bool:
-        """Make take ``number`` current again; False when the item has no such take."""
+        """Make take ``number`` current again, after checking its file; False when there is no such take.
+
+        A take made from other input than the item's now leaves the item stale
+        (``Item.stale``): exports skip it until a new take is made.
+
+        Raises:
+            IntegrityError: the take's file is missing or differs from its recorded sha256
+                (one line; nothing is changed).
+        """
+        take = next((t for t in self.store.takes(item_id) if t.number == number), None)
+        if take is None:
+            return False
+        self._verify(item_id, take)
         return self.store.revert(item_id, number)
 
-    def choose(self, item_id: int) -> list[int]:
-        """Choose a variant; the other variants of its photo are set aside (their ids are returned)."""
-        return self.store.choose(item_id)
+    def choose(self, item_id: int) -> Choice:
+        """Choose a variant, after checking its current take's file; the other variants of its photo
+        are set aside and their finals removed (forgotten, then their files deleted).
+
+        Raises:
+            IntegrityError: the item has no current take, or its file is missing or differs from
+                its recorded sha256 (one line; nothing is changed).
+        """
+        take = self.current_take(item_id)
+        if take is None:
+            item = self.store.get_item(item_id)
+            raise IntegrityError(f"{item.key if item else item_id}: has no completed take to choose")
+        self._verify(item_id, take)
+        choice = self.store.choose(item_id)
+        for path in choice.dropped_finals:
+            (self.root / path).unlink(missing_ok=True)
+        return choice
+
+    def _verify(self, item_id: int, take: Take) -> None:
+        item = self.store.get_item(item_id)
+        what = f"{item.collection}/{item.key} take {take.number}" if item else f"take {take.number}"
+        verify_file(self.root / take.path, take.sha256, what, shown=take.path)
 
     def log(
         self, level: str, kind: str, message: str, *, collection: str | None = None, key: str | None = None

@@ -10,11 +10,15 @@ line and the dotted key::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: The largest seed a config may set: 31 bits fit every generator's seed field (as random seeds do).
+MAX_SEED = 2**31 - 1
 
 
 class ConfigError(Exception):
@@ -160,23 +164,72 @@ class TableReader:
         value = self.table[key]
         ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _as_tuple(kind))
         if not ok:
-            raise self.error(key, f"must be {what or _type_name(kind)}, got {value!r}")
+            raise self.error(key, f"must be {what or _type_name(kind)}, got {show(value)}")
         return value
 
-    def number(self, key: str, default: float, *, minimum: float = 0.0, integer: bool = False) -> Any:
-        """A number (an int with ``integer``) of at least ``minimum``.
+    def number(
+        self,
+        key: str,
+        default: float | None,
+        *,
+        minimum: float = 0.0,
+        maximum: float | None = None,
+        integer: bool = False,
+    ) -> Any:
+        """A finite number (an int with ``integer``) between ``minimum`` and ``maximum`` (inclusive).
+
+        ``default`` is returned unchecked when the key is absent (None: optional).
 
         Raises:
-            ConfigError: not a number, or below ``minimum``.
+            ConfigError: not a number (``true`` is not one), NaN or infinite, or out of range.
         """
         value = self.get(
             key, int if integer else (int, float), default, what="an integer" if integer else "a number"
         )
-        if value < minimum:
-            raise self.error(
-                key, f"must be {'an integer' if integer else 'a number'} >= {minimum:g}, got {value!r}"
-            )
+        if value is None:
+            return None
+        if key in self.table and (
+            (isinstance(value, float) and not math.isfinite(value))
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            kind = "an integer" if integer else "a number"
+            low = _number(minimum)
+            want = f"between {low} and {_number(maximum)}" if maximum is not None else f">= {low}"
+            raise self.error(key, f"must be {kind} {want}, got {show(value)}")
         return value if integer else float(value)
+
+    def strings(
+        self, key: str, default: list[str] | None, *, pattern: str = "", what: str = "", empty: bool = False
+    ) -> list[str] | None:
+        """An array of strings (``default`` when absent), each matching the regular expression
+        ``pattern`` when one is given; an empty array only with ``empty``.
+
+        Raises:
+            ConfigError: not an array, an element that is not a string or does not match
+            (``what`` describes the elements in the message), or an empty array.
+        """
+        value = self.get(key, list, default)
+        if key not in self.table:
+            return value
+        what = what or "strings"
+        for element in value:
+            if not isinstance(element, str) or (pattern and not re.fullmatch(pattern, element)):
+                raise self.error(key, f"must be an array of {what}, got {show(element)} in it")
+        if not value and not empty:
+            raise self.error(key, f"must be a non-empty array of {what}")
+        return list(value)
+
+    def location(self, key: str, default: str | None = None) -> str:
+        """A file or folder path: a non-empty string (``default`` when absent; required if None).
+
+        Raises:
+            ConfigError: missing, not a string, or empty.
+        """
+        value = self.get(key, str, ... if default is None else default, what="a path (a string)")
+        if not value.strip():
+            raise self.error(key, "must be a path, got an empty string")
+        return str(value)
 
     def check_unknown(self, allowed: set[str] | None = None) -> None:
         """Refuse any key that was not read (nor listed in ``allowed``): usually a misspelling.
@@ -190,6 +243,54 @@ class TableReader:
                 raise self.error(
                     key, "unknown key (check the spelling; see the README's configuration reference)"
                 )
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (``...`` marks the cut), for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_values(path: Path, text: str, data: Mapping[str, Any], prefix: str = "") -> None:
+    """Refuse what is wrong whatever the key, at any depth: NaN or infinite floats (TOML ``nan``,
+    ``inf``), and control characters other than tab, newline and carriage return (Unicode
+    category Cc) in strings and in key names.
+
+    Raises:
+        ConfigError: naming the first such key (file, line, dotted key).
+    """
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            problem = _problem(key)
+        else:
+            problem = _problem(key) or _problem(value)
+        if problem:
+            raise ConfigError(path, dotted, problem, find_line(text, dotted))
+        if isinstance(value, dict):
+            check_values(path, text, value, dotted)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _problem(value: Any) -> str:
+    """What is wrong with a scalar (or anywhere inside an array or inline table), else ``""``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if isinstance(value, str):
+        m = _CONTROL.search(value)
+        return f"control character U+{ord(m.group()):04X} in {show(value)}" if m else ""
+    if isinstance(value, list):
+        return next((p for p in map(_problem, value) if p), "")
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() for p in (_problem(k), _problem(v)) if p), "")
+    return ""
+
+
+def _number(value: float) -> str:
+    """``2147483647`` or ``0.1`` (``:g`` would turn large integers into exponents)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -117,7 +117,7 @@ def test_429_cools_down_the_whole_provider(tmp_path, keys, headers, delay):
         server.stop()
     items = _items(store, "dataset")
     assert all(i["status"] == "completed" for i in items.values())
-    assert sorted(i["attempts"] for i in items.values()) == [1] * 7 + [2]  # only the refused one was retried
+    assert sorted(i["attempts"] for i in items.values()) == [0] * 7 + [1]  # only the refused one was retried
     reqs = server.of("speech")
     assert len(reqs) == 9
     refused = next(r for r in reqs if r.status == 429)
@@ -164,7 +164,7 @@ def test_each_fault_costs_one_retry_and_the_run_finishes(tmp_path, keys):
         server.stop()
     items = _items(store, "dataset")
     assert all(i["status"] == "completed" for i in items.values())
-    assert sum(i["attempts"] for i in items.values()) == 6
+    assert sum(i["attempts"] for i in items.values()) == 3  # failed tries: one per fault
     assert len(server.of("speech")) == 6
     assert len(_take_files(tmp_path, "data/out/dataset")) == 3
 
@@ -181,7 +181,7 @@ def test_timeouts_are_retried(tmp_path, keys):
         server.stop()
     items = _items(store, "dataset")
     assert all(i["status"] == "completed" for i in items.values())
-    assert sorted(i["attempts"] for i in items.values()) == [1, 2]
+    assert sorted(i["attempts"] for i in items.values()) == [0, 1]
     assert any("read timeout" in e.message for e in store.events())
 
 
@@ -283,24 +283,20 @@ def test_a1111_pages_and_variants_end_to_end_with_min_interval(tmp_path, keys):
 
 
 def test_finalize_upscales_through_a1111(tmp_path, keys):
-    from tui_app.finalize import finalize_variant
-
     server = LoopbackServer().start()
     try:
         config_path = http_project(tmp_path, server, variants="a1111", photos=1, slots='["forensic"]')
         engine, store = _run(config_path)
         (path,) = _take_files(tmp_path, "data/out/variants")
-        dst = tmp_path / "finals" / "x.png"
-
-        async def main():
-            return await finalize_variant(engine, "variants", path, dst)
-
-        size = anyio.run(main)
+        (item,) = store.items("variants")
+        engine.project.choose(item.id)
+        final = anyio.run(engine.build_final, "variants", item.id)
     finally:
         server.stop()
     assert len(server.of("upscale")) == 1
-    with Image.open(path) as src, Image.open(dst) as big:
-        assert big.size == size == (2 * src.width, 2 * src.height)
+    assert final is not None
+    with Image.open(path) as src, Image.open(tmp_path / final.path) as big:
+        assert big.size == (final.width, final.height) == (2 * src.width, 2 * src.height)
 
 
 def test_secrets_never_leak(tmp_path, monkeypatch):

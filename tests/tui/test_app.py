@@ -117,7 +117,7 @@ async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):
         await _until(pilot, lambda: app.store.counts(["variants"])["variants"]["completed"] == 3)
         await pilot.pause(0.3)
         await pilot.press("down", "c")
-        final = app.config.collections["variants"].output / "finals" / "astronaut.s1-balanced.png"
+        final = app.config.collections["variants"].output / "finals" / "astronaut.s1-balanced.take1.png"
         await _until(pilot, final.exists)
         chosen = {i.key: i.chosen for i in app.store.items("variants")}
         assert chosen == {

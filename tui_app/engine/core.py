@@ -36,11 +36,14 @@ from typing import Any
 
 import anyio
 
+from ..files import IntegrityError
 from ..kinds import get_kind
 from ..project import Project
 from ..providers import Output, Provider, ProviderError, build_provider
 from ..settings import CollectionConfig
-from ..store import Event, Item
+from ..storage_errors import storage_error
+from ..store import Event, Final, Item, Take
+from .finals import FinalBuilder
 from .retry import RetryPolicy
 from .takes import WRITER_THREADS, CachedTake, TakeWriter, request_cache_key
 from .throttle import Throttle
@@ -106,6 +109,7 @@ class Engine:
         self.policies = {name: RetryPolicy.from_config(pc) for name, pc in self.config.providers.items()}
         self.stats = {name: RunStats() for name in self.config.collections}
         self.takes = TakeWriter(self.config, self.store)
+        self.finals = FinalBuilder(self.config, self.store)
         self._wake: dict[str, anyio.Event] = {}
         self._stopping = False
         #: per collection, the lowest priority served: 0 = everything pending, 1 = only
@@ -196,6 +200,50 @@ class Engine:
             self._cancel_scope.cancel()
         self.notify()
 
+    # ------------------------------------------------------------------ finals
+
+    async def build_final(self, collection: str, item_id: int) -> Final | None:
+        """Build the final of a chosen item's current take, unless it is already built.
+
+        Returns the item's current final, or None when it is not chosen or has no take.
+
+        Raises:
+            IntegrityError: the take's file is missing or differs from its sha256.
+            ProviderError: the provider's upscale failed.
+            OSError: the final cannot be written.
+        """
+        coll = self.config.collections[collection]
+        for item, take in self.store.finals_to_build(collection):
+            if item.id == item_id:
+                return await self.finals.build(coll, self.provider(coll.provider), item, take)
+        final, now = self.store.final(item_id), self.store.get_item(item_id)
+        if final is None or now is None or now.chosen != 1 or now.current_take != final.take_id:
+            return None
+        return final
+
+    async def build_finals(self, names: Sequence[str] | None = None) -> int:
+        """Build every missing or out-of-date final of the selected collections; returns how many.
+
+        A final that cannot be built is logged (an ``error`` event) and the others go on.
+        """
+        built = 0
+        for coll in self.project.collections(names):
+            if not get_kind(coll.kind).choosable:
+                continue
+            for item, take in self.store.finals_to_build(coll.name):
+                built += await self._build_one(coll, item, take)
+        return built
+
+    async def _build_one(self, coll: CollectionConfig, item: Item, take: Take) -> bool:
+        try:
+            return await self.finals.build(coll, self.provider(coll.provider), item, take) is not None
+        except (IntegrityError, ProviderError, OSError, ValueError) as exc:
+            message = exc.message if isinstance(exc, ProviderError) else str(exc)
+            self.store.log(
+                "error", "finalized", f"{item.key}: cannot build its final: {message}", collection=coll.name
+            )
+            return False
+
     # ------------------------------------------------------------------ running
 
     async def run(
@@ -210,6 +258,7 @@ class Engine:
                 with False keep serving new requests until :meth:`stop`/:meth:`cancel`.
         """
         self._stopping = False
+        await self.build_finals(names)  # finals a crash or an earlier run left out of date
         try:
             with anyio.CancelScope() as scope:
                 self._cancel_scope = scope
@@ -266,6 +315,7 @@ class Engine:
         pc = self.config.providers[coll.provider]
         policy = self.policies[coll.provider]
         holding = True
+        rebuild_final = False
         try:
             take_number = item.next_take or self.store.next_take_number(item.id)
             request = get_kind(coll.kind).build_request(coll, item, take_number)
@@ -303,10 +353,25 @@ class Engine:
                         if await self.takes.write(coll, item, request, result, elapsed, cache_key):
                             stats.completed += 1
                             stats.note_done(time.monotonic())
-                    except OSError as exc:  # disk full, permissions: this item fails, the run goes on
-                        error = ProviderError(f"cannot write the take file: {exc}")
+                            rebuild_final = get_kind(coll.kind).choosable  # the chosen one may have changed
+                    except OSError as exc:
+                        # a full, read-only or over-quota disk is not this item's fault: the item goes
+                        # back to pending (no attempt spent) and the run stops with a StorageError
+                        # (exit 74 headless); any other OSError fails this item only, the run goes on
+                        problem = storage_error(exc, path=coll.output)
+                        if problem is None:
+                            error = ProviderError(f"cannot write the take file: {exc}")
+                        else:
+                            try:
+                                self.store.release(item, f"not written, {problem.cause} -> pending")
+                            except Exception:  # noqa: BLE001 - the state may be on that disk: recovery resets it
+                                pass
+                            self.cancel()
+                            raise problem from exc
             if error is not None:
                 self._failed(coll, item, error, policy, throttle, in_use)
+            elif rebuild_final:
+                await self.build_finals([coll.name])
         finally:
             stats.in_flight -= 1
             if holding:
@@ -344,8 +409,9 @@ class Engine:
             if throttle.clock() + seconds > throttle.cooldown_until + 0.05:  # log each new cooldown once
                 self._throttle_event(coll, f"server asked to wait, all requests cooling down {seconds:.1f} s")
             throttle.cool_down(seconds)
-        if policy.should_retry(error.retryable, item.attempts):
-            delay = policy.delay(item.attempts, error.retry_after_s)
+        tries = item.attempts + 1  # the claim did not count this try: only a real error does
+        if policy.should_retry(error.retryable, tries):
+            delay = policy.delay(tries, error.retry_after_s)
             self.store.fail(
                 item, error.message, retry_at=time.time() + delay, max_attempts=policy.max_attempts
             )

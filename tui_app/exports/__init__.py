@@ -2,8 +2,11 @@
 
 Every export is atomic: it is built in a temp folder beside ``OUT`` and renamed
 to ``OUT`` at the end, so ``OUT`` is either complete or absent; an existing
-``OUT`` is never overwritten. Only completed, non-stale current takes are
-exported; everything else is listed in the report with the reason.
+``OUT`` is never overwritten, and of two exports to one ``OUT`` one wins (the
+other fails, nothing left behind). Files are independent copies (reflinks where the
+file system can), never hard links, checked against their recorded sha256. Each
+item's current take is exported unless it is stale; everything else is listed in
+the report with the reason.
 
 Formats:
 
@@ -17,12 +20,14 @@ Formats:
   ``manifest.json``.
 * Pages: ``page_000.png`` ... and ``book.pdf`` (one page per story page, the image
   above its text).
-* Variants: the chosen variant of each photo as ``STEM.png`` (its finalized file
-  from ``OUTPUT/finals/`` when there is one).
+* Variants: the chosen variant of each photo as ``STEM.png`` (its final from
+  ``OUTPUT/finals/`` when one is recorded for the current take; never an out-of-date one).
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import secrets
 import shutil
@@ -30,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from ..settings import CollectionConfig
+from ..files import copy_file
+from ..settings import CollectionConfig, Config
 from ..store import Item, Store, Take
 
 
@@ -45,6 +51,7 @@ class ExportReport:
     out: Path
     exported: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # exported, with a remark (``KEY: ...``)
 
     def summary(self) -> str:
         reasons: dict[str, int] = {}
@@ -55,15 +62,32 @@ class ExportReport:
 
 
 class Staging:
-    """A temp folder beside ``out`` that becomes ``out`` on commit."""
+    """A temp folder beside ``out`` that becomes ``out`` on commit; one export per folder at a time.
+
+    The parent folder is locked (``flock``, released by the kernel if the process dies)
+    from the check that ``out`` does not exist until the rename, so of two exports to
+    one ``out`` one wins and the other gets :class:`ExportError`. Under the lock, temp
+    folders left by a killed export to the same ``out`` are removed.
+
+    Raises:
+        ExportError: ``out`` exists (or appears before the rename).
+    """
 
     def __init__(self, out: Path):
         self.out = out.resolve()
-        if self.out.exists():
-            raise ExportError(f"{out}: already exists; choose another folder (exports never overwrite)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out.parent / f".{self.out.name}.tmp-{secrets.token_hex(4)}"
-        self.tmp.mkdir()
+        self._lock = os.open(self.out.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            if self.out.exists():
+                raise ExportError(f"{out}: already exists; choose another folder (exports never overwrite)")
+            for stale in self.out.parent.glob(f".{glob.escape(self.out.name)}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)  # a killed export's: we hold the lock
+            self.tmp = self.out.parent / f".{self.out.name}.tmp-{secrets.token_hex(4)}"
+            self.tmp.mkdir()
+        except BaseException:
+            os.close(self._lock)
+            raise
 
     def __enter__(self) -> Staging:
         return self
@@ -71,10 +95,38 @@ class Staging:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            os.rename(self.tmp, self.out)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            if exc_type is None:
+                try:
+                    if self.out.exists():
+                        raise FileExistsError(self.out)
+                    os.rename(self.tmp, self.out)
+                except OSError:
+                    shutil.rmtree(self.tmp, ignore_errors=True)
+                    raise ExportError(
+                        f"{self.out}: appeared while exporting; nothing was written to it"
+                    ) from None
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        finally:
+            os.close(self._lock)  # closing the descriptor drops the flock
+
+
+def export_copy(config: Config, path: str, sha256: str, what: str, dst: Path) -> None:
+    """Copy the recorded file ``path`` (relative to the project root) to ``dst`` as an independent
+    file (see :func:`~tui_app.files.copy_file`), checking that the copy has its recorded ``sha256``.
+
+    Raises:
+        ExportError: the file is missing or differs from its sha256 (one line naming ``what``,
+            e.g. ``dataset/arctic_a0001 take 3``, the file and the fix).
+    """
+    try:
+        copied: str | None = copy_file(config.root / path, dst)
+    except FileNotFoundError:
+        copied = None
+    if copied != sha256:
+        why = "is missing" if copied is None else "differs from its recorded sha256"
+        raise ExportError(f"{what}: its file {path} {why}; run `tui-app sync --fix`, then export again")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -85,19 +137,26 @@ def write_text(path: Path, text: str) -> None:
 
 
 def ready(store: Store, coll: CollectionConfig, report: ExportReport) -> list[tuple[Item, Take]]:
-    """(item, current take) of exportable items; the others go to ``report.skipped``."""
+    """(item, current take) of exportable items; the others go to ``report.skipped``.
+
+    An item's current take is exported whatever later requests did (a regeneration
+    pending, failed or cancelled keeps the last completed take current); an item
+    without one is skipped with its status, and a stale take (made from other input
+    than the item's now) is skipped as ``stale``.
+    """
     takes = dict(store.current_takes(coll.name))
     ready = []
     for item in store.items(coll.name):
-        if item.status != "completed":
+        take = takes.get(item.key)
+        if take is None:
             why = item.status + (
                 f": {item.last_error}" if item.status == "failed" and item.last_error else ""
             )
-            report.skipped.append((item.key, why))
+            report.skipped.append(
+                (item.key, why if item.status != "completed" else "missing: no current take")
+            )
         elif item.stale:
-            report.skipped.append((item.key, "stale: its text changed after the take"))
-        elif item.key not in takes:
-            report.skipped.append((item.key, "missing: no current take"))
+            report.skipped.append((item.key, f"stale: take {take.number} was made from other input"))
         else:
-            ready.append((item, takes[item.key]))
+            ready.append((item, take))
     return ready

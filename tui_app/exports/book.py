@@ -6,11 +6,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..files import link_or_copy
 from ..render.pages import wrap
 from ..settings import CollectionConfig, Config
 from ..store import Store
-from . import ExportError, ExportReport, Staging, ready
+from . import ExportError, ExportReport, Staging, export_copy, ready
 
 
 def export_pages(config: Config, store: Store, coll: CollectionConfig, out: Path) -> ExportReport:
@@ -26,9 +25,9 @@ def export_pages(config: Config, store: Store, coll: CollectionConfig, out: Path
     with Staging(out) as stage:
         book = []
         for item, take in found:
-            src = config.root / take.path
-            link_or_copy(src, stage.tmp / f"{item.key}{src.suffix}")
-            with Image.open(src) as img:
+            page = stage.tmp / f"{item.key}{Path(take.path).suffix}"
+            export_copy(config, take.path, take.sha256, f"{coll.name}/{item.key} take {take.number}", page)
+            with Image.open(page) as img:
                 book.append(book_page(img.convert("RGB"), item.params.get("title") or "", item.text))
         book[0].save(stage.tmp / "book.pdf", "PDF", save_all=True, append_images=book[1:], resolution=150)
         report.exported = len(found)

@@ -7,10 +7,9 @@ import io
 import json
 from pathlib import Path
 
-from ..files import link_or_copy
 from ..settings import CollectionConfig, Config
 from ..store import Store
-from . import ExportError, ExportReport, Staging, ready, write_text
+from . import ExportError, ExportReport, Staging, export_copy, ready, write_text
 
 DATASET_FORMATS = ("ljspeech", "audiofolder", "nemo")
 
@@ -33,7 +32,8 @@ def export_dataset(
         (stage.tmp / "wavs").mkdir()
         rows = []
         for item, take in found:
-            link_or_copy(config.root / take.path, stage.tmp / "wavs" / f"{item.key}.wav")
+            wav = stage.tmp / "wavs" / f"{item.key}.wav"
+            export_copy(config, take.path, take.sha256, f"{coll.name}/{item.key} take {take.number}", wav)
             normalized = item.params.get("normalized") or item.text
             rows.append((item.key, item.text, normalized, take))
         if fmt == "ljspeech":

@@ -1,17 +1,18 @@
-"""Chosen variants: one file per photo, the finalized one when there is one (see :mod:`tui_app.exports`)."""
+"""Chosen variants: one file per photo, its current final when there is one (see :mod:`tui_app.exports`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import link_or_copy
 from ..settings import CollectionConfig, Config
 from ..store import Item, Store, Take
-from . import ExportError, ExportReport, Staging, ready
+from . import ExportError, ExportReport, Staging, export_copy, ready
 
 
 def export_variants(config: Config, store: Store, coll: CollectionConfig, out: Path) -> ExportReport:
-    """Export the chosen variant of each photo as ``STEM.png`` (the finalized file when present).
+    """Export the chosen variant of each photo as ``STEM.png``: its final when one is recorded for its
+    current take (checked against the final's sha256), else the take itself, with a note. An
+    out-of-date final (made from an earlier take) is never exported.
 
     Raises:
         ExportError: ``out`` exists, no variant chosen.
@@ -36,12 +37,17 @@ def export_variants(config: Config, store: Store, coll: CollectionConfig, out: P
     with Staging(out) as stage:
         for item, take in picks:
             stem = Path(item.params.get("photo", item.text)).stem
-            finals = (
-                sorted((coll.output / "finals").glob(f"{item.key}*"))
-                if (coll.output / "finals").is_dir()
-                else []
-            )
-            src = finals[-1] if finals else config.root / take.path
-            link_or_copy(src, stage.tmp / f"{stem}{src.suffix}")
+            what = f"{coll.name}/{item.key}"
+            final = store.final(item.id)
+            if final is not None and final.take_id == take.id:
+                dst = stage.tmp / f"{stem}{Path(final.path).suffix}"
+                export_copy(config, final.path, final.sha256, f"{what} final of take {take.number}", dst)
+            else:
+                dst = stage.tmp / f"{stem}{Path(take.path).suffix}"
+                export_copy(config, take.path, take.sha256, f"{what} take {take.number}", dst)
+                report.notes.append(
+                    f"{item.key}: no final of take {take.number} yet, exported the take itself"
+                    + (f" (the final of take {final.take_number} is out of date)" if final else "")
+                )
         report.exported = len(picks)
     return report

@@ -7,7 +7,8 @@ from functools import partial
 from typing import Any
 
 from ..exports.dataset import DATASET_FORMATS, export_dataset
-from ..settings import CollectionConfig, TableReader
+from ..settings import CollectionConfig, TableReader, show
+from ..sources import DEFAULT_MAX_TEXT_CHARS
 from ..sources.dataset import read_dataset
 from ..store.rows import Item, SourceItem
 from .base import Column, Kind, OverrideField
@@ -40,21 +41,24 @@ class DatasetKind(Kind):
     )
 
     def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """``format`` (auto, ljspeech, festvox), ``columns``, ``voice``, ``model``, ``speed`` (> 0.1)."""
+        """``format`` (auto, ljspeech, festvox), ``columns``, ``voice``, ``model``, ``speed`` (> 0.1),
+        ``max_text_chars`` (longest text, normalized text or emotion accepted from the source)."""
         params: dict[str, Any] = {}
         fmt = reader.get("format", str, "auto")
         if fmt not in ("auto", "ljspeech", "festvox"):
-            raise reader.error("format", f"must be auto, ljspeech or festvox, got {fmt!r}")
+            raise reader.error("format", f"must be auto, ljspeech or festvox, got {show(fmt)}")
         params["format"] = fmt
-        columns = reader.get("columns", list, None)
+        names = "|".join(sorted(_COLUMN_NAMES))
+        columns = reader.strings(
+            "columns", None, pattern=names, what=f"column names ({names.replace('|', ', ')})"
+        )
         if columns is not None:
-            if (
-                not all(isinstance(c, str) and c in _COLUMN_NAMES for c in columns)
-                or "id" not in columns
-                or "text" not in columns
-            ):
+            named = [c for c in columns if c != "ignore"]
+            if "id" not in columns or "text" not in columns or len(named) != len(set(named)):
                 raise reader.error(
-                    "columns", f"must list column names from {sorted(_COLUMN_NAMES)} including id and text"
+                    "columns",
+                    f"must list column names from {sorted(_COLUMN_NAMES)} including id and text, "
+                    "each once (ignore may repeat)",
                 )
             params["columns"] = columns
         for key in ("voice", "model"):
@@ -62,6 +66,9 @@ class DatasetKind(Kind):
             if value is not None:
                 params[key] = value
         params["speed"] = reader.number("speed", 1.0, minimum=0.1)
+        params["max_text_chars"] = reader.number(
+            "max_text_chars", DEFAULT_MAX_TEXT_CHARS, minimum=1, integer=True
+        )
         return params
 
     def load_items(

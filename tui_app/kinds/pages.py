@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exports.book import export_pages
-from ..settings import CollectionConfig, TableReader
+from ..settings import MAX_SEED, CollectionConfig, TableReader
+from ..sources import DEFAULT_MAX_TEXT_CHARS
 from ..sources.story import read_story
 from ..store.rows import SourceItem
 from .base import Column, Kind, OverrideField
@@ -34,13 +35,17 @@ class PagesKind(Kind):
     )
 
     def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """``width``, ``height`` (px, >= 64), ``style``, ``seed``, ``cover_first``, ``model``."""
+        """``width``, ``height`` (px, >= 64), ``style``, ``seed`` (0 .. 2**31-1), ``cover_first``,
+        ``model``, ``max_text_chars`` (longest page text accepted from the story)."""
         params: dict[str, Any] = {
             "width": reader.number("width", 768, minimum=64, integer=True),
             "height": reader.number("height", 512, minimum=64, integer=True),
             "style": reader.get("style", str, "watercolour picture-book illustration, soft light"),
-            "seed": reader.get("seed", int, 1234),
+            "seed": reader.number("seed", 1234, maximum=MAX_SEED, integer=True),
             "cover_first": reader.get("cover_first", bool, True),
+            "max_text_chars": reader.number(
+                "max_text_chars", DEFAULT_MAX_TEXT_CHARS, minimum=1, integer=True
+            ),
         }
         model = reader.get("model", str, None)
         if model is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exports.variants import export_variants
-from ..settings import CollectionConfig, TableReader
+from ..settings import CollectionConfig, TableReader, show
 from ..sources.photos import read_photos
 from ..store.rows import Item, Row, SourceItem
 from .base import Column, Kind, OverrideField
@@ -56,20 +56,22 @@ class VariantsKind(Kind):
     def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """``slots`` (built-in or ``[presets.NAME]``), ``extensions``, ``model``, ``size``, ``prompt``."""
         params: dict[str, Any] = {}
-        slots = reader.get("slots", list, list(BUILTIN_SLOTS))
-        if not slots:
-            raise reader.error("slots", "must list at least one slot")
-        for slot in slots:
-            name = slot.removeprefix("preset:") if isinstance(slot, str) else slot
-            if not isinstance(slot, str) or (slot not in BUILTIN_SLOTS and name not in presets):
+        slots = reader.strings("slots", list(BUILTIN_SLOTS), what="slot names")
+        for slot in slots or ():
+            if slot not in BUILTIN_SLOTS and slot.removeprefix("preset:") not in presets:
                 raise reader.error(
                     "slots",
-                    f"unknown slot {slot!r}: use forensic, balanced, creative "
+                    f"unknown slot {show(slot)}: use forensic, balanced, creative "
                     "or the name of a [presets.NAME] table",
                 )
-        params["slots"] = list(slots)
-        exts = reader.get("extensions", list, [".png", ".jpg", ".jpeg", ".webp"])
-        params["extensions"] = [e.lower() for e in exts]
+        params["slots"] = slots
+        exts = reader.strings(
+            "extensions",
+            [".png", ".jpg", ".jpeg", ".webp"],
+            pattern=r"\.[^./\\\s]+",
+            what='file extensions with their dot (".png")',
+        )
+        params["extensions"] = [e.lower() for e in exts or ()]
         for key in ("model", "size", "prompt"):
             value = reader.get(key, str, None)
             if value is not None:

@@ -61,10 +61,18 @@ class A1111Provider(HttpProvider):
     default_base_url = DEFAULT_BASE_URL
 
     def open_client(self) -> HttpClient:
-        """A pool with HTTP Basic auth when ``username`` is set (password from ``password_env``)."""
+        """A pool with HTTP Basic auth when ``username`` is set (password from ``password_env``).
+
+        Raises:
+            ProviderError: ``password_env`` is not set, or holds control characters or
+                surrounding whitespace (see :func:`~.http.read_secret`).
+        """
         if not self.options.get("username"):
             return self.make_client()
-        password = read_secret(self.options.get("password_env", "A1111_PASSWORD"), self.name) or ""
+        # Basic auth sends the password base64-encoded (UTF-8): any text but control characters
+        # and surrounding whitespace (a trailing CR from a Windows .env file) is a valid password.
+        env = self.options.get("password_env", "A1111_PASSWORD")
+        password = read_secret(env, self.name, ascii_only=False) or ""
         return self.make_client(auth=(str(self.options["username"]), password), secrets=[password])
 
     def _common(self, prompt: str, seed: Any) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..redact import redact
+
 #: HTTP statuses worth another attempt besides every 5xx: timeout, conflict, rate limit.
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -30,8 +32,12 @@ def is_retryable_status(status: int) -> bool:
 class ProviderError(Exception):
     """A failed generation.
 
+    The message is redacted here (:func:`tui_app.redact.redact`), so an error built
+    anywhere, from any text (a server's answer, another exception's ``str``), holds no
+    registered secret.
+
     Args:
-        message: one line for the log and the item's ``last_error``; never holds secrets.
+        message: one line for the log and the item's ``last_error``; secrets are removed.
         retryable: True for transient faults worth another attempt.
         retry_after_s: server-requested delay before the next request, seconds (provider-wide).
         status: HTTP status code, when there was one.
@@ -49,6 +55,7 @@ class ProviderError(Exception):
         status: int | None = None,
         lower_concurrency: bool = False,
     ):
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.retryable = retryable

@@ -11,7 +11,11 @@ through :class:`HttpClient`, which
   message, parsed from each API's error shape (:func:`error_detail`), whether to
   retry (:func:`is_retryable_status`, never ``insufficient_quota``/``quota_exceeded``),
   and how long the whole provider must wait (:func:`retry_after_seconds`);
-* removes the secrets it was given from every message it produces (:func:`redact`).
+* reads secrets from the environment (:func:`read_secret`), registers them with
+  :func:`tui_app.redact.register_secret` at once and refuses, before any request, one
+  that is not a valid HTTP header value (:func:`header_value_problem`); every message is
+  redacted before it is shortened (:func:`tui_app.redact.clip`), and
+  :class:`ProviderError` redacts whatever it is given.
 
 The engine applies the verdict: backoff, a provider-wide cooldown, or a failed item.
 """
@@ -26,6 +30,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from typing import Any
 import httpx
 
 from ..media import image_info, wav_bytes, wav_info
+from ..redact import clip, redact, register_secret
 from ..settings import ProviderConfig
 from .base import ProviderError, is_retryable_status
 
@@ -46,7 +52,6 @@ TOO_MANY_CONCURRENT = "too_many_concurrent_requests"
 #: Most connections per httpx client; larger pools are split (see HttpClient).
 SHARD_SIZE = 8
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9_\-*]{6,}")
 _IMAGE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 _IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
@@ -131,7 +136,8 @@ def error_detail(body: bytes) -> tuple[str, str | None]:
     * A1111 exceptions:
       ``{"error": "OutOfMemoryError", "detail": "", "body": "", "errors": "CUDA out of memory"}``
 
-    Anything else gives the first line of the body (at most 200 characters).
+    Anything else gives the body on one line. Messages are redacted
+    (:func:`tui_app.redact.redact`) and only then cut to 200 characters.
     """
     text = body.decode("utf-8", "replace").strip()
     try:
@@ -175,16 +181,8 @@ def error_detail(body: bytes) -> tuple[str, str | None]:
 
 
 def _one_line(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret, and anything shaped like an API key, replaced by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
+    """``text`` redacted, on one line, and only then cut to ``limit`` characters."""
+    return clip(" ".join(redact(text).split()), limit)
 
 
 # --------------------------------------------------------------------------- payload checks
@@ -276,11 +274,67 @@ def pcm_to_wav(data: bytes, sample_rate: int) -> tuple[bytes, float]:
 # --------------------------------------------------------------------------- options
 
 
-def read_secret(env_name: str | None, provider: str) -> str | None:
+_CHAR_NAMES = {
+    "\r": "a carriage return",
+    "\n": "a newline",
+    "\0": "a NUL character",
+    "\t": "a tab",
+    " ": "a space",
+}
+
+
+def _char_name(char: str) -> str:
+    """How a message names a character of a secret, without showing it."""
+    if char in _CHAR_NAMES:
+        return _CHAR_NAMES[char]
+    if unicodedata.category(char) == "Cc":
+        return "a control character"
+    if char.isspace():
+        return "whitespace"
+    if unicodedata.category(char) == "Cs":  # os.environ keeps undecodable bytes as lone surrogates
+        return "bytes that are not UTF-8"
+    return "a character outside ASCII"
+
+
+def header_value_problem(value: str, ascii_only: bool = True) -> str | None:
+    """What makes ``value`` unfit to send as (part of) an HTTP header value, or None when it fits.
+
+    Refused: leading or trailing whitespace, and anywhere a control character
+    (Unicode category Cc: CR, LF, NUL, tab, ESC, DEL, ...) or bytes that are not UTF-8;
+    with ``ascii_only`` also any character outside ASCII (httpx encodes ``str`` header
+    values as ASCII). A space
+    inside is allowed (RFC 9110 field values may hold one). The answer names the kind of
+    character, never the value, e.g. ``"it ends with a carriage return"``.
+
+    Args:
+        value: the secret, as read from the environment.
+        ascii_only: False for a Basic-auth password, which travels base64-encoded (UTF-8).
+    """
+    if not value:
+        return None
+    for where, char in (("starts", value[0]), ("ends", value[-1])):
+        if char.isspace() or unicodedata.category(char) == "Cc":
+            return f"it {where} with {_char_name(char)}"
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs") or (ascii_only and not char.isascii()):
+            return f"it contains {_char_name(char)}"
+    return None
+
+
+def read_secret(env_name: str | None, provider: str, ascii_only: bool = True) -> str | None:
     """The value of the environment variable ``env_name`` (None when ``env_name`` is empty).
 
+    The value is registered with :func:`tui_app.redact.register_secret` as soon as it is
+    read, then checked with :func:`header_value_problem`, before any request is sent.
+
+    Args:
+        env_name: the variable named in the config (``api_key_env``, ``password_env``).
+        provider: the provider's name, for messages.
+        ascii_only: see :func:`header_value_problem` (False for a Basic-auth password).
+
     Raises:
-        ProviderError: the variable is named but not set or empty.
+        ProviderError: the variable is named but not set or empty, or its value is not a
+            valid HTTP header value (one line naming the variable and the problem, never the value).
     """
     if not env_name:
         return None
@@ -289,6 +343,13 @@ def read_secret(env_name: str | None, provider: str) -> str | None:
         raise ProviderError(
             f"provider {provider!r}: the environment variable {env_name} is not set "
             f'(it should hold the API key; set api_key_env = "" for a server without one)'
+        )
+    register_secret(value)
+    problem = header_value_problem(value, ascii_only)
+    if problem:
+        raise ProviderError(
+            f"providers.{provider}: environment variable {env_name} is not a valid HTTP header value "
+            f"({problem}); fix the variable"
         )
     return value
 
@@ -343,8 +404,10 @@ class HttpClient:
             ``ceil(concurrency / SHARD_SIZE)`` clients; each request goes to the least busy).
         connect_timeout_s, read_timeout_s: httpx timeouts, seconds (read also bounds writes).
         headers: sent with every request (may hold the API key: it is redacted from messages).
-        auth: optional ``(username, password)`` for HTTP Basic auth.
-        secrets: strings never to appear in a message (the key, the password).
+        auth: optional ``(username, password)`` for HTTP Basic auth (the password, and the
+            base64 token sent, are registered with :func:`tui_app.redact.register_secret`).
+        secrets: strings never to appear in a message (the key, the password); registered
+            with :func:`tui_app.redact.register_secret`.
     """
 
     def __init__(
@@ -360,6 +423,11 @@ class HttpClient:
     ):
         self.provider = provider
         self.secrets = [s for s in secrets if s]
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode("utf-8", "surrogateescape"))
+            self.secrets += [auth[1], token.decode("ascii")]
+        for secret in self.secrets:
+            register_secret(secret)
         timeout = httpx.Timeout(
             connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=None
         )
@@ -386,8 +454,8 @@ class HttpClient:
         self._timeout = timeout
 
     def error(self, message: str, **kwargs: Any) -> ProviderError:
-        """A :class:`ProviderError` whose message has the secrets removed."""
-        return ProviderError(redact(message, self.secrets), **kwargs)
+        """A :class:`ProviderError` (whose constructor removes every registered secret)."""
+        return ProviderError(message, **kwargs)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request (``path`` relative to the base URL) and return a 2xx response.

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from ..media import wav_bytes
+from ..redact import clip as clip_message
 from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
 
@@ -127,7 +128,7 @@ class PiperProvider:
             if len(sentences) > 1:
                 pieces.append(np.zeros(int(rate * 0.2), dtype=np.float32))
         if not pieces:
-            raise ProviderError(f"text produced no speech: {text[:60]!r}")
+            raise ProviderError(f"text produced no speech: {clip_message(text, 60)!r}")
         pcm = (np.clip(np.concatenate(pieces), -1.0, 1.0) * 32767).astype("<i2").tobytes()
         return Output(
             wav_bytes(pcm, rate),

@@ -14,7 +14,9 @@ Layout::
 
 Within a page, paragraphs are kept (joined by a blank line) and the lines of
 one paragraph are joined by spaces. Without a ``# `` title there is no cover
-and pages start at 1.
+and pages start at 1. Lines end with LF or CRLF; no other control character
+(Unicode category Cc) but tab is accepted, and a page's text is at most the
+collection's ``max_text_chars`` characters.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.rows import SourceItem
-from . import SourceError, make_item, read_text
+from . import DEFAULT_MAX_TEXT_CHARS, SourceError, control_name, first_control, make_item, read_text
 
 
 def page_key(number: int) -> str:
@@ -45,7 +47,7 @@ def _blocks(text: str) -> list[tuple[int, list[tuple[int, str]]]]:
             paragraphs.append((current_line, " ".join(current)))
             current = []
 
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if line == "---":
             flush_paragraph()
@@ -67,15 +69,25 @@ def _blocks(text: str) -> list[tuple[int, list[tuple[int, str]]]]:
 
 
 def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
-    """Read pages; params are the collection's (``style``, ``seed``).
+    """Read pages; params are the collection's (``style``, ``seed``, ``max_text_chars``).
 
     Each page item: key ``page_NNN``, ordinal = page number, text = page text,
     params = {page, prompt (style + text), seed (collection seed + page number), title (cover)}.
 
     Raises:
-        SourceError: no pages, an empty page (with its line), not UTF-8.
+        SourceError: no pages, an empty page (with its line), a control character other than
+            tab and line breaks (LF, CRLF), a page text or title longer than ``max_text_chars``,
+            not UTF-8.
     """
     text = read_text(path)
+    control = first_control(text)
+    if control is not None:
+        line, char = control
+        raise SourceError(
+            path, f"control character {control_name(char)}: a story may hold only tab and line breaks", line
+        )
+    text = text.replace("\r\n", "\n")
+    limit = int(params.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS))
     style = str(params.get("style", ""))
     base_seed = int(params.get("seed", 0))
     blocks = _blocks(text)
@@ -99,7 +111,12 @@ def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
         pages.append((paragraphs[0][0], "\n\n".join(p for _, p in paragraphs), None))
     items: list[SourceItem] = []
     offset = 0 if title is not None else 1
-    for index, (_line, page_text, page_title) in enumerate(pages):
+    for index, (line, page_text, page_title) in enumerate(pages):
+        for what, value in (("text", page_text), ("title", page_title or "")):
+            if len(value) > limit:
+                raise SourceError(
+                    path, f"{what} is {len(value)} characters long (max_text_chars = {limit})", line
+                )
         number = index + offset
         subject = page_title if page_title else page_text
         item_params: dict[str, Any] = {

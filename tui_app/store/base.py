@@ -20,7 +20,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .rows import Batch, Event, ImportReport, Item, Row, RowFilter, SourceItem, Take, TakeFile, TakeRecord
+from .rows import (
+    Batch,
+    Choice,
+    DiskState,
+    Event,
+    Final,
+    ImportReport,
+    Item,
+    Row,
+    RowFilter,
+    SourceItem,
+    Take,
+    TakeFile,
+    TakeRecord,
+)
 
 
 class Store(Protocol):
@@ -160,11 +174,11 @@ class Store(Protocol):
         ...
 
     def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:
-        """Record a failed try (back to pending until ``retry_at``, or failed); guarded."""
+        """Record a failed try, ``attempts`` + 1 (back to pending until ``retry_at``, or failed); guarded."""
         ...
 
     def release(self, item: Item, reason: str) -> bool:
-        """Give a claimed item back (``pending``) without counting the attempt; guarded."""
+        """Give a claimed item back (``pending``); no attempt is counted; guarded."""
         ...
 
     def cancel(self, item_ids: Sequence[int]) -> int:
@@ -196,14 +210,37 @@ class Store(Protocol):
         """Completed items whose current take is missing."""
         ...
 
-    def requeue(self, item_id: int, reason: str) -> bool:
-        """Send an item back to ``pending`` without a current take."""
+    def requeue(self, item_id: int, reason: str, *, take_id: int | None) -> bool:
+        """Send an item back to ``pending`` without a current take, while ``take_id`` is still current."""
         ...
 
-    def forget_take(self, take_id: int, reason: str) -> None:
-        """Delete a superseded take's row (never the current take)."""
+    def forget_take(self, take_id: int, reason: str) -> bool:
+        """Delete a take's row (never the current take's) and any final made from it; True when deleted."""
         ...
 
-    def choose(self, item_id: int) -> list[int]:
-        """Choose one variant of a photo; returns the ids of the variants set aside."""
+    def choose(self, item_id: int) -> Choice:
+        """Choose one variant of a photo; the others are set aside and their finals forgotten."""
+        ...
+
+    # -- finals and sync
+    def finals_to_build(self, collection: str) -> list[tuple[Item, Take]]:
+        """``(item, current take)`` of chosen items whose final is missing or made from another take."""
+        ...
+
+    def final(self, item_id: int) -> Final | None:
+        """The item's recorded final, or None."""
+        ...
+
+    def record_final(
+        self, item_id: int, take_id: int, path: str, sha256: str, size: int, width: int, height: int
+    ) -> tuple[bool, str | None]:
+        """Record a built final (guarded: still chosen, take still current); ``(recorded, replaced path)``."""
+        ...
+
+    def forget_final(self, item_id: int, reason: str) -> None:
+        """Delete the item's final row, with an event."""
+        ...
+
+    def disk_state(self) -> DiskState:
+        """Takes, finals, generating items and unbuilt finals in one consistent snapshot."""
         ...

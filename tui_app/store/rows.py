@@ -27,10 +27,12 @@ class Item:
         text: entry text, page text, or the photo's file name.
         params: the item's parameters from its source (emotion, prompt, slot, seed, ...).
         status: one of :data:`STATUSES`.
-        stale: the input changed after the current take was made.
+        stale: the current take was made from other input than the item's now (derived
+            from the take: reverting to a take of older input leaves the item stale).
         priority: higher is served first (regenerations, retries).
         generation: bumped by every claim and every new request (the guard of the final write).
-        attempts: tries of the current request.
+        attempts: failed tries of the current request (each a real provider error; a crash,
+            an interruption or a full disk costs none).
         last_error: the last failure's message, or None.
         overrides: regenerate overrides for the next take, or None.
         batch_id: the batch that queued the item, or None.
@@ -125,6 +127,76 @@ class TakeFile:
     key: str
     item_status: str
     current: bool
+
+
+@dataclass(frozen=True)
+class Final:
+    """One row of ``finals``: a chosen variant's take, upscaled (see :mod:`tui_app.finalize`).
+
+    A final is current while its take is its item's current take and the item is chosen;
+    otherwise it is out of date and is never exported.
+
+    Attributes:
+        item_id: the item's id.
+        take_id: the take it was made from.
+        take_number: that take's number.
+        path: the file, relative to the project root (``finals/KEY.takeN.png``).
+        sha256: hex digest of the file.
+        bytes: file size, bytes.
+        width, height: image size, pixels.
+        created_at: unix time it was recorded.
+    """
+
+    item_id: int
+    take_id: int
+    take_number: int
+    path: str
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FinalFile:
+    """A final with its item's collection and key, and whether it is current."""
+
+    final: Final
+    collection: str
+    key: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class DiskState:
+    """What sync compares with the disk, read in one consistent snapshot.
+
+    Attributes:
+        takes: every take, with its item's collection, key, status and whether it is current.
+        finals: every recorded final.
+        generating: ``(collection, key)`` of items whose claim may still record a take.
+        finalizing: ``(collection, key) -> take number`` of chosen items whose final is not
+            built for their current take yet (a final of that take may still be recorded).
+    """
+
+    takes: list[TakeFile]
+    finals: list[FinalFile]
+    generating: set[tuple[str, str]]
+    finalizing: dict[tuple[str, str], int]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What :meth:`~tui_app.store.base.Store.choose` changed.
+
+    Attributes:
+        aside: ids of the other variants of the photo, now set aside.
+        dropped_finals: paths (relative to the root) of their finals, forgotten: delete the files.
+    """
+
+    aside: list[int]
+    dropped_finals: list[str]
 
 
 @dataclass(frozen=True)

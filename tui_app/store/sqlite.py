@@ -22,10 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..redact import redact
 from .rows import (
     STATUSES,
     Batch,
+    Choice,
+    DiskState,
     Event,
+    Final,
+    FinalFile,
     ImportReport,
     Item,
     Row,
@@ -36,7 +41,7 @@ from .rows import (
     TakeRecord,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -49,11 +54,10 @@ CREATE TABLE IF NOT EXISTS items (
     input_hash   TEXT    NOT NULL,
     status       TEXT    NOT NULL DEFAULT 'pending'
                  CHECK (status IN ('pending','generating','completed','failed','cancelled')),
-    stale        INTEGER NOT NULL DEFAULT 0,  -- input changed after the current take
     retired      INTEGER NOT NULL DEFAULT 0,  -- no longer in the source
     priority     INTEGER NOT NULL DEFAULT 0,  -- higher first (regenerations)
     generation   INTEGER NOT NULL DEFAULT 0,  -- bumped by every claim and every new request
-    attempts     INTEGER NOT NULL DEFAULT 0,  -- tries of the current request
+    attempts     INTEGER NOT NULL DEFAULT 0,  -- failed tries of the current request (provider errors)
     last_error   TEXT,
     overrides    TEXT,                        -- JSON overrides for the next take (regenerate dialog)
     not_before   REAL    NOT NULL DEFAULT 0,  -- backoff: do not claim before this unix time
@@ -88,9 +92,20 @@ CREATE TABLE IF NOT EXISTS takes (
     cache_key   TEXT,                         -- sha256 of the request (generation cache)
     cache_uses  INTEGER NOT NULL DEFAULT 0,   -- times this take's file was reused
     cache_last_used REAL,
+    input_hash  TEXT,                         -- the item's input_hash it was made from (NULL: unknown)
     UNIQUE (item_id, number)
 );
 CREATE INDEX IF NOT EXISTS takes_cache ON takes (cache_key);
+CREATE TABLE IF NOT EXISTS finals (            -- variants: the chosen take, upscaled
+    item_id    INTEGER PRIMARY KEY REFERENCES items(id),
+    take_id    INTEGER NOT NULL REFERENCES takes(id),  -- the take it was made from
+    path       TEXT    NOT NULL,              -- relative to the root: finals/KEY.takeN.png
+    sha256     TEXT    NOT NULL,
+    bytes      INTEGER,
+    width      INTEGER,
+    height     INTEGER,
+    created_at REAL
+);
 CREATE TABLE IF NOT EXISTS batches (
     id         INTEGER PRIMARY KEY,
     kind       TEXT NOT NULL,                 -- run, regenerate, retry
@@ -109,8 +124,25 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+#: Schema changes from version N to N + 1 (applied in order by :meth:`SqliteStore._migrate`).
+_MIGRATIONS = {
+    # 2 -> 3: staleness belongs to the take (the input it was made from); finals are recorded.
+    # A take whose input is unknown (older than version 3, superseded or stale) keeps NULL: stale.
+    2: """
+ALTER TABLE takes ADD COLUMN input_hash TEXT;
+UPDATE takes SET input_hash = (SELECT i.input_hash FROM items i
+    WHERE i.id = takes.item_id AND i.current_take = takes.id AND i.stale = 0);
+ALTER TABLE items DROP COLUMN stale;
+""",
+}
+
+#: An item is stale when its current take was made from other input than the item's now.
+_STALE = (
+    "(current_take IS NOT NULL AND IFNULL((SELECT s.input_hash FROM takes s"
+    " WHERE s.id = items.current_take), '') <> items.input_hash)"
+)
 _ITEM_COLS = (
-    "id, collection, key, ordinal, text, params, status, stale, priority, generation, "
+    f"id, collection, key, ordinal, text, params, status, {_STALE}, priority, generation, "
     "attempts, last_error, overrides, batch_id, current_take, chosen"
 )
 _TAKE_COLS = (
@@ -120,8 +152,13 @@ _TAKE_COLS = (
 )
 _TAKE_WIDTH = 21
 _EVENT_COLS = "id, ts, level, kind, collection, item_key, message"
+_FINAL_SELECT = (
+    "SELECT f.item_id, f.take_id, t.number, f.path, f.sha256, f.bytes, f.width, f.height, f.created_at{more}"
+    " FROM finals f JOIN takes t ON t.id = f.take_id"
+)
 _ROW_SELECT = (
-    "SELECT i.id, i.key, i.ordinal, i.text, i.params, i.status, i.attempts, i.last_error, i.stale, i.chosen,"
+    "SELECT i.id, i.key, i.ordinal, i.text, i.params, i.status, i.attempts, i.last_error,"
+    " (t.id IS NOT NULL AND IFNULL(t.input_hash, '') <> i.input_hash), i.chosen,"
     " t.number, t.bytes, t.duration_s, t.seed, t.qa_flags"
     " FROM items i LEFT JOIN takes t ON t.id = i.current_take"
 )
@@ -173,6 +210,10 @@ def _take(row: Sequence[Any]) -> Take:
         cache_uses=row[19],
         cache_last_used=row[20],
     )
+
+
+def _final(row: Sequence[Any]) -> Final:
+    return Final(*row)
 
 
 def _event_row(row: Sequence[Any]) -> Event:
@@ -281,10 +322,12 @@ class SqliteStore:
                 f"{self.path}: schema version {version} is newer than this tui_app ({SCHEMA_VERSION})"
             )
         if version < SCHEMA_VERSION:
-            # executescript() runs its own transaction: the schema and version land together.
+            fresh = not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name='items'").fetchone()
+            steps = "" if fresh else "".join(_MIGRATIONS[v] for v in range(max(version, 2), SCHEMA_VERSION))
+            # executescript() runs its own transaction: the migrations, the schema and version land together.
             with self._lock:
                 self._conn.executescript(
-                    f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+                    f"BEGIN IMMEDIATE;{steps}{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
                 )
 
     def reader(self) -> SqliteStore:
@@ -320,6 +363,7 @@ class SqliteStore:
         ts: float | None = None,
     ) -> None:
         ts = ts or time.time()
+        message = redact(message)  # every event: secrets never reach the log (DESIGN.md invariant 7)
         cur = c.execute(
             "INSERT INTO events (ts, level, kind, collection, item_key, message) VALUES (?,?,?,?,?,?)",
             (ts, level, kind, collection, key, message),
@@ -382,10 +426,10 @@ class SqliteStore:
                     added += 1
                 elif old[1] != it.input_hash:
                     c.execute(
+                        # pending even when generating: the bumped generation discards that result
                         "UPDATE items SET text=?, params=?, input_hash=?, ordinal=?, retired=0,"
-                        " stale = (current_take IS NOT NULL),"
-                        " status = CASE WHEN status='generating' THEN status ELSE 'pending' END,"
-                        " generation = generation + 1, attempts=0, not_before=0, last_error=NULL,"
+                        " status = 'pending', generation = generation + 1, attempts=0, not_before=0,"
+                        " last_error=NULL,"
                         " updated_at=? WHERE id=?",
                         (it.text, params, it.input_hash, it.ordinal, now, old[0]),
                     )
@@ -451,10 +495,14 @@ class SqliteStore:
         return _take(row) if row else None
 
     def current_takes(self, collection: str) -> list[tuple[str, Take]]:
-        """``(key, take)`` for every completed, non-retired item of ``collection`` with a current take."""
+        """``(key, take)`` for every non-retired item of ``collection`` with a current take.
+
+        Whatever happened to later requests (a regeneration pending, failed or cancelled),
+        an item's current take stays its completed result until a new take replaces it.
+        """
         rows = self._conn.execute(
             f"SELECT i.key, {_TAKE_COLS} FROM items i JOIN takes t ON t.id = i.current_take "
-            "WHERE i.collection=? AND i.retired=0 AND i.status='completed' ORDER BY i.ordinal",
+            "WHERE i.collection=? AND i.retired=0 ORDER BY i.ordinal",
             (collection,),
         ).fetchall()
         return [(r[0], _take(r[1:])) for r in rows]
@@ -626,8 +674,9 @@ class SqliteStore:
         (the cover) is no longer pending or generating. With ``min_priority`` > 0 only
         explicitly requested items (regenerations, retries) are claimed.
 
-        Returns the claimed item (its ``generation`` and ``attempts`` already
-        incremented, ``next_take`` set) or None when nothing is claimable now.
+        Returns the claimed item (its ``generation`` incremented, ``next_take`` set) or None
+        when nothing is claimable now. A claim is not an attempt: ``attempts`` counts only
+        the failures :meth:`fail` records, so a crash or an interrupted try costs none.
         """
         now = time.time()
         cover_gate = (
@@ -639,8 +688,7 @@ class SqliteStore:
         args: list[Any] = [now, collection, now, min_priority] + ([collection] if cover_first else [])
         with self._transaction() as c:
             row = c.execute(
-                f"UPDATE items SET status='generating', generation=generation+1, attempts=attempts+1,"
-                f" updated_at=? WHERE id = ("
+                f"UPDATE items SET status='generating', generation=generation+1, updated_at=? WHERE id = ("
                 f"  SELECT id FROM items WHERE status='pending' AND retired=0 AND collection=?"
                 f"  AND not_before <= ? AND priority >= ?"
                 f"  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE state='open'))"
@@ -668,8 +716,8 @@ class SqliteStore:
             # the guard and the insert in one statement: no row is inserted unless the claim still holds
             cur = c.execute(
                 "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width,"
-                " height, provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key)"
-                " SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,? FROM items"
+                " height, provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key,"
+                " input_hash) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, input_hash FROM items"
                 " WHERE id=? AND generation=? AND status='generating'",
                 (
                     item.id,
@@ -703,7 +751,7 @@ class SqliteStore:
                     (now, take.cached_from),
                 )
             c.execute(
-                "UPDATE items SET status='completed', current_take=?, stale=0, last_error=NULL,"
+                "UPDATE items SET status='completed', current_take=?, last_error=NULL,"
                 " overrides=NULL, priority=0, updated_at=?"
                 " WHERE id=? AND generation=? AND status='generating'",
                 (take_id, now, item.id, item.generation),
@@ -714,32 +762,37 @@ class SqliteStore:
         return take_id
 
     def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:
-        """Record a failed try (guarded like :meth:`complete`).
+        """Record a failed try (guarded like :meth:`complete`): ``attempts`` + 1.
 
-        With ``retry_at`` (unix time) the item goes back to ``pending`` and is not
-        claimed before then; otherwise it becomes ``failed``. Returns False when
-        the guard failed.
+        Only a real provider error is a failed try; a crash or an interrupted try is
+        :meth:`release` or :meth:`recover` and costs no attempt. With ``retry_at``
+        (unix time) the item goes back to ``pending`` and is not claimed before then;
+        otherwise it becomes ``failed``. ``error`` is redacted (secrets) before it is
+        stored. Returns False when the guard failed.
         """
         now = time.time()
+        error = redact(error)
+        tries = item.attempts + 1
         with self._transaction() as c:
             if retry_at is None:
                 cur = c.execute(
-                    "UPDATE items SET status='failed', last_error=?, updated_at=? "
+                    "UPDATE items SET status='failed', attempts=attempts+1, last_error=?, updated_at=? "
                     "WHERE id=? AND generation=? AND status='generating'",
                     (error, now, item.id, item.generation),
                 )
                 msg = f"{item.key} failed: {error}"
-                if item.attempts > 1:
-                    msg += f" (after {item.attempts} attempts)"
+                if tries > 1:
+                    msg += f" (after {tries} attempts)"
                 level, kind = "error", "failed"
             else:
                 cur = c.execute(
-                    "UPDATE items SET status='pending', last_error=?, not_before=?, updated_at=? "
+                    "UPDATE items SET status='pending', attempts=attempts+1, last_error=?, not_before=?,"
+                    " updated_at=? "
                     "WHERE id=? AND generation=? AND status='generating'",
                     (error, retry_at, now, item.id, item.generation),
                 )
                 msg = (
-                    f"{item.key} failed: {error}, retry {item.attempts + 1}/{max_attempts} "
+                    f"{item.key} failed: {error}, retry {tries + 1}/{max_attempts} "
                     f"in {max(0.0, retry_at - now):.1f} s"
                 )
                 level, kind = "warning", "retry"
@@ -748,10 +801,10 @@ class SqliteStore:
             return bool(cur.rowcount)
 
     def release(self, item: Item, reason: str) -> bool:
-        """Put a claimed item back to ``pending`` (cancelled run); attempts are not counted."""
+        """Put a claimed item back to ``pending`` (interrupted run, full disk); no attempt is counted."""
         with self._transaction() as c:
             cur = c.execute(
-                "UPDATE items SET status='pending', attempts=MAX(attempts-1,0), updated_at=? "
+                "UPDATE items SET status='pending', updated_at=? "
                 "WHERE id=? AND generation=? AND status='generating'",
                 (time.time(), item.id, item.generation),
             )
@@ -807,23 +860,28 @@ class SqliteStore:
     def revert(self, item_id: int, number: int) -> bool:
         """Make take ``number`` the item's current take again (an earlier take).
 
-        In-flight work on the item is superseded (its generation is bumped).
-        Returns False when the item has no such take.
+        In-flight work on the item is superseded (its generation is bumped). Staleness
+        belongs to the take: a take made from other input than the item's current input
+        leaves the item stale (exports skip it; the event says so). Returns False when
+        the item has no such take.
         """
         with self._transaction() as c:
             row = c.execute(
-                "SELECT t.id, i.collection, i.key FROM takes t JOIN items i ON i.id=t.item_id "
-                "WHERE t.item_id=? AND t.number=?",
+                "SELECT t.id, i.collection, i.key, IFNULL(t.input_hash, '') <> i.input_hash"
+                " FROM takes t JOIN items i ON i.id=t.item_id WHERE t.item_id=? AND t.number=?",
                 (item_id, number),
             ).fetchone()
             if row is None:
                 return False
             c.execute(
-                "UPDATE items SET current_take=?, status='completed', generation=generation+1, stale=0,"
-                " last_error=NULL, updated_at=? WHERE id=?",
+                "UPDATE items SET current_take=?, status='completed', generation=generation+1,"
+                " last_error=NULL, attempts=0, updated_at=? WHERE id=?",
                 (row[0], time.time(), item_id),
             )
-            self._event(c, "info", "reverted", row[1], row[2], f"{row[2]} reverted to take {number}")
+            message = f"{row[2]} reverted to take {number}"
+            if row[3]:
+                message += " (made from other input: the item is stale until a new take)"
+            self._event(c, "info", "reverted", row[1], row[2], message)
         return True
 
     def all_takes(self, collection: str | None = None) -> list[TakeFile]:
@@ -850,20 +908,30 @@ class SqliteStore:
         ).fetchall()
         return [_item(r) for r in rows]
 
-    def requeue(self, item_id: int, reason: str) -> bool:
-        """Send a completed item back to ``pending`` without a current take (its file is gone or wrong)."""
+    def requeue(self, item_id: int, reason: str, *, take_id: int | None) -> bool:
+        """Send an item back to ``pending`` without a current take (its file is gone or wrong).
+
+        Guarded: only while ``take_id`` is still the item's current take, so a take
+        recorded or reverted to meanwhile is never dropped. Returns False otherwise.
+        """
         with self._transaction() as c:
             row = c.execute(
                 "UPDATE items SET status='pending', current_take=NULL, generation=generation+1,"
-                " attempts=0, not_before=0, updated_at=? WHERE id=? RETURNING collection, key",
-                (time.time(), item_id),
+                " attempts=0, not_before=0, updated_at=? WHERE id=? AND current_take IS ?"
+                " RETURNING collection, key",
+                (time.time(), item_id, take_id),
             ).fetchone()
             if row:
                 self._event(c, "warning", "sync", row[0], row[1], f"{row[1]}: {reason}")
             return row is not None
 
-    def forget_take(self, take_id: int, reason: str) -> None:
-        """Delete a superseded take's row (its file is gone or being deleted); never the current take."""
+    def forget_take(self, take_id: int, reason: str) -> bool:
+        """Delete a take's row, never the current take's; True when deleted.
+
+        Callers delete a file only after its row is forgotten, so a take that became
+        current meanwhile (a revert from another process) keeps its file. A final made
+        from the take is forgotten with it (its file is then no longer referenced).
+        """
         with self._transaction() as c:
             row = c.execute(
                 "SELECT i.collection, i.key, t.number FROM takes t JOIN items i ON i.id=t.item_id "
@@ -871,21 +939,26 @@ class SqliteStore:
                 (take_id,),
             ).fetchone()
             if row is None:
-                return
+                return False
+            c.execute("DELETE FROM finals WHERE take_id=?", (take_id,))
             c.execute("DELETE FROM takes WHERE id=?", (take_id,))
             self._event(c, "info", "cleanup", row[0], row[1], f"{row[1]}: take {row[2]} {reason}")
+        return True
 
-    def choose(self, item_id: int) -> list[int]:
+    def choose(self, item_id: int) -> Choice:
         """Choose one variant: it gets ``chosen = 1``, the other slots of the same photo ``-1`` (set aside).
 
-        Variants of one photo share ``params.photo``. Returns the ids set aside.
+        Variants of one photo share ``params.photo``. The finals of the variants set
+        aside are forgotten in the same transaction (the caller deletes their files,
+        listed in the result); the chosen one's final is built by
+        :meth:`~tui_app.engine.Engine.build_finals`.
         """
         with self._transaction() as c:
             row = c.execute(
                 "SELECT collection, key, json_extract(params, '$.photo') FROM items WHERE id=?", (item_id,)
             ).fetchone()
             if row is None:
-                return []
+                return Choice([], [])
             coll, key, photo = row
             others = [
                 r[0]
@@ -897,6 +970,115 @@ class SqliteStore:
             now = time.time()
             c.execute("UPDATE items SET chosen=1, updated_at=? WHERE id=?", (now, item_id))
             c.executemany("UPDATE items SET chosen=-1, updated_at=? WHERE id=?", [(now, i) for i in others])
+            dropped = [
+                r[0]
+                for i in others
+                for r in c.execute("DELETE FROM finals WHERE item_id=? RETURNING path", (i,)).fetchall()
+            ]
             message = f"{key} chosen; {len(others)} other variants set aside"
+            if dropped:
+                message += f", {len(dropped)} of their finals removed"
             self._event(c, "info", "chosen", coll, key, message)
-            return others
+            return Choice(others, dropped)
+
+    # ------------------------------------------------------------------ finals and sync
+
+    def finals_to_build(self, collection: str) -> list[tuple[Item, Take]]:
+        """``(item, current take)`` of chosen items whose final is missing or made from another take."""
+        rows = self._conn.execute(
+            "SELECT i.id, i.current_take FROM items i WHERE i.collection=? AND i.chosen=1 AND i.retired=0"
+            " AND i.current_take IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM finals f WHERE f.item_id = i.id AND f.take_id = i.current_take)"
+            " ORDER BY i.ordinal",
+            (collection,),
+        ).fetchall()
+        out = []
+        for item_id, take_id in rows:
+            item, take = self.get_item(item_id), self.get_take(take_id)
+            if item is not None and take is not None:
+                out.append((item, take))
+        return out
+
+    def final(self, item_id: int) -> Final | None:
+        """The item's recorded final (current or not), or None."""
+        row = self._conn.execute(_FINAL_SELECT.format(more="") + " WHERE f.item_id=?", (item_id,)).fetchone()
+        return _final(row) if row else None
+
+    def record_final(
+        self, item_id: int, take_id: int, path: str, sha256: str, size: int, width: int, height: int
+    ) -> tuple[bool, str | None]:
+        """Record the final built from take ``take_id`` (guarded: the item is still chosen and the
+        take still current).
+
+        Returns ``(recorded, replaced)``: ``replaced`` is the path of the final it replaced
+        (delete that file), or None. When not recorded, the caller deletes the file it built.
+        """
+        now = time.time()
+        with self._transaction() as c:
+            row = c.execute(
+                "SELECT collection, key, (SELECT path FROM finals WHERE item_id = items.id) FROM items"
+                " WHERE id=? AND chosen=1 AND current_take=?",
+                (item_id, take_id),
+            ).fetchone()
+            if row is None:
+                return False, None
+            c.execute(
+                "INSERT INTO finals (item_id, take_id, path, sha256, bytes, width, height, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (item_id) DO UPDATE SET take_id=excluded.take_id,"
+                " path=excluded.path, sha256=excluded.sha256, bytes=excluded.bytes, width=excluded.width,"
+                " height=excluded.height, created_at=excluded.created_at",
+                (item_id, take_id, path, sha256, size, width, height, now),
+            )
+            number = c.execute("SELECT number FROM takes WHERE id=?", (take_id,)).fetchone()[0]
+            message = f"{row[1]} finalized from take {number} ({width}x{height} px, {size / 1024:.0f} KB)"
+            self._event(c, "info", "finalized", row[0], row[1], message, now)
+        return True, (row[2] if row[2] and row[2] != path else None)
+
+    def forget_final(self, item_id: int, reason: str) -> None:
+        """Delete the item's final row (its file is gone, wrong or being removed), with an event."""
+        with self._transaction() as c:
+            row = c.execute(
+                "DELETE FROM finals WHERE item_id=? RETURNING (SELECT collection FROM items WHERE id=?),"
+                " (SELECT key FROM items WHERE id=?)",
+                (item_id, item_id, item_id),
+            ).fetchone()
+            if row:
+                self._event(c, "warning", "sync", row[0], row[1], f"{row[1]}: final {reason}")
+
+    def disk_state(self) -> DiskState:
+        """Takes, finals, generating items and unbuilt finals, read in one snapshot (for sync)."""
+        w = _TAKE_WIDTH
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                takes = [
+                    TakeFile(_take(r[:w]), r[w], r[w + 1], r[w + 2], bool(r[w + 3]))
+                    for r in self._conn.execute(
+                        f"SELECT {_TAKE_COLS}, i.collection, i.key, i.status, (i.current_take = t.id)"
+                        " FROM takes t JOIN items i ON i.id = t.item_id ORDER BY t.item_id, t.number"
+                    )
+                ]
+                finals = [
+                    FinalFile(_final(r[:9]), r[9], r[10], bool(r[11]))
+                    for r in self._conn.execute(
+                        _FINAL_SELECT.format(
+                            more=", i.collection, i.key, (i.chosen = 1 AND i.current_take = f.take_id)"
+                        )
+                        + " JOIN items i ON i.id = f.item_id ORDER BY i.id"
+                    )
+                ]
+                generating = {
+                    (r[0], r[1])
+                    for r in self._conn.execute("SELECT collection, key FROM items WHERE status='generating'")
+                }
+                finalizing = {
+                    (r[0], r[1]): r[2]
+                    for r in self._conn.execute(
+                        "SELECT i.collection, i.key, t.number FROM items i"
+                        " JOIN takes t ON t.id = i.current_take WHERE i.chosen = 1 AND NOT EXISTS"
+                        " (SELECT 1 FROM finals f WHERE f.item_id = i.id AND f.take_id = t.id)"
+                    )
+                }
+            finally:
+                self._conn.execute("COMMIT")
+        return DiskState(takes, finals, generating, finalizing)

@@ -29,9 +29,11 @@ from textual.widgets import Footer, Input, RichLog, Static, TabbedContent, TabPa
 from ..display import format_eta
 from ..engine import Engine, RegenerateDebouncer
 from ..exit_codes import ExitCode
+from ..files import IntegrityError
 from ..kinds import get_kind
 from ..project import Project, read_sources
 from ..settings import Config
+from ..storage_errors import storage_error
 from ..store import Event
 from ..views import RowSource, take_details
 from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialog
@@ -178,7 +180,9 @@ class TuiApp(App[int]):
                 await self.engine.run(until_idle=False)
                 tg.cancel_scope.cancel()
         except Exception as exc:  # noqa: BLE001 - never crash the app: say what happened
-            self.notify(f"engine stopped: {exc}", severity="error", timeout=10)
+            problem = storage_error(exc, path=self.config.state_path)
+            what = problem.line() if problem is not None else str(exc)
+            self.notify(f"engine stopped: {what}", severity="error", timeout=30)
 
     # ------------------------------------------------------------------ engine events -> repaint
 
@@ -386,8 +390,17 @@ class TuiApp(App[int]):
             return
 
         def revert(number: int | None) -> None:
-            if number is not None and self.project.revert(row.id, number):
-                self.notify(f"{row.key}: take {number} is current again")
+            if number is None:
+                return
+            try:
+                reverted = self.project.revert(row.id, number)
+            except IntegrityError as exc:
+                self.notify(str(exc), severity="error", timeout=8)
+                return
+            if reverted:
+                item = self.store.get_item(row.id)
+                stale = " (made from other input: stale until a new take)" if item and item.stale else ""
+                self.notify(f"{row.key}: take {number} is current again{stale}")
                 self._dirty.add(name)
 
         details = take_details(self.store, row.id)
@@ -435,35 +448,27 @@ class TuiApp(App[int]):
         if row is None or row.status != "completed":
             self.notify("only a completed variant can be chosen", severity="warning")
             return
-        aside = self.project.choose(row.id)
+        try:
+            choice = self.project.choose(row.id)
+        except IntegrityError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
         self._dirty.add(name)
-        self.finalize(name, row.id, row.key, len(aside))
+        self.finalize(name, row.id, row.key, len(choice.aside))
 
     @work(group="finalize")
     async def finalize(self, name: str, item_id: int, key: str, aside: int) -> None:
-        """Upscale the chosen variant 2x into ``OUTPUT/finals/KEY.png`` (the provider's upscaler, e.g.
-        A1111's extra-single-image, or Pillow's Lanczos), off the event loop."""
-        from ..finalize import finalize_variant
-
-        take = self.project.current_take(item_id)
-        if take is None:
-            return
-        src = self.project.take_path(take)
-        dst = self.config.collections[name].output / "finals" / f"{key}.png"
+        """Build the chosen variant's final (upscaled 2x by the provider, e.g. A1111's
+        extra-single-image, or Pillow's Lanczos) off the event loop; the store records it."""
         try:
-            size = await finalize_variant(self.engine, name, src, dst)
+            final = await self.engine.build_final(name, item_id)
         except Exception as exc:  # noqa: BLE001 - any failure of the upscaler is shown, never a crash
-            self.notify(f"{key}: cannot finalize: {exc}", severity="error")
+            self.notify(f"{key}: cannot finalize: {getattr(exc, 'message', exc)}", severity="error")
             return
-        self.project.log(
-            "info",
-            "finalized",
-            f"{key} chosen and finalized to {dst.name} ({size[0]}x{size[1]})",
-            collection=name,
-            key=key,
-        )
         self._dirty.add(name)
-        self.notify(f"{key} chosen ({aside} other variants set aside); finalized {size[0]}x{size[1]}")
+        if final is not None:
+            size = f"{final.width}x{final.height}"
+            self.notify(f"{key} chosen ({aside} other variants set aside); final {size}")
 
     def action_cancel_items(self) -> None:
         name, table = self.current_collection(), self.current_table()
