@@ -142,20 +142,24 @@ async def test_a_cut_never_leaves_part_of_a_key_in_the_message(echo, kind, monke
     _assert_clean(str(info.value), key)
 
 
+def _batch_json(tmp_path: Path, server: object, key: str) -> subprocess.CompletedProcess:
+    """``tui-app --batch --json`` on a 2-entry openai project against ``server``, with ``key`` set."""
+    config = http_project(tmp_path, server, dataset="openai", entries=2)
+    return subprocess.run(
+        [sys.executable, "-m", "tui_app", "--config", str(config), "--batch", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOOPBACK_OPENAI_KEY": key},
+        timeout=60,
+    )
+
+
 def test_a_whole_batch_leaks_no_part_of_a_key(tmp_path):
     """``tui-app --batch --json`` against a server that echoes the key where the cut falls."""
     key = _random_key()
     server = EchoingServer("openai").start()
     try:
-        config = http_project(tmp_path, server, dataset="openai", entries=2)
-        env = {**os.environ, "LOOPBACK_OPENAI_KEY": key}
-        batch = subprocess.run(
-            [sys.executable, "-m", "tui_app", "--config", str(config), "--batch", "--json"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        batch = _batch_json(tmp_path, server, key)
     finally:
         server.stop()
     assert batch.returncode == 1, batch.stderr
@@ -287,15 +291,7 @@ def test_batch_with_a_trailing_carriage_return_is_a_one_line_config_error(tmp_pa
     key = _random_key()
     server = LoopbackServer().start()
     try:
-        config = http_project(tmp_path, server, dataset="openai", entries=2)
-        env = {**os.environ, "LOOPBACK_OPENAI_KEY": key + "\r"}
-        batch = subprocess.run(
-            [sys.executable, "-m", "tui_app", "--config", str(config), "--batch", "--json"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        batch = _batch_json(tmp_path, server, key + "\r")
     finally:
         server.stop()
     assert batch.returncode == 2, batch.stderr
