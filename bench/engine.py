@@ -56,7 +56,7 @@ def run_once(n: int, latency_ms: float, concurrency: int) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="tui_app_bench_"))
     try:
         config = load_config(make_project(root, n, latency_ms, concurrency))
-        with Project.open(config, lock=True) as project:
+        with Project.open(config) as project:
             project.import_sources()
             engine = Engine(project)
             started = time.perf_counter()

@@ -88,7 +88,7 @@ def run_engine(config_path: Path) -> tuple[float, dict]:
     from tui_app.engine import Engine
     from tui_app.project import Project
 
-    project = Project.open(load_config(config_path), lock=True)
+    project = Project.open(load_config(config_path))
     project.import_sources()
     engine = Engine(project)
 

@@ -84,7 +84,7 @@ def setup(root: Path, n: int) -> None:
     from tui_app.config import load_config
     from tui_app.project import Project
 
-    with Project.open(load_config(make_project(root, n)), lock=True) as project:
+    with Project.open(load_config(make_project(root, n))) as project:
         project.import_sources()
 
 

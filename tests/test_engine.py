@@ -11,7 +11,7 @@ import pytest
 from conftest import write_project
 
 from tui_app.config import load_config
-from tui_app.engine import Engine, RegenerateDebouncer
+from tui_app.engine import Engine
 from tui_app.media import wav_bytes
 from tui_app.project import Project
 from tui_app.providers import Output, ProviderError
@@ -158,20 +158,18 @@ def test_debounced_requests_50ms_apart_form_one_batch_and_all_are_generated(tmp_
     engine = _engine(config_path)
     store = engine.store
     targets = [store.find_item("dataset", k) for k in ("arctic_a0020", "arctic_a0025", "arctic_a0030")]
-    batches: list[tuple[int, int, str]] = []
+    batches: set[int | None] = set()
 
     async def main():
-        debouncer = RegenerateDebouncer(engine, 0.3, on_batch=lambda *b: batches.append(b))
         with anyio.fail_after(30):
-            await scenario(debouncer)
+            await scenario()
 
-    async def scenario(debouncer):
+    async def scenario():
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: engine.run(["dataset"], until_idle=False))
-            tg.start_soon(debouncer.run)
             await anyio.sleep(0.1)
             for item in targets:
-                debouncer.request("dataset", [item.id])
+                batches.update(i.batch_id for i in engine.regenerate("dataset", [item.id], debounce=True))
                 await anyio.sleep(0.05)
             while (  # noqa: ASYNC110 - polls the store, which another connection's commits change
                 any(
@@ -185,9 +183,9 @@ def test_debounced_requests_50ms_apart_form_one_batch_and_all_are_generated(tmp_
             tg.cancel_scope.cancel()
 
     anyio.run(main)
-    assert len(batches) == 1 and batches[0][1] == 3
-    assert batches[0][2] == f"3 regenerations queued as batch {batches[0][0]}"
-    assert {store.get_item(i.id).batch_id for i in targets} == {batches[0][0]}
+    (batch,) = batches
+    assert batch is not None and store.get_batch(batch).note == f"3 regenerations queued as batch {batch}"
+    assert {store.get_item(i.id).batch_id for i in targets} == {batch}
     assert all(store.get_item(i.id).status == "completed" for i in targets)
 
 

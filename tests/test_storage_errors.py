@@ -176,7 +176,7 @@ def test_a_full_disk_under_takes_releases_the_item_and_stops_the_run(tmp_path, m
     config = load_config(write_project(tmp_path, entries=40, pages=1, photos=1, concurrency=4))
     out = config.collections["dataset"].output
     monkeypatch.setattr(os, "fsync", _failing_fsync(out, budget=10))
-    with Project.open(config, lock=True) as project:
+    with Project.open(config) as project:
         project.import_sources()
         engine = Engine(project)
         with pytest.raises(BaseExceptionGroup) as raised:
@@ -205,7 +205,7 @@ def test_other_write_errors_still_fail_only_their_item(tmp_path, monkeypatch):
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with Project.open(config, lock=True) as project:
+    with Project.open(config) as project:
         project.import_sources()
         anyio.run(lambda: Engine(project).run(["dataset"]))
         counts = project.store.counts(["dataset"])["dataset"]

@@ -92,14 +92,32 @@ def test_retry_backoff_hides_item_until_not_before(tmp_path):
     assert store.get_item(claim.id).attempts == 1  # a real provider error is a failed try
 
 
-def test_open_batch_items_wait_for_the_window(tmp_path):
-    store = _store(tmp_path, n=2)
-    batch = store.create_batch("regenerate", open_=True)
-    for item in store.items("c"):
-        store.request([item.id], batch_id=batch, priority=10)
-    assert store.claim_next("c") is None
-    assert store.close_batch(batch) == (2, f"2 regenerations queued as batch {batch}")
-    assert store.claim_next("c") is not None
+def test_leases_pauses_front_and_reclaim(tmp_path):
+    store = _store(tmp_path, n=4)
+    for worker in ("w1", "w2"):
+        store.register_worker(worker, "h", 1, ["c"])
+    a = store.claim_next("c", worker_id="w1", lease_s=30)
+    assert a.worker_id == "w1" and store.held("w1") == {a.id}
+    # the provider's concurrency counts every live lease, whichever worker holds it
+    assert store.claim_next("c", worker_id="w2", lease_s=30, limit=1) is None
+    b = store.claim_next("c", worker_id="w2", lease_s=30, limit=2)
+    assert b is not None and b.worker_id == "w2"
+    # a pause stops claims (by collection, provider or everything) until resumed
+    assert store.pause(["prov"]) == ["prov"]
+    assert store.claim_next("c", worker_id="w2", provider="prov") is None
+    assert store.resume(["*"]) == ["prov"]
+    # front: a pending item jumps every priority
+    last = store.find_item("c", "k3")
+    assert store.front([last.id]) == 1
+    assert store.claim_next("c", worker_id="w2").key == "k3"
+    # w1 stops renewing: its lease expires and its item comes back, no attempt spent
+    assert store.heartbeat("w2", 30) == {b.id, last.id}
+    assert store.recover(["w1"]) == [("c", "k0")]
+    back = store.get_item(a.id)
+    assert back.status == "pending" and back.worker_id is None and back.attempts == 0
+    assert store.complete(a, _take()) is None  # w1's late result is refused
+    assert sorted(store.retire_worker("w2")) == [("c", "k1"), ("c", "k3")]
+    assert store.held("w2") == set() and store.workers() == []
 
 
 def test_cover_first_gate(tmp_path):
@@ -112,16 +130,22 @@ def test_cover_first_gate(tmp_path):
     assert store.claim_next("p", cover_first=True).key == "page_001"
 
 
-def test_recover_resets_generating_and_logs(tmp_path):
+def test_recover_takes_back_expired_or_dead_leases_only_and_logs(tmp_path):
     store = _store(tmp_path)
-    store.claim_next("c")
-    store.claim_next("c")
+    for worker in ("dead", "gone", "alive"):
+        store.register_worker(worker, "h", 1, ["c"])
+    store.claim_next("c", worker_id="dead", lease_s=30)
+    store.claim_next("c", worker_id="gone", lease_s=0.01)
+    store.claim_next("c", worker_id="alive", lease_s=30)
     store.close()
+    time.sleep(0.02)
     store = open_store(tmp_path / "state.sqlite")
-    recovered = store.recover()
+    recovered = store.recover(["dead"])
     assert sorted(k for _, k in recovered) == ["k0", "k1"]
+    assert store.held("alive") == {store.find_item("c", "k2").id}
+    store.recover(["alive"])
     assert store.counts(["c"])["c"]["generating"] == 0
-    assert sum(e.kind == "recovered" for e in store.events()) == 2
+    assert sum(e.kind == "recovered" for e in store.events()) == 3
 
 
 def test_counts_are_queries_not_counters(tmp_path):
@@ -187,7 +211,7 @@ def test_a_version_2_state_file_migrates_and_keeps_staleness(tmp_path):
     path = tmp_path / "state.sqlite"
     shutil.copy(ROOT / "tests" / "data" / "state_v2.sqlite", path)
     store = open_store(path)
-    assert store.schema_version() == 3
+    assert store.schema_version() == SCHEMA_VERSION
     items = {i.key: i for i in store.items("dataset")}
     assert items["arctic_a0001"].stale and items["arctic_a0001"].status == "pending"
     assert not items["arctic_a0002"].stale and items["arctic_a0002"].status == "completed"
@@ -195,4 +219,4 @@ def test_a_version_2_state_file_migrates_and_keeps_staleness(tmp_path):
     assert store.revert(items["arctic_a0001"].id, 1)
     assert store.get_item(items["arctic_a0001"].id).stale
     store.close()
-    assert open_store(path).schema_version() == 3  # opening again changes nothing
+    assert open_store(path).schema_version() == SCHEMA_VERSION  # opening again changes nothing

@@ -1,22 +1,31 @@
-"""Batches: a debounce batch is open while it collects requests, then queued (typed rows)."""
+"""Batches: regenerate requests within the debounce window share one batch, whatever process sends them."""
 
 from __future__ import annotations
+
+import time
 
 from tui_app.sources import make_item
 from tui_app.store import Batch, open_store
 
 
-def test_debounce_batch_is_open_then_queued(tmp_path):
-    store = open_store(tmp_path / "state.sqlite")
-    store.import_items("c", [make_item(f"k{i}", i, f"text {i}", {}) for i in range(3)])
-    batch_id = store.create_batch("regenerate", open_=True)
-    ids = [store.find_item("c", "k0").id, store.find_item("c", "k2").id]
-    store.request(ids, batch_id=batch_id, priority=10)
-    opened = store.get_batch(batch_id)
-    assert isinstance(opened, Batch) and (opened.kind, opened.state) == ("regenerate", "open")
-    assert store.claim_next("c", min_priority=1) is None  # an open batch is not claimable
-    assert store.close_batch(batch_id) == (2, f"2 regenerations queued as batch {batch_id}")
-    closed = store.get_batch(batch_id)
-    assert closed.state == "queued" and closed.note == f"2 regenerations queued as batch {batch_id}"
-    assert store.claim_next("c", min_priority=1).key == "k0"
-    assert store.get_batch(batch_id + 1) is None
+def test_requests_within_the_window_form_one_batch_across_connections(tmp_path):
+    path = tmp_path / "state.sqlite"
+    first = open_store(path)
+    first.import_items("c", [make_item(f"k{i}", i, f"text {i}", {}) for i in range(3)])
+    second = open_store(path)  # another process's connection
+    k0, k2 = first.find_item("c", "k0").id, first.find_item("c", "k2").id
+    batch_id, _ = first.regenerate([k0], debounce_s=0.4, priority=10)
+    again, _ = second.regenerate([k2], debounce_s=0.4, priority=10)
+    assert again == batch_id
+    opened = first.get_batch(batch_id)
+    assert isinstance(opened, Batch) and opened.kind == "regenerate"
+    assert opened.note == f"2 regenerations queued as batch {batch_id}"
+    assert first.claim_next("c", min_priority=1) is None  # an open window is not claimable
+    wake = first.next_wakeup(["c"])
+    assert wake is not None and 0 < wake - time.time() <= 0.4
+    time.sleep(wake - time.time() + 0.01)
+    assert first.claim_next("c", min_priority=1).key == "k0"
+    assert second.claim_next("c", min_priority=1).key == "k2"
+    assert first.get_batch(batch_id + 1) is None
+    later, _ = second.regenerate([k0], debounce_s=0.0, priority=10)
+    assert later != batch_id  # the window closed: a new batch

@@ -152,29 +152,23 @@ def test_revert_to_an_earlier_take(tmp_path):
     assert bad.returncode == 2 and "has no take 9 (takes: [1, 2])" in bad.stderr
 
 
-def test_second_writer_is_refused(tmp_path):
-    write_project(tmp_path, entries=50, pages=1, photos=1, latency_ms=200, concurrency=2)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        lock = tmp_path / "data" / "state.sqlite.lock"
-        deadline = time.time() + 20
-        while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
-            time.sleep(0.05)
-        second = tui_app("--batch", "--collection", "dataset", cwd=tmp_path)
-        assert second.returncode == 2
-        assert f"another tui-app (pid {first.pid}) is working on this project" in second.stderr
-    finally:
-        first.send_signal(signal.SIGINT)
-        first.wait(timeout=20)
-    assert (
-        sqlite3.connect(tmp_path / "data" / "state.sqlite")
-        .execute("SELECT COUNT(*) FROM items WHERE status='generating'")
-        .fetchone()[0]
-        == 0
-    )
+def test_two_batches_share_one_project_and_never_do_an_item_twice(tmp_path):
+    """Two --batch processes at once: both finish, every item has exactly one take."""
+    write_project(tmp_path, entries=60, pages=1, photos=1, latency_ms=50, concurrency=4)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0], [p.stderr.read() if p.stderr else "" for p in procs]
+    conn = sqlite3.connect(tmp_path / "data" / "state.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM items WHERE status='generating'").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT item_id) FROM takes").fetchone() == (60, 60)
+    assert conn.execute("SELECT COUNT(*) FROM workers").fetchone()[0] == 0
     assert os.path.exists(tmp_path / "data" / "state.sqlite")

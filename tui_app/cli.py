@@ -305,7 +305,6 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
 
 def _batch(config: Config, args: argparse.Namespace) -> int:
     from .batch import run_batch
-    from .lock import ProjectBusy
     from .providers import ProviderError
     from .sources import SourceError
 
@@ -322,8 +321,6 @@ def _batch(config: Config, args: argparse.Namespace) -> int:
         return _error(str(exc))
     except ProviderError as exc:
         return _error(exc.message)
-    except ProjectBusy as exc:
-        return _error(str(exc))
     if result.error:  # a storage failure stopped the run: the summary is out, now the one line
         _say(f"tui-app: error: {result.error}")
     return result.exit_code
@@ -368,15 +365,17 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     return int(ExitCode.OK)
 
 
-def _maintain(config: Config, lock: bool, work: Callable[[Project], int]) -> int:
-    """Open the existing project (with the lock for repairs), run ``work``; usage errors exit 2."""
-    from .lock import ProjectBusy
+def _maintain(config: Config, work: Callable[[Project], int]) -> int:
+    """Open the existing project, run ``work``; a project without state exits 2.
+
+    Safe beside running workers: every change is a guarded transaction (see the README).
+    """
     from .project import NoStateError, Project
 
     try:
-        with Project.open(config, lock=lock, must_exist=True) as project:
+        with Project.open(config, must_exist=True) as project:
             return work(project)
-    except (NoStateError, ProjectBusy) as exc:
+    except NoStateError as exc:
         return _error(str(exc))
 
 
@@ -392,8 +391,7 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         )
         return int(ExitCode.FAILED) if (args.check and findings) else int(ExitCode.OK)
 
-    # safe beside running generation (see tui_app.sync.reconcile): no lock, even with --fix
-    return _maintain(config, False, work)
+    return _maintain(config, work)
 
 
 def _cleanup(config: Config, args: argparse.Namespace) -> int:
@@ -411,7 +409,7 @@ def _cleanup(config: Config, args: argparse.Namespace) -> int:
         )
         return int(ExitCode.OK)
 
-    return _maintain(config, True, work)
+    return _maintain(config, work)
 
 
 def _revert(config: Config, args: argparse.Namespace) -> int:
@@ -438,7 +436,7 @@ def _revert(config: Config, args: argparse.Namespace) -> int:
             )
         return int(ExitCode.OK)
 
-    return _maintain(config, True, work)
+    return _maintain(config, work)
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
@@ -458,7 +456,7 @@ def _export(config: Config, args: argparse.Namespace) -> int:
             print(f"  ... and {len(report.skipped) - 20} more skipped")
         return int(ExitCode.OK)
 
-    return _maintain(config, False, work)
+    return _maintain(config, work)
 
 
 def _tui(config: Config) -> int:

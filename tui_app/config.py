@@ -104,6 +104,10 @@ def load_config(path: Path | str) -> Config:
     project = TableReader(path, text, "project", _table(path, text, data, "project"))
     state = project.location("state", "data/state.sqlite")
     debounce_ms = project.number("debounce_ms", 300, minimum=0)
+    lease_s = project.number("lease_s", 30.0, minimum=1.0)
+    heartbeat_s = project.number("heartbeat_s", 5.0, minimum=0.1)
+    if heartbeat_s >= lease_s:
+        raise project.error("heartbeat_s", f"must be shorter than lease_s ({lease_s:g}), got {heartbeat_s:g}")
     project.check_unknown()
 
     presets: dict[str, dict[str, Any]] = {}
@@ -184,6 +188,8 @@ def load_config(path: Path | str) -> Config:
         root=root,
         state_path=state_path,
         debounce_s=debounce_ms / 1000.0,
+        lease_s=lease_s,
+        heartbeat_s=heartbeat_s,
         collections=collections,
         providers=providers,
         presets=presets,

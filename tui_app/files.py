@@ -15,6 +15,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -156,13 +157,23 @@ def link_or_copy(src: Path, dst: Path) -> None:
         atomic_write(dst, src.read_bytes(), overwrite=False)
 
 
-def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete leftover temp files (from an interrupted write) under ``folder``; returns them."""
+def remove_temp_files(folder: Path, *, older_than_s: float = 0.0) -> list[Path]:
+    """Delete leftover temp files (from an interrupted write) under ``folder``; returns them.
+
+    Args:
+        older_than_s: only those not modified for this many seconds (a live writer's temp file
+            is seconds old; a dead one's stays behind).
+    """
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
+    cutoff = time.time() - older_than_s
     for path in folder.rglob(f".*{TEMP_MARK}*"):
-        if path.is_file() and is_temp(path):
+        try:
+            old = path.is_file() and is_temp(path) and path.stat().st_mtime <= cutoff
+        except OSError:
+            continue
+        if old:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -5,8 +5,8 @@ Every front end goes through here: ``tui-app --batch``, the TUI, each
 subcommand, the benchmarks and the tests::
 
     loaded = read_sources(config)                  # validate every source first: nothing written yet
-    with Project.open(config, lock=True) as project:
-        project.recover()                          # crash recovery (needs the lock)
+    with Project.open(config) as project:
+        project.recover()                          # take back the items of workers that are gone
         project.import_sources(loaded, report=print)
         ...                                        # Engine(project).run(), project.export(...), ...
 
@@ -16,6 +16,10 @@ imports Textual.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +29,40 @@ from typing import Any
 from .exports import ExportReport
 from .files import IntegrityError, remove_temp_files, verify_file
 from .kinds import collection_of_kind, get_kind
-from .lock import ProjectLock
 from .settings import CollectionConfig, Config
-from .store import STATUSES, Choice, ImportReport, Store, Take, open_store
+from .store import STATUSES, Choice, ImportReport, Store, Take, Worker, open_store
 from .store.rows import SourceItem
 from .sync import CleanupReport, Finding, cleanup, reconcile, recover_orphan_takes
+
+#: This machine's name, as workers record it.
+HOST = socket.gethostname()
+
+
+def new_worker_id() -> str:
+    """A fresh worker id: ``HOST-PID-XXXX`` (4 random hex digits, so one process may run several)."""
+    return f"{HOST}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def _alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_workers(workers: Sequence[Worker], lease_s: float, now: float | None = None) -> list[str]:
+    """Ids of workers that are gone: no heartbeat for ``lease_s`` seconds, or, on this machine,
+    a process that no longer exists (so a restart after a crash need not wait for its leases)."""
+    now = time.time() if now is None else now
+    return [
+        w.id
+        for w in workers
+        if w.heartbeat_at < now - lease_s or (w.host == HOST and w.pid != os.getpid() and not _alive(w.pid))
+    ]
 
 
 class NoStateError(Exception):
@@ -60,8 +93,10 @@ def empty_counts(config: Config) -> dict[str, dict[str, int]]:
 
 
 class Project:
-    """An open project: its config and its store (and, for a writer, the project lock).
+    """An open project: its config and its store.
 
+    Several processes may open one project at once (workers, the TUI, maintenance
+    commands): every change is a guarded transaction and every claim a lease.
     Build one with :meth:`open` or :meth:`start`; use it as a context manager or call :meth:`close`.
 
     Attributes:
@@ -69,38 +104,26 @@ class Project:
         store: the open state store.
     """
 
-    def __init__(self, config: Config, store: Store, lock: ProjectLock | None = None):
+    def __init__(self, config: Config, store: Store):
         self.config = config
         self.store = store
-        self._lock = lock
 
     # ------------------------------------------------------------------ life cycle
 
     @classmethod
-    def open(cls, config: Config, *, lock: bool = False, must_exist: bool = False) -> Project:
+    def open(cls, config: Config, *, must_exist: bool = False) -> Project:
         """Open the project's store (created when missing).
 
         Args:
-            lock: hold the project lock (needed to run or repair work, see :mod:`tui_app.lock`).
             must_exist: refuse a project that has no state file yet.
 
         Raises:
             NoStateError: ``must_exist`` and there is no state file.
-            ProjectBusy: ``lock`` and another process holds the project.
             sqlite3.DatabaseError: the state file is not a tui_app database, or is newer than this code.
         """
         if must_exist and not config.state_path.exists():
             raise NoStateError(f"{config.state_path}: no state file yet (run `tui-app --batch` first)")
-        held = None
-        if lock:
-            held = ProjectLock(config.state_path)
-            held.__enter__()
-        try:
-            return cls(config, open_store(config.state_path), held)
-        except BaseException:
-            if held is not None:
-                held.__exit__(None, None, None)
-            raise
+        return cls(config, open_store(config.state_path))
 
     @classmethod
     def start(
@@ -109,17 +132,15 @@ class Project:
         names: Sequence[str] = (),
         *,
         report: Callable[[str], None] | None = None,
-        lock: bool = True,
     ) -> Project:
-        """Read the sources (all validated before anything is written), open with the lock, recover,
-        import. ``report`` receives one line per recovery and per import that changed something.
+        """Read the sources (all validated before anything is written), open, recover, import.
+        ``report`` receives one line per recovery and per import that changed something.
 
         Raises:
             SourceError: a source is malformed (nothing has been written).
-            ProjectBusy: another process holds the project.
         """
         loaded = read_sources(config, names)
-        project = cls.open(config, lock=lock)
+        project = cls.open(config)
         try:
             for line in project.recover():
                 if report is not None:
@@ -131,11 +152,8 @@ class Project:
         return project
 
     def close(self) -> None:
-        """Close the store and release the lock."""
+        """Close the store."""
         self.store.close()
-        if self._lock is not None:
-            self._lock.__exit__(None, None, None)
-            self._lock = None
 
     def __enter__(self) -> Project:
         return self
@@ -186,14 +204,17 @@ class Project:
         return reports
 
     def recover(self) -> list[str]:
-        """Crash recovery (hold the lock): items left ``generating`` go back to ``pending``, leftover
-        temp files are removed, take files written but never recorded move aside. Each is logged.
+        """Take back what stopped workers left: their ``generating`` items go back to ``pending``
+        (no attempt counted), temp files older than a lease are removed, take files written but
+        never recorded (and no longer claimable by anyone) move aside. Each is logged. Safe
+        beside running workers: a live worker's items, temp files and takes are left alone.
 
         Returns the log lines.
         """
-        lines = [f"{coll}/{key} was left generating -> pending" for coll, key in self.store.recover()]
+        dead = stale_workers(self.store.workers(), self.config.lease_s)
+        lines = [f"{coll}/{key} was left generating -> pending" for coll, key in self.store.recover(dead)]
         for coll in self.collections():
-            for path in remove_temp_files(coll.output):
+            for path in remove_temp_files(coll.output, older_than_s=2 * self.config.lease_s):
                 msg = f"removed leftover temp file {path.relative_to(self.root)}"
                 self.store.log("warning", "recovered", msg, collection=coll.name)
                 lines.append(msg)

@@ -92,6 +92,9 @@ class Config:
         root: the project folder (the config file's folder); relative paths resolve here.
         state_path: the SQLite state file (default ``data/state.sqlite``).
         debounce_s: quiet window that merges regenerate requests into one batch, seconds.
+        lease_s: how long a claim holds an item without a heartbeat, seconds (then any worker
+            may take it back).
+        heartbeat_s: how often a worker renews its leases, seconds (< ``lease_s``).
         collections: by name, in file order.
         providers: by name.
         presets: ``[presets.NAME]`` tables for variant slots.
@@ -104,6 +107,8 @@ class Config:
     collections: Mapping[str, CollectionConfig]
     providers: Mapping[str, ProviderConfig]
     presets: Mapping[str, Mapping[str, Any]]
+    lease_s: float = 30.0
+    heartbeat_s: float = 5.0
 
 
 # --------------------------------------------------------------------------- helpers

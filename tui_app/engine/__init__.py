@@ -1,7 +1,6 @@
-"""Scheduling: the engine, take writing, per-provider throttles, the retry policy and the debouncer."""
+"""Scheduling: the engine (workers with leases), take writing, finals, throttles and the retry policy."""
 
 from .core import REGENERATE_PRIORITY, RETRY_PRIORITY, Engine, RunStats
-from .debounce import RegenerateDebouncer
 from .retry import RetryPolicy
 from .takes import CachedTake, TakeWriter, request_cache_key
 from .throttle import Throttle
@@ -11,7 +10,6 @@ __all__ = [
     "RETRY_PRIORITY",
     "CachedTake",
     "Engine",
-    "RegenerateDebouncer",
     "RetryPolicy",
     "RunStats",
     "TakeWriter",

@@ -28,6 +28,7 @@ Nothing here imports Textual: the TUI and the headless runner both drive this cl
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,7 +39,7 @@ import anyio
 
 from ..files import IntegrityError
 from ..kinds import get_kind
-from ..project import Project
+from ..project import HOST, Project, new_worker_id, stale_workers
 from ..providers import Output, Provider, ProviderError, build_provider
 from ..settings import CollectionConfig
 from ..storage_errors import storage_error
@@ -50,6 +51,8 @@ from .throttle import Throttle
 
 REGENERATE_PRIORITY = 10
 RETRY_PRIORITY = 5
+#: How often a worker looks for commits of other processes (``PRAGMA data_version``), seconds.
+WATCH_S = 0.1
 
 
 @dataclass
@@ -116,6 +119,14 @@ class Engine:
         #: requested items (the TUI starts so, until the user asks to generate all pending).
         self.min_priority: dict[str, int] = dict.fromkeys(self.config.collections, 0)
         self._cancel_scope: anyio.CancelScope | None = None
+        #: this engine's worker id in the store: its claims' lease owner
+        self.worker_id = new_worker_id()
+        self._items: dict[int, anyio.CancelScope] = {}  # in-flight items -> their task's scope
+        self._others = False  # other live workers serve this project (see _reclaim)
+        # the collections sharing each provider: its concurrency is counted over all of their leases
+        self._shared: dict[str, list[str]] = {}
+        for coll in self.config.collections.values():
+            self._shared.setdefault(coll.provider, []).append(coll.name)
 
     # ------------------------------------------------------------------ events
 
@@ -164,12 +175,21 @@ class Engine:
         collection: str,
         item_ids: Iterable[int],
         *,
-        batch_id: int | None = None,
         overrides: Mapping[str, Any] | None = None,
+        debounce: bool = False,
     ) -> list[Item]:
-        """Queue items for a new take now, with priority (durable before this returns)."""
-        items = self.store.request(
-            list(item_ids), batch_id=batch_id, priority=REGENERATE_PRIORITY, overrides=dict(overrides or {})
+        """Queue items for a new take now, with priority (durable before this returns).
+
+        With ``debounce`` the request joins the project's open regenerate batch (requests
+        within ``[project] debounce_ms`` of each other, from any process, form one batch,
+        served once the window closes); without, it is served at once.
+        """
+        debounce_s = self.config.debounce_s if debounce else 0.0
+        _, items = self.store.regenerate(
+            list(item_ids),
+            debounce_s=debounce_s,
+            priority=REGENERATE_PRIORITY,
+            overrides=dict(overrides or {}),
         )
         self.notify(collection)
         return items
@@ -258,15 +278,56 @@ class Engine:
                 with False keep serving new requests until :meth:`stop`/:meth:`cancel`.
         """
         self._stopping = False
-        await self.build_finals(names)  # finals a crash or an earlier run left out of date
+        colls = self.project.collections(names)
+        self.store.register_worker(self.worker_id, HOST, os.getpid(), [c.name for c in colls])
+        self._reclaim()
         try:
+            await self.build_finals(names)  # finals a crash or an earlier run left out of date
             with anyio.CancelScope() as scope:
                 self._cancel_scope = scope
-                async with anyio.create_task_group() as tg:
-                    for coll in self.project.collections(names):
-                        tg.start_soon(self._dispatch, coll, limit, until_idle)
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(self._keepalive)
+                    async with anyio.create_task_group() as tg:
+                        for coll in colls:
+                            tg.start_soon(self._dispatch, coll, limit, until_idle)
+                    outer.cancel_scope.cancel()
         finally:
             self._cancel_scope = None
+            self.store.retire_worker(self.worker_id)  # anything still held goes back to pending
+
+    async def _keepalive(self) -> None:
+        """Renew this worker's leases every ``heartbeat_s``, take back the items of workers that are
+        gone, and react to other processes within 0.1 s: ``PRAGMA data_version`` changes whenever
+        another connection commits (new requests, pauses, cancels), so the dispatchers are woken
+        and in-flight items this worker no longer holds are abandoned."""
+        version = self.store.data_version()
+        beat = time.monotonic()
+        while True:
+            await anyio.sleep(WATCH_S)
+            if time.monotonic() - beat >= self.config.heartbeat_s:
+                beat = time.monotonic()
+                self._abandon(self.store.heartbeat(self.worker_id, self.config.lease_s))
+                self._reclaim()
+            now = self.store.data_version()
+            if now != version:
+                version = now
+                self._abandon(self.store.held(self.worker_id))
+                self.notify()
+
+    def _abandon(self, held: set[int]) -> None:
+        """Cancel the in-flight items this worker no longer holds (cancelled, regenerated, taken back)."""
+        for item_id, scope in list(self._items.items()):
+            if item_id not in held:
+                scope.cancel()
+
+    def _reclaim(self) -> None:
+        """Items of workers that stopped renewing (or whose process is gone) go back to pending."""
+        workers = self.store.workers()
+        dead = [w for w in stale_workers(workers, self.config.lease_s) if w != self.worker_id]
+        # alone, this worker's own throttle is exact; beside others, claims also count their leases
+        self._others = any(w.id != self.worker_id and w.id not in dead for w in workers)
+        if self.store.recover(dead):
+            self.notify()
 
     async def _wait_wake(self, collection: str, seconds: float) -> None:
         event = self._wake.get(collection)
@@ -292,12 +353,21 @@ class Engine:
                     throttle.release()
                     break
                 item = self.store.claim_next(
-                    coll.name, cover_first=cover_first, min_priority=self.min_priority.get(coll.name, 0)
+                    coll.name,
+                    worker_id=self.worker_id,
+                    lease_s=self.config.lease_s,
+                    provider=coll.provider,
+                    limit=throttle.limit if self._others else None,
+                    shared_with=self._shared[coll.provider],
+                    cover_first=cover_first,
+                    min_priority=self.min_priority.get(coll.name, 0),
                 )
                 if item is None:
                     throttle.release()
                     wake_at = self.store.next_wakeup([coll.name])
-                    if until_idle and stats.in_flight == 0 and wake_at is None:
+                    # pending items another worker or a pause holds back keep a --batch waiting
+                    idle = until_idle and stats.in_flight == 0 and wake_at is None
+                    if idle and not self.store.counts([coll.name])[coll.name]["pending"]:
                         break
                     timeout = (
                         (wake_at - time.time() + 0.001) if wake_at else (math.inf if not until_idle else 1.0)
@@ -309,6 +379,17 @@ class Engine:
                 tg.start_soon(self._run_item, coll, item, provider, throttle)
 
     async def _run_item(
+        self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle
+    ) -> None:
+        """Serve one claimed item; :meth:`_abandon` cancels it when this worker no longer holds it."""
+        with anyio.CancelScope() as scope:
+            self._items[item.id] = scope
+            try:
+                await self._serve_item(coll, item, provider, throttle)
+            finally:
+                self._items.pop(item.id, None)
+
+    async def _serve_item(
         self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle
     ) -> None:
         stats = self.stats[coll.name]
@@ -376,7 +457,8 @@ class Engine:
             stats.in_flight -= 1
             if holding:
                 throttle.release()
-            self.notify(coll.name)
+            for name in self._shared[coll.provider]:  # a slot of the provider is free
+                self.notify(name)
 
     def _throttle_event(self, coll: CollectionConfig, what: str) -> None:
         """Log a change of the provider's throttle: ``PROVIDER: what``."""

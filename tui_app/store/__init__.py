@@ -25,6 +25,7 @@ from .rows import (
     Take,
     TakeFile,
     TakeRecord,
+    Worker,
 )
 from .sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -57,5 +58,6 @@ __all__ = [
     "Take",
     "TakeFile",
     "TakeRecord",
+    "Worker",
     "open_store",
 ]

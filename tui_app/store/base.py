@@ -34,6 +34,7 @@ from .rows import (
     Take,
     TakeFile,
     TakeRecord,
+    Worker,
 )
 
 
@@ -138,16 +139,12 @@ class Store(Protocol):
         ...
 
     # -- work queue
-    def create_batch(self, kind: str, note: str = "", *, open_: bool = False) -> int:
-        """A new batch (``open`` while a debounce window collects); returns its id."""
+    def create_batch(self, kind: str, note: str = "") -> int:
+        """Insert a batch row (``retry``, ``run``); returns its id."""
         ...
 
     def get_batch(self, batch_id: int) -> Batch | None:
-        """One batch by id."""
-        ...
-
-    def close_batch(self, batch_id: int) -> tuple[int, str]:
-        """Queue an open batch; returns its item count and the logged line."""
+        """One batch by id, or None."""
         ...
 
     def request(
@@ -165,8 +162,20 @@ class Store(Protocol):
         """Queue every failed item again; returns how many."""
         ...
 
-    def claim_next(self, collection: str, *, cover_first: bool = False, min_priority: int = 0) -> Item | None:
-        """Claim the next item (``generating``), or None when nothing is claimable now."""
+    def claim_next(
+        self,
+        collection: str,
+        *,
+        worker_id: str = "",
+        lease_s: float = 30.0,
+        provider: str = "",
+        limit: int | None = None,
+        shared_with: Sequence[str] = (),
+        cover_first: bool = False,
+        min_priority: int = 0,
+    ) -> Item | None:
+        """Claim the next item (``generating``, under ``worker_id``'s lease for ``lease_s`` seconds),
+        unless paused or ``limit`` leases of the provider's collections are live; or None."""
         ...
 
     def complete(self, item: Item, take: TakeRecord) -> int | None:
@@ -185,8 +194,64 @@ class Store(Protocol):
         """Cancel queued or in-flight items; returns how many."""
         ...
 
-    def recover(self) -> list[tuple[str, str]]:
-        """Items left ``generating`` go back to ``pending``; open batches are queued."""
+    def recover(self, dead_workers: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """Items whose lease expired, or held by ``dead_workers``, go back to ``pending`` (no attempt)."""
+        ...
+
+    # -- workers and queue control
+    def register_worker(self, worker_id: str, host: str, pid: int, collections: Sequence[str]) -> None:
+        """Record a live worker."""
+        ...
+
+    def heartbeat(self, worker_id: str, lease_s: float) -> set[int]:
+        """Renew a worker's heartbeat and leases; returns the ids of the items it still holds."""
+        ...
+
+    def held(self, worker_id: str) -> set[int]:
+        """Ids of the items a worker holds now."""
+        ...
+
+    def retire_worker(self, worker_id: str) -> list[tuple[str, str]]:
+        """A worker stops: its items go back to ``pending``, its row goes."""
+        ...
+
+    def workers(self) -> list[Worker]:
+        """Every registered worker, with the items it holds."""
+        ...
+
+    def pause(self, names: Sequence[str]) -> list[str]:
+        """Pause claims for collections or providers (``*``: everything); returns the newly paused."""
+        ...
+
+    def resume(self, names: Sequence[str]) -> list[str]:
+        """Lift pauses; returns the names resumed."""
+        ...
+
+    def paused(self) -> set[str]:
+        """The paused names."""
+        ...
+
+    def front(self, item_ids: Sequence[int]) -> int:
+        """Serve these pending items next; returns how many moved."""
+        ...
+
+    def regenerate(
+        self,
+        item_ids: Sequence[int],
+        *,
+        debounce_s: float,
+        priority: int,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> tuple[int, list[Item]]:
+        """Queue items for a new take in the open regenerate batch (one per debounce window)."""
+        ...
+
+    def record_command(self, kind: str, args: Mapping[str, Any], origin: str, note: str) -> int:
+        """Append to the durable command log."""
+        ...
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits."""
         ...
 
     # -- takes

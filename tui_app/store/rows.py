@@ -39,6 +39,7 @@ class Item:
         current_take: id of the current take, or None.
         chosen: variants: 1 chosen, -1 set aside, 0 undecided.
         next_take: set by a claim: the number the next take will get (0 elsewhere).
+        worker_id: the worker holding the item's lease while it is ``generating``, else None.
     """
 
     id: int
@@ -58,6 +59,7 @@ class Item:
     current_take: int | None
     chosen: int = 0
     next_take: int = 0
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,29 @@ class Choice:
 
     aside: list[int]
     dropped_finals: list[str]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One row of ``workers``: a process serving the project (``tui-app worker``, ``--batch``, the TUI).
+
+    Attributes:
+        id: the worker id (``HOST-PID-XXXX``).
+        host: host name.
+        pid: process id on that host.
+        started_at: unix time it registered.
+        heartbeat_at: unix time of its last heartbeat (a live worker renews every few seconds).
+        collections: the collections it serves.
+        in_flight: items it holds a lease on now.
+    """
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    collections: tuple[str, ...]
+    in_flight: int
 
 
 @dataclass(frozen=True)

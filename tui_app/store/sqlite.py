@@ -39,9 +39,10 @@ from .rows import (
     Take,
     TakeFile,
     TakeRecord,
+    Worker,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS items (
     batch_id     INTEGER,
     current_take INTEGER,
     chosen       INTEGER NOT NULL DEFAULT 0,  -- variants: 1 chosen, -1 set aside, 0 undecided
+    worker_id    TEXT,                        -- the lease: who holds the item while generating
+    lease_until  REAL,                        -- ... and until when (unix time); renewed by heartbeats
     updated_at   REAL    NOT NULL,
     UNIQUE (collection, key)
 );
@@ -111,7 +114,28 @@ CREATE TABLE IF NOT EXISTS batches (
     kind       TEXT NOT NULL,                 -- run, regenerate, retry
     state      TEXT NOT NULL DEFAULT 'queued', -- open (debounce window), queued
     note       TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    open_until REAL NOT NULL DEFAULT 0        -- its items wait until then (the debounce window)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id           TEXT PRIMARY KEY,            -- HOST-PID-XXXX
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    collections  TEXT NOT NULL DEFAULT '[]'   -- JSON list of the collections it serves
+);
+CREATE TABLE IF NOT EXISTS pauses (
+    name  TEXT PRIMARY KEY,                   -- a collection, a provider, or '*' (everything)
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id     INTEGER PRIMARY KEY,
+    ts     REAL NOT NULL,
+    kind   TEXT NOT NULL,                     -- regenerate, cancel, retry-failed, pause, resume, front, ...
+    args   TEXT NOT NULL DEFAULT '{}',        -- JSON
+    origin TEXT NOT NULL DEFAULT '',          -- HOST:PID of the process that sent it
+    note   TEXT NOT NULL DEFAULT ''           -- what it did
 );
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY,
@@ -134,6 +158,12 @@ UPDATE takes SET input_hash = (SELECT i.input_hash FROM items i
     WHERE i.id = takes.item_id AND i.current_take = takes.id AND i.stale = 0);
 ALTER TABLE items DROP COLUMN stale;
 """,
+    # 3 -> 4: leases (several worker processes per project), debounce windows in the store.
+    3: """
+ALTER TABLE items ADD COLUMN worker_id TEXT;
+ALTER TABLE items ADD COLUMN lease_until REAL;
+ALTER TABLE batches ADD COLUMN open_until REAL NOT NULL DEFAULT 0;
+""",
 }
 
 #: An item is stale when its current take was made from other input than the item's now.
@@ -143,7 +173,7 @@ _STALE = (
 )
 _ITEM_COLS = (
     f"id, collection, key, ordinal, text, params, status, {_STALE}, priority, generation, "
-    "attempts, last_error, overrides, batch_id, current_take, chosen"
+    "attempts, last_error, overrides, batch_id, current_take, chosen, worker_id"
 )
 _TAKE_COLS = (
     "t.id, t.item_id, t.number, t.path, t.sha256, t.bytes, t.duration_s, t.sample_rate, t.width, t.height,"
@@ -183,6 +213,7 @@ def _item(row: Sequence[Any], next_take: int = 0) -> Item:
         current_take=row[14],
         chosen=row[15],
         next_take=next_take,
+        worker_id=row[16],
     )
 
 
@@ -238,6 +269,10 @@ def _table_row(r: Sequence[Any]) -> Row:
         seed=r[13],
         qa_flags=r[14],
     )
+
+
+def _everything(name: str) -> str:
+    return "everything" if name == "*" else name
 
 
 def _marks(n: int) -> str:
@@ -429,7 +464,7 @@ class SqliteStore:
                         # pending even when generating: the bumped generation discards that result
                         "UPDATE items SET text=?, params=?, input_hash=?, ordinal=?, retired=0,"
                         " status = 'pending', generation = generation + 1, attempts=0, not_before=0,"
-                        " last_error=NULL,"
+                        " last_error=NULL, worker_id=NULL, lease_until=NULL,"
                         " updated_at=? WHERE id=?",
                         (it.text, params, it.input_hash, it.ordinal, now, old[0]),
                     )
@@ -515,11 +550,17 @@ class SqliteStore:
         return int(row[0]) + 1
 
     def next_wakeup(self, collections: Sequence[str]) -> float | None:
-        """Earliest ``not_before`` (unix time) of pending items still backing off, or None."""
+        """Earliest time (unix) a pending item becomes claimable: the end of a backoff or of a debounce
+        window, or None when none is waiting."""
+        now = time.time()
+        marks = _marks(len(collections))
         row = self._conn.execute(
-            f"SELECT MIN(not_before) FROM items WHERE status='pending' AND retired=0 AND not_before > ? "
-            f"AND collection IN ({_marks(len(collections))})",
-            (time.time(), *collections),
+            f"SELECT MIN(t) FROM (SELECT MIN(not_before) AS t FROM items WHERE status='pending' AND retired=0"
+            f" AND not_before > ? AND collection IN ({marks})"
+            f" UNION ALL SELECT MIN(b.open_until) FROM batches b WHERE b.open_until > ? AND EXISTS"
+            f" (SELECT 1 FROM items i WHERE i.batch_id = b.id AND i.status = 'pending'"
+            f" AND i.collection IN ({marks})))",
+            (now, *collections, now, *collections),
         ).fetchone()
         return row[0]
 
@@ -593,12 +634,12 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ work queue
 
-    def create_batch(self, kind: str, note: str = "", *, open_: bool = False) -> int:
-        """Insert a batch row (``open`` while a debounce window is collecting) and return its id."""
+    def create_batch(self, kind: str, note: str = "") -> int:
+        """Insert a batch row (a ``retry`` of failed items, a ``run``) and return its id."""
         with self._transaction() as c:
             cur = c.execute(
-                "INSERT INTO batches (kind, state, note, created_at) VALUES (?,?,?,?)",
-                (kind, "open" if open_ else "queued", note, time.time()),
+                "INSERT INTO batches (kind, state, note, created_at) VALUES (?,'queued',?,?)",
+                (kind, note, time.time()),
             )
             return int(cur.lastrowid or 0)
 
@@ -608,18 +649,6 @@ class SqliteStore:
             "SELECT id, kind, state, note, created_at FROM batches WHERE id=?", (batch_id,)
         ).fetchone()
         return Batch(*row) if row else None
-
-    def close_batch(self, batch_id: int) -> tuple[int, str]:
-        """Mark a debounce batch ``queued`` (its items become claimable) and log it.
-
-        Returns its item count and the logged line (``3 regenerations queued as batch 12``).
-        """
-        with self._transaction() as c:
-            n = int(c.execute("SELECT COUNT(*) FROM items WHERE batch_id=?", (batch_id,)).fetchone()[0])
-            note = f"{n} {'regeneration' if n == 1 else 'regenerations'} queued as batch {batch_id}"
-            c.execute("UPDATE batches SET state='queued', note=? WHERE id=?", (note, batch_id))
-            self._event(c, "info", "batch", None, None, note)
-        return n, note
 
     def request(
         self,
@@ -635,19 +664,30 @@ class SqliteStore:
         still in flight can no longer be written (it is discarded). Returns the
         queued items.
         """
+        with self._transaction() as c:
+            return self._request(c, item_ids, batch_id, priority, overrides)
+
+    def _request(
+        self,
+        c: sqlite3.Connection,
+        item_ids: Sequence[int],
+        batch_id: int | None,
+        priority: int,
+        overrides: Mapping[str, Any] | None,
+    ) -> list[Item]:
         now = time.time()
         ov = json.dumps(dict(overrides)) if overrides is not None else None
         out = []
-        with self._transaction() as c:
-            for item_id in item_ids:
-                row = c.execute(
-                    "UPDATE items SET status='pending', priority=?, batch_id=?, attempts=0, not_before=0,"
-                    " last_error=NULL, overrides=COALESCE(?, overrides), generation=generation+1,"
-                    f" updated_at=? WHERE id=? AND retired=0 RETURNING {_ITEM_COLS}",
-                    (priority, batch_id, ov, now, item_id),
-                ).fetchone()
-                if row:
-                    out.append(_item(row))
+        for item_id in item_ids:
+            row = c.execute(
+                "UPDATE items SET status='pending', priority=?, batch_id=?, attempts=0, not_before=0,"
+                " last_error=NULL, overrides=COALESCE(?, overrides), generation=generation+1,"
+                " worker_id=NULL, lease_until=NULL,"
+                f" updated_at=? WHERE id=? AND retired=0 RETURNING {_ITEM_COLS}",
+                (priority, batch_id, ov, now, item_id),
+            ).fetchone()
+            if row:
+                out.append(_item(row))
         return out
 
     def reset_failed(self, collections: Sequence[str], batch_id: int | None, *, priority: int = 0) -> int:
@@ -665,41 +705,69 @@ class SqliteStore:
                 self._event(c, "info", "batch", None, None, message, now)
             return cur.rowcount
 
-    def claim_next(self, collection: str, *, cover_first: bool = False, min_priority: int = 0) -> Item | None:
-        """Atomically take the next claimable item of ``collection`` and mark it ``generating``.
+    def claim_next(
+        self,
+        collection: str,
+        *,
+        worker_id: str = "",
+        lease_s: float = 30.0,
+        provider: str = "",
+        limit: int | None = None,
+        shared_with: Sequence[str] = (),
+        cover_first: bool = False,
+        min_priority: int = 0,
+    ) -> Item | None:
+        """Atomically take the next claimable item of ``collection``: ``generating`` under a lease.
 
         Order: highest priority first, then source order. Items still backing off
-        (``not_before`` in the future), in an open debounce batch, or retired are
-        skipped. With ``cover_first``, items with ordinal > 0 wait until ordinal 0
-        (the cover) is no longer pending or generating. With ``min_priority`` > 0 only
+        (``not_before`` in the future), in a debounce window that is still open, or
+        retired are skipped. Nothing is claimed while the collection, its ``provider`` or
+        everything (``*``) is paused, nor while ``limit`` items of the provider's
+        collections (``shared_with``, this one included) hold live leases, whichever
+        worker holds them. With ``cover_first``, items with ordinal > 0 wait until ordinal
+        0 (the cover) is no longer pending or generating. With ``min_priority`` > 0 only
         explicitly requested items (regenerations, retries) are claimed.
+
+        The claim writes ``worker_id`` and a lease expiry ``lease_s`` seconds from now in
+        the same guarded statement; the worker renews it with :meth:`heartbeat`.
 
         Returns the claimed item (its ``generation`` incremented, ``next_take`` set) or None
         when nothing is claimable now. A claim is not an attempt: ``attempts`` counts only
         the failures :meth:`fail` records, so a crash or an interrupted try costs none.
         """
         now = time.time()
-        cover_gate = (
-            " AND (ordinal = 0 OR NOT EXISTS (SELECT 1 FROM items c WHERE c.collection = ?"
-            " AND c.ordinal = 0 AND c.retired = 0 AND c.status IN ('pending','generating')))"
-            if cover_first
-            else ""
-        )
-        args: list[Any] = [now, collection, now, min_priority] + ([collection] if cover_first else [])
+        gates = ""
+        args: list[Any] = [now, worker_id, now + lease_s, collection, now, min_priority, now]
+        if cover_first:
+            gates += (
+                " AND (ordinal = 0 OR NOT EXISTS (SELECT 1 FROM items c WHERE c.collection = ?"
+                " AND c.ordinal = 0 AND c.retired = 0 AND c.status IN ('pending','generating')))"
+            )
+            args.append(collection)
+        gates += " AND NOT EXISTS (SELECT 1 FROM pauses WHERE name IN ('*', ?, ?))"
+        args += [collection, provider or "*"]
+        if limit is not None:
+            colls = list(shared_with) or [collection]
+            gates += (
+                " AND (SELECT COUNT(*) FROM items g WHERE g.status = 'generating' AND g.lease_until > ?"
+                f" AND g.collection IN ({_marks(len(colls))})) < ?"
+            )
+            args += [now, *colls, limit]
         with self._transaction() as c:
             row = c.execute(
-                f"UPDATE items SET status='generating', generation=generation+1, updated_at=? WHERE id = ("
-                f"  SELECT id FROM items WHERE status='pending' AND retired=0 AND collection=?"
-                f"  AND not_before <= ? AND priority >= ?"
-                f"  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE state='open'))"
-                f"  {cover_gate} ORDER BY priority DESC, ordinal LIMIT 1"
+                "UPDATE items SET status='generating', generation=generation+1, updated_at=?, worker_id=?,"
+                " lease_until=? WHERE id = ("
+                "  SELECT id FROM items WHERE status='pending' AND retired=0 AND collection=?"
+                "  AND not_before <= ? AND priority >= ?"
+                "  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE open_until > ?))"
+                f"  {gates} ORDER BY priority DESC, ordinal LIMIT 1"
                 f") RETURNING {_ITEM_COLS},"
-                f" (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)",
+                " (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)",
                 args,
             ).fetchone()
             if row is None:
                 return None
-            item = _item(row, next_take=row[16])
+            item = _item(row, next_take=row[17])
             self._event(c, "info", "started", collection, item.key, f"Generating {item.key}", now)
         return item
 
@@ -718,7 +786,7 @@ class SqliteStore:
                 "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width,"
                 " height, provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key,"
                 " input_hash) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, input_hash FROM items"
-                " WHERE id=? AND generation=? AND status='generating'",
+                " WHERE id=? AND generation=? AND status='generating' AND worker_id IS ?",
                 (
                     item.id,
                     take.number,
@@ -740,6 +808,7 @@ class SqliteStore:
                     take.cache_key,
                     item.id,
                     item.generation,
+                    item.worker_id,
                 ),
             )
             if not cur.rowcount:
@@ -752,7 +821,7 @@ class SqliteStore:
                 )
             c.execute(
                 "UPDATE items SET status='completed', current_take=?, last_error=NULL,"
-                " overrides=NULL, priority=0, updated_at=?"
+                " overrides=NULL, priority=0, worker_id=NULL, lease_until=NULL, updated_at=?"
                 " WHERE id=? AND generation=? AND status='generating'",
                 (take_id, now, item.id, item.generation),
             )
@@ -776,9 +845,10 @@ class SqliteStore:
         with self._transaction() as c:
             if retry_at is None:
                 cur = c.execute(
-                    "UPDATE items SET status='failed', attempts=attempts+1, last_error=?, updated_at=? "
-                    "WHERE id=? AND generation=? AND status='generating'",
-                    (error, now, item.id, item.generation),
+                    "UPDATE items SET status='failed', attempts=attempts+1, last_error=?, updated_at=?,"
+                    " worker_id=NULL, lease_until=NULL"
+                    " WHERE id=? AND generation=? AND status='generating' AND worker_id IS ?",
+                    (error, now, item.id, item.generation, item.worker_id),
                 )
                 msg = f"{item.key} failed: {error}"
                 if tries > 1:
@@ -787,9 +857,9 @@ class SqliteStore:
             else:
                 cur = c.execute(
                     "UPDATE items SET status='pending', attempts=attempts+1, last_error=?, not_before=?,"
-                    " updated_at=? "
-                    "WHERE id=? AND generation=? AND status='generating'",
-                    (error, retry_at, now, item.id, item.generation),
+                    " updated_at=?, worker_id=NULL, lease_until=NULL"
+                    " WHERE id=? AND generation=? AND status='generating' AND worker_id IS ?",
+                    (error, retry_at, now, item.id, item.generation, item.worker_id),
                 )
                 msg = (
                     f"{item.key} failed: {error}, retry {tries + 1}/{max_attempts} "
@@ -804,9 +874,9 @@ class SqliteStore:
         """Put a claimed item back to ``pending`` (interrupted run, full disk); no attempt is counted."""
         with self._transaction() as c:
             cur = c.execute(
-                "UPDATE items SET status='pending', updated_at=? "
-                "WHERE id=? AND generation=? AND status='generating'",
-                (time.time(), item.id, item.generation),
+                "UPDATE items SET status='pending', updated_at=?, worker_id=NULL, lease_until=NULL"
+                " WHERE id=? AND generation=? AND status='generating' AND worker_id IS ?",
+                (time.time(), item.id, item.generation, item.worker_id),
             )
             if cur.rowcount:
                 self._event(c, "warning", "released", item.collection, item.key, f"{item.key}: {reason}")
@@ -818,7 +888,8 @@ class SqliteStore:
             n = 0
             for item_id in item_ids:
                 row = c.execute(
-                    "UPDATE items SET status='cancelled', generation=generation+1, updated_at=? "
+                    "UPDATE items SET status='cancelled', generation=generation+1, updated_at=?,"
+                    " worker_id=NULL, lease_until=NULL "
                     "WHERE id=? AND status IN ('pending','generating') RETURNING collection, key",
                     (time.time(), item_id),
                 ).fetchone()
@@ -827,22 +898,173 @@ class SqliteStore:
                     self._event(c, "info", "cancelled", row[0], row[1], f"{row[1]} cancelled")
             return n
 
-    def recover(self) -> list[tuple[str, str]]:
-        """Crash recovery: items left ``generating`` go back to ``pending``; open batches are queued.
+    def recover(self, dead_workers: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """Take back the items of workers that are gone: every ``generating`` item whose lease
+        expired, whose worker is not registered (it retired, or never was), or that a worker of
+        ``dead_workers`` holds, goes back to ``pending`` (its
+        generation bumped, so a late result of that worker is discarded). No attempt is
+        counted. The dead workers' rows are removed.
 
         Each recovered item gets a log event. Returns ``[(collection, key), ...]``.
         """
+        now = time.time()
         with self._transaction() as c:
             rows = c.execute(
-                "UPDATE items SET status='pending', generation=generation+1, updated_at=? "
-                "WHERE status='generating' RETURNING collection, key",
-                (time.time(),),
+                "UPDATE items SET status='pending', generation=generation+1, updated_at=?,"
+                " worker_id=NULL, lease_until=NULL WHERE status='generating'"
+                " AND (lease_until IS NULL OR lease_until < ? OR worker_id NOT IN (SELECT id FROM workers)"
+                f" OR worker_id IN ({_marks(len(dead_workers))}))"
+                " RETURNING collection, key, worker_id",
+                (now, now, *dead_workers),
+            ).fetchall()
+            for coll, key, worker in rows:
+                message = f"{key} was left generating by {worker or 'an interrupted run'} -> pending"
+                self._event(c, "warning", "recovered", coll, key, message)
+            c.executemany("DELETE FROM workers WHERE id=?", [(w,) for w in dead_workers])
+        return [(r[0], r[1]) for r in rows]
+
+    # ------------------------------------------------------------------ workers
+
+    def register_worker(self, worker_id: str, host: str, pid: int, collections: Sequence[str]) -> None:
+        """Record a live worker (``tui-app worker``, ``--batch``, the TUI's)."""
+        now = time.time()
+        with self._transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO workers (id, host, pid, started_at, heartbeat_at, collections)"
+                " VALUES (?,?,?,?,?,?)",
+                (worker_id, host, pid, now, now, json.dumps(list(collections))),
+            )
+
+    def heartbeat(self, worker_id: str, lease_s: float) -> set[int]:
+        """Renew the worker's heartbeat and its leases for ``lease_s`` seconds.
+
+        Returns the ids of the items it still holds (an item it no longer holds was
+        cancelled, regenerated or taken back: its result would be discarded).
+        """
+        now = time.time()
+        with self._transaction() as c:
+            c.execute("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, worker_id))
+            rows = c.execute(
+                "UPDATE items SET lease_until=? WHERE worker_id=? AND status='generating' RETURNING id",
+                (now + lease_s, worker_id),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def held(self, worker_id: str) -> set[int]:
+        """Ids of the items ``worker_id`` holds a lease on now."""
+        return {
+            r[0]
+            for r in self._conn.execute(
+                "SELECT id FROM items WHERE worker_id=? AND status='generating'", (worker_id,)
+            )
+        }
+
+    def retire_worker(self, worker_id: str) -> list[tuple[str, str]]:
+        """A worker stops: its items go back to ``pending`` (no attempt counted), its row goes."""
+        return self.recover([worker_id])
+
+    def workers(self) -> list[Worker]:
+        """Every registered worker with the number of items it holds, oldest first."""
+        rows = self._conn.execute(
+            "SELECT w.id, w.host, w.pid, w.started_at, w.heartbeat_at, w.collections,"
+            " (SELECT COUNT(*) FROM items i WHERE i.worker_id = w.id AND i.status = 'generating')"
+            " FROM workers w ORDER BY w.started_at"
+        ).fetchall()
+        return [Worker(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6]) for r in rows]
+
+    # ------------------------------------------------------------------ queue control
+
+    def pause(self, names: Sequence[str]) -> list[str]:
+        """Stop new claims for these collections or providers (``*``: all); returns the newly paused."""
+        now = time.time()
+        with self._transaction() as c:
+            done = [
+                n for n in names if c.execute("INSERT OR IGNORE INTO pauses VALUES (?,?)", (n, now)).rowcount
+            ]
+            for name in done:
+                self._event(c, "info", "paused", None, None, f"{_everything(name)} paused")
+        return done
+
+    def resume(self, names: Sequence[str]) -> list[str]:
+        """Lift pauses (``*`` among ``names``: every pause); returns the names resumed."""
+        with self._transaction() as c:
+            if "*" in names:
+                done = [r[0] for r in c.execute("DELETE FROM pauses RETURNING name").fetchall()]
+            else:
+                done = [n for n in names if c.execute("DELETE FROM pauses WHERE name=?", (n,)).rowcount]
+            for name in done:
+                self._event(c, "info", "resumed", None, None, f"{_everything(name)} resumed")
+        return done
+
+    def paused(self) -> set[str]:
+        """The paused names (collections, providers, ``*``)."""
+        return {r[0] for r in self._conn.execute("SELECT name FROM pauses")}
+
+    def front(self, item_ids: Sequence[int]) -> int:
+        """Serve these pending items next: above every priority in the project; returns how many moved."""
+        with self._transaction() as c:
+            top = int(c.execute("SELECT COALESCE(MAX(priority), 0) FROM items").fetchone()[0]) + 1
+            rows = c.execute(
+                f"UPDATE items SET priority=?, updated_at=? WHERE id IN ({_marks(len(item_ids))})"
+                " AND status='pending' RETURNING collection, key",
+                (top, time.time(), *item_ids),
             ).fetchall()
             for coll, key in rows:
-                message = f"{key} was left generating by an interrupted run -> pending"
-                self._event(c, "warning", "recovered", coll, key, message)
-            c.execute("UPDATE batches SET state='queued' WHERE state='open'")
-        return [(r[0], r[1]) for r in rows]
+                self._event(c, "info", "front", coll, key, f"{key} moved to the front of the queue")
+        return len(rows)
+
+    def regenerate(
+        self,
+        item_ids: Sequence[int],
+        *,
+        debounce_s: float,
+        priority: int,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> tuple[int, list[Item]]:
+        """Queue items for a new take in the open regenerate batch, whatever process sent it.
+
+        Requests closer together than ``debounce_s`` seconds share one batch: the first
+        opens it, each one keeps it open ``debounce_s`` longer, and its items are claimed
+        once it closes (claims skip open batches). Durable at once. Returns
+        ``(batch id, queued items)``.
+        """
+        now = time.time()
+        with self._transaction() as c:
+            row = c.execute(
+                "SELECT id FROM batches WHERE kind='regenerate' AND open_until > ? ORDER BY id DESC LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                batch_id = int(
+                    c.execute(
+                        "INSERT INTO batches (kind, state, note, created_at, open_until)"
+                        " VALUES ('regenerate', 'open', '', ?, ?)",
+                        (now, now + debounce_s),
+                    ).lastrowid
+                    or 0
+                )
+            else:
+                batch_id = int(row[0])
+                c.execute("UPDATE batches SET open_until=? WHERE id=?", (now + debounce_s, batch_id))
+            items = self._request(c, item_ids, batch_id, priority, overrides)
+            n = int(c.execute("SELECT COUNT(*) FROM items WHERE batch_id=?", (batch_id,)).fetchone()[0])
+            note = f"{n} {'regeneration' if n == 1 else 'regenerations'} queued as batch {batch_id}"
+            c.execute("UPDATE batches SET note=? WHERE id=?", (note, batch_id))
+            self._event(c, "info", "batch", None, None, note)
+        return batch_id, items
+
+    def record_command(self, kind: str, args: Mapping[str, Any], origin: str, note: str) -> int:
+        """Append a command to the durable command log (what was asked, by whom, what it did)."""
+        with self._transaction() as c:
+            cur = c.execute(
+                "INSERT INTO commands (ts, kind, args, origin, note) VALUES (?,?,?,?,?)",
+                (time.time(), kind, json.dumps(dict(args), default=str), origin, note),
+            )
+            return int(cur.lastrowid or 0)
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits (``PRAGMA data_version``)."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     # ------------------------------------------------------------------ takes: cache, revert, cleanup
 
@@ -875,7 +1097,7 @@ class SqliteStore:
                 return False
             c.execute(
                 "UPDATE items SET current_take=?, status='completed', generation=generation+1,"
-                " last_error=NULL, attempts=0, updated_at=? WHERE id=?",
+                " last_error=NULL, attempts=0, worker_id=NULL, lease_until=NULL, updated_at=? WHERE id=?",
                 (row[0], time.time(), item_id),
             )
             message = f"{row[2]} reverted to take {number}"
@@ -917,7 +1139,8 @@ class SqliteStore:
         with self._transaction() as c:
             row = c.execute(
                 "UPDATE items SET status='pending', current_take=NULL, generation=generation+1,"
-                " attempts=0, not_before=0, updated_at=? WHERE id=? AND current_take IS ?"
+                " attempts=0, not_before=0, worker_id=NULL, lease_until=NULL, updated_at=?"
+                " WHERE id=? AND current_take IS ?"
                 " RETURNING collection, key",
                 (time.time(), item_id, take_id),
             ).fetchone()

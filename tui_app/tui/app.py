@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import anyio
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -27,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static, TabbedContent, TabPane
 
 from ..display import format_eta
-from ..engine import Engine, RegenerateDebouncer
+from ..engine import Engine
 from ..exit_codes import ExitCode
 from ..files import IntegrityError
 from ..kinds import get_kind
@@ -91,7 +90,6 @@ class TuiApp(App[int]):
         self.reader = project.store.reader()  # the tables' own read connection
         self.engine = engine
         self.clock_free = clock_free  # hide time-dependent text (snapshot tests)
-        self.debouncer = RegenerateDebouncer(engine, config.debounce_s, on_batch=self._batch_closed)
         self.sources = {name: RowSource(self.reader, name) for name in config.collections}
         self._dirty: set[str] = set(config.collections)
         self._recount: set[str] = set()  # collections whose row count may have changed (import, filters)
@@ -173,12 +171,9 @@ class TuiApp(App[int]):
 
     @work(exclusive=True, group="engine")
     async def run_engine(self) -> None:
-        """The engine and the debouncer, for as long as the app runs."""
+        """The app's worker, for as long as the app runs."""
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.debouncer.run)
-                await self.engine.run(until_idle=False)
-                tg.cancel_scope.cancel()
+            await self.engine.run(until_idle=False)
         except Exception as exc:  # noqa: BLE001 - never crash the app: say what happened
             problem = storage_error(exc, path=self.config.state_path)
             what = problem.line() if problem is not None else str(exc)
@@ -194,9 +189,6 @@ class TuiApp(App[int]):
             self._dirty.update(self.config.collections)
         if event.kind == "failed":
             self._failures.append(event.message)
-
-    def _batch_closed(self, batch_id: int, count: int, message: str) -> None:
-        self.notify(message, title="Regenerate")
 
     def _tick(self) -> None:
         dirty, self._dirty = self._dirty, set()
@@ -356,7 +348,10 @@ class TuiApp(App[int]):
         def queued(overrides: dict[str, Any] | None) -> None:
             if overrides is None:
                 return
-            self.debouncer.request(name, ids, overrides)
+            items = self.engine.regenerate(name, ids, overrides=overrides, debounce=True)
+            batch = self.store.get_batch(items[0].batch_id) if items and items[0].batch_id else None
+            if batch is not None:
+                self.notify(batch.note, title="Regenerate")
             table.action_clear_marks()
             self._dirty.add(name)
 
@@ -557,7 +552,7 @@ class TuiApp(App[int]):
 
 
 def build_app(
-    config: Config, *, clock_free: bool = False, import_in_background: bool | None = None, lock: bool = False
+    config: Config, *, clock_free: bool = False, import_in_background: bool | None = None
 ) -> TuiApp:
     """The app over a project: opens it, recovers, imports the sources (factory for tests too).
 
@@ -565,20 +560,16 @@ def build_app(
     its sources are checked in the background (a large source takes a second or
     two); a new project is imported first.
 
-    Args:
-        lock: hold the project lock while the app is open (as ``tui-app`` does).
-
     Raises:
         SourceError: a source is malformed (for a new project; nothing is written).
-        ProjectBusy: ``lock`` and another process holds the project.
     """
     if import_in_background is None:
         import_in_background = config.state_path.exists()
     if import_in_background:
-        project = Project.open(config, lock=lock)
+        project = Project.open(config)
         project.recover()
     else:
-        project = Project.start(config, lock=lock)
+        project = Project.start(config)
     return TuiApp(project, Engine(project), clock_free=clock_free, pending_import=import_in_background)
 
 
@@ -586,12 +577,11 @@ def run_app(config: Config) -> int:
     """Open the TUI on a project; returns the exit code."""
     import sys
 
-    from ..lock import ProjectBusy
     from ..sources import SourceError
 
     try:
-        app = build_app(config, lock=True)
-    except (SourceError, ProjectBusy) as exc:
+        app = build_app(config)
+    except SourceError as exc:
         print(f"tui-app: error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
     try:
