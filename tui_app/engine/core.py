@@ -27,6 +27,7 @@ Nothing here imports Textual: the TUI and the headless runner both drive this cl
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -122,11 +123,12 @@ class Engine:
         #: this engine's worker id in the store: its claims' lease owner
         self.worker_id = new_worker_id()
         self._items: dict[int, anyio.CancelScope] = {}  # in-flight items -> their task's scope
-        self._others = False  # other live workers serve this project (see _reclaim)
         # the collections sharing each provider: its concurrency is counted over all of their leases
         self._shared: dict[str, list[str]] = {}
         for coll in self.config.collections.values():
             self._shared.setdefault(coll.provider, []).append(coll.name)
+        for name, throttle in self.throttles.items():
+            throttle.reserve = functools.partial(self.store.reserve_start, name)
 
     # ------------------------------------------------------------------ events
 
@@ -281,6 +283,7 @@ class Engine:
         colls = self.project.collections(names)
         self.store.register_worker(self.worker_id, HOST, os.getpid(), [c.name for c in colls])
         self._reclaim()
+        self._adopt_paces()
         try:
             await self.build_finals(names)  # finals a crash or an earlier run left out of date
             with anyio.CancelScope() as scope:
@@ -312,7 +315,15 @@ class Engine:
             if now != version:
                 version = now
                 self._abandon(self.store.held(self.worker_id))
+                self._adopt_paces()
                 self.notify()
+
+    def _adopt_paces(self) -> None:
+        """Cooldowns and learned paces other workers wrote to the store hold here too."""
+        now = time.time()
+        for name, (cooldown_until, rps, learned_at) in self.store.paces().items():
+            if name in self.throttles:
+                self.throttles[name].adopt(cooldown_until, rps, learned_at, now)
 
     def _abandon(self, held: set[int]) -> None:
         """Cancel the in-flight items this worker no longer holds (cancelled, regenerated, taken back)."""
@@ -324,8 +335,10 @@ class Engine:
         """Items of workers that stopped renewing (or whose process is gone) go back to pending."""
         workers = self.store.workers()
         dead = [w for w in stale_workers(workers, self.config.lease_s) if w != self.worker_id]
-        # alone, this worker's own throttle is exact; beside others, claims also count their leases
-        self._others = any(w.id != self.worker_id and w.id not in dead for w in workers)
+        live = [w for w in workers if w.id not in dead]
+        for name, throttle in self.throttles.items():
+            serving = set(self._shared.get(name, []))
+            throttle.share = max(1, sum(1 for w in live if serving & set(w.collections)))
         if self.store.recover(dead):
             self.notify()
 
@@ -357,7 +370,9 @@ class Engine:
                     worker_id=self.worker_id,
                     lease_s=self.config.lease_s,
                     provider=coll.provider,
-                    limit=throttle.limit if self._others else None,
+                    # concurrency over every live lease: what the others hold, plus this worker's
+                    # own requests (its slot just taken included) stays within the provider's limit
+                    limit=throttle.limit - throttle.in_use + 1,
                     shared_with=self._shared[coll.provider],
                     cover_first=cover_first,
                     min_priority=self.min_priority.get(coll.name, 0),
@@ -485,12 +500,14 @@ class Engine:
         if error.status == 429 and not error.lower_concurrency and error.retryable:
             paced = throttle.note_rate_limited()
             if paced is not None:
+                self.store.learn_pace(coll.provider, paced)
                 self._throttle_event(coll, f"rate limited, pacing requests at {paced:.1f}/s")
         if error.retry_after_s:
             seconds = min(error.retry_after_s, policy.max_retry_after_s)
             if throttle.clock() + seconds > throttle.cooldown_until + 0.05:  # log each new cooldown once
                 self._throttle_event(coll, f"server asked to wait, all requests cooling down {seconds:.1f} s")
             throttle.cool_down(seconds)
+            self.store.cool_down(coll.provider, time.time() + seconds)
         tries = item.attempts + 1  # the claim did not count this try: only a real error does
         if policy.should_retry(error.retryable, tries):
             delay = policy.delay(tries, error.retry_after_s)

@@ -9,6 +9,10 @@ One :class:`Throttle` per provider is shared by every collection that uses it:
   leaky bucket with a capacity of one request (``AsyncLimiter(1, 60 / rpm)``).
 * a provider-wide cooldown (:meth:`cool_down`): when a server says Retry-After,
   every worker of that provider waits, not only the one that was told.
+* across worker processes (:attr:`reserve`): each request start is reserved in the
+  store, so the interval and the rate hold over all workers; cooldowns and the
+  learned pace that one worker writes to the store are adopted by the others
+  (:meth:`adopt`).
 * a learned pace (:meth:`note_rate_limited`): after an HTTP 429 the provider is
   paced at 95 % of the rate the server accepted over the last 5 s, then probes
   upwards by 1 % per second until the next 429 (additive increase, multiplicative
@@ -66,6 +70,11 @@ class Throttle:
         self.learned_rps: float | None = None  # pace learned from 429s, requests/s at the last 429
         self._accepted: deque[float] = deque(maxlen=10_000)  # times of answers that were not 429
         self._last_429 = -math.inf
+        #: shared pacing across worker processes: ``reserve(interval_s) -> seconds to wait`` reserves
+        #: the provider's next request start in the store (None: this process paces alone)
+        self.reserve: Callable[[float], float] | None = None
+        #: live workers sharing this provider: a 429 measures this worker's share of the accepted rate
+        self.share = 1
 
     @classmethod
     def from_config(cls, config: ProviderConfig) -> Throttle:
@@ -153,7 +162,7 @@ class Throttle:
         recent = [t for t in self._accepted if now - t <= self.LEARN_WINDOW_S]
         if not recent:
             return None  # nothing accepted lately to measure: the Retry-After cooldown alone applies
-        new = len(recent) / max(now - recent[0], 1.0) * self.LEARN_MARGIN
+        new = len(recent) / max(now - recent[0], 1.0) * self.LEARN_MARGIN * self.share
         current = self.paced_rps(now)
         if current:
             new = min(new, current)
@@ -172,8 +181,24 @@ class Throttle:
         paced = self.paced_rps(now)
         return max(self.min_interval_s, 1.0 / paced if paced else 0.0)
 
+    def adopt(
+        self, cooldown_until: float, learned_rps: float | None, learned_at: float | None, now: float
+    ) -> None:
+        """Take over a cooldown and a learned pace another worker wrote to the store (unix times;
+        ``now`` is the unix time): they hold for this worker too."""
+        mono = self.clock()
+        if cooldown_until > now:
+            self.cooldown_until = max(self.cooldown_until, mono + cooldown_until - now)
+        if learned_rps is not None and learned_at is not None and learned_rps != self.learned_rps:
+            self.learned_rps = learned_rps
+            self._last_429 = mono - max(0.0, now - learned_at)
+
     async def wait_turn(self) -> None:
-        """Wait until a request may start (cooldown, min interval, rate, learned pace); record the start."""
+        """Wait until a request may start (cooldown, min interval, rate, learned pace); record the start.
+
+        With :attr:`reserve` set, the start is reserved in the store, so the interval and the rate
+        hold across every worker process of the project.
+        """
         if (
             self._limiter is None
             and self.min_interval_s <= 0
@@ -181,6 +206,18 @@ class Throttle:
             and self.cooldown_until <= self.clock()
         ):
             self.starts.append(self.clock())
+            return
+        if self.reserve is not None:
+            async with self._gate:
+                cooling = self.cooldown_until - self.clock()  # the store's cooldown is in the reservation
+                if cooling > 0:
+                    await anyio.sleep(cooling)
+                rate = 60.0 / self.requests_per_minute if self.requests_per_minute > 0 else 0.0
+                wait = self.reserve(max(self._interval(self.clock()), rate))
+                if wait > 0:
+                    await anyio.sleep(wait)
+                self._last_start = self.clock()
+                self.starts.append(self._last_start)
             return
         async with self._gate:
             while True:

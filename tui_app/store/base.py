@@ -246,6 +246,22 @@ class Store(Protocol):
         """Queue items for a new take in the open regenerate batch (one per debounce window)."""
         ...
 
+    def reserve_start(self, provider: str, interval_s: float) -> float:
+        """Reserve the provider's next request start across all workers; seconds to wait."""
+        ...
+
+    def cool_down(self, provider: str, until: float) -> None:
+        """Hold every worker's requests to ``provider`` until ``until`` (unix time)."""
+        ...
+
+    def learn_pace(self, provider: str, rps: float) -> None:
+        """Record the provider's pace learned from 429s (requests/s over all workers)."""
+        ...
+
+    def paces(self) -> dict[str, tuple[float, float | None, float | None]]:
+        """``{provider: (cooldown_until, learned_rps, learned_at)}``."""
+        ...
+
     def record_command(self, kind: str, args: Mapping[str, Any], origin: str, note: str) -> int:
         """Append to the durable command log."""
         ...

@@ -42,7 +42,7 @@ from .rows import (
     Worker,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -129,6 +129,13 @@ CREATE TABLE IF NOT EXISTS pauses (
     name  TEXT PRIMARY KEY,                   -- a collection, a provider, or '*' (everything)
     since REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS provider_state (  -- a provider's pace, shared by every worker
+    provider       TEXT PRIMARY KEY,
+    next_start     REAL NOT NULL DEFAULT 0,   -- earliest next request start (min interval, rate)
+    cooldown_until REAL NOT NULL DEFAULT 0,   -- Retry-After: no request starts before this
+    learned_rps    REAL,                      -- pace learned from HTTP 429s, requests/s (all workers)
+    learned_at     REAL                       -- when it was learned (the pace probes upwards since)
+);
 CREATE TABLE IF NOT EXISTS commands (
     id     INTEGER PRIMARY KEY,
     ts     REAL NOT NULL,
@@ -164,6 +171,8 @@ ALTER TABLE items ADD COLUMN worker_id TEXT;
 ALTER TABLE items ADD COLUMN lease_until REAL;
 ALTER TABLE batches ADD COLUMN open_until REAL NOT NULL DEFAULT 0;
 """,
+    # 4 -> 5: provider_state (a provider's pace shared by all workers), created by the schema.
+    4: "",
 }
 
 #: An item is stale when its current take was made from other input than the item's now.
@@ -722,11 +731,12 @@ class SqliteStore:
         Order: highest priority first, then source order. Items still backing off
         (``not_before`` in the future), in a debounce window that is still open, or
         retired are skipped. Nothing is claimed while the collection, its ``provider`` or
-        everything (``*``) is paused, nor while ``limit`` items of the provider's
-        collections (``shared_with``, this one included) hold live leases, whichever
-        worker holds them. With ``cover_first``, items with ordinal > 0 wait until ordinal
-        0 (the cover) is no longer pending or generating. With ``min_priority`` > 0 only
-        explicitly requested items (regenerations, retries) are claimed.
+        everything (``*``) is paused, nor while other workers hold ``limit`` live leases on
+        items of the provider's collections (``shared_with``, this one included), whichever
+        worker holds them: ``limit`` is what other workers may hold for this claim to go
+        ahead (the caller counts its own requests itself). With ``cover_first``, items with
+        ordinal > 0 wait until ordinal 0 (the cover) is no longer pending or generating. With
+        ``min_priority`` > 0 only explicitly requested items (regenerations, retries) are claimed.
 
         The claim writes ``worker_id`` and a lease expiry ``lease_s`` seconds from now in
         the same guarded statement; the worker renews it with :meth:`heartbeat`.
@@ -750,9 +760,9 @@ class SqliteStore:
             colls = list(shared_with) or [collection]
             gates += (
                 " AND (SELECT COUNT(*) FROM items g WHERE g.status = 'generating' AND g.lease_until > ?"
-                f" AND g.collection IN ({_marks(len(colls))})) < ?"
+                f" AND g.worker_id IS NOT ? AND g.collection IN ({_marks(len(colls))})) < ?"
             )
-            args += [now, *colls, limit]
+            args += [now, worker_id, *colls, limit]
         with self._transaction() as c:
             row = c.execute(
                 "UPDATE items SET status='generating', generation=generation+1, updated_at=?, worker_id=?,"
@@ -1052,6 +1062,51 @@ class SqliteStore:
             c.execute("UPDATE batches SET note=? WHERE id=?", (note, batch_id))
             self._event(c, "info", "batch", None, None, note)
         return batch_id, items
+
+    def reserve_start(self, provider: str, interval_s: float) -> float:
+        """Reserve the provider's next request start, across every worker: returns the seconds to wait.
+
+        The start is the latest of now, the provider's cooldown and the previous reservation;
+        the next one may come ``interval_s`` later (min interval, requests per minute, learned pace).
+        """
+        now = time.time()
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO provider_state (provider) VALUES (?)", (provider,))
+            nxt, cool = c.execute(
+                "SELECT next_start, cooldown_until FROM provider_state WHERE provider=?", (provider,)
+            ).fetchone()
+            start = max(now, nxt, cool)
+            c.execute(
+                "UPDATE provider_state SET next_start=? WHERE provider=?", (start + interval_s, provider)
+            )
+        return start - now
+
+    def cool_down(self, provider: str, until: float) -> None:
+        """Hold every worker's requests to ``provider`` until ``until`` (unix time; never shortens)."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO provider_state (provider) VALUES (?)", (provider,))
+            c.execute(
+                "UPDATE provider_state SET cooldown_until = MAX(cooldown_until, ?) WHERE provider=?",
+                (until, provider),
+            )
+
+    def learn_pace(self, provider: str, rps: float) -> None:
+        """Record the pace, requests/s over all workers, learned from the provider's 429s."""
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO provider_state (provider) VALUES (?)", (provider,))
+            c.execute(
+                "UPDATE provider_state SET learned_rps=?, learned_at=? WHERE provider=?",
+                (rps, time.time(), provider),
+            )
+
+    def paces(self) -> dict[str, tuple[float, float | None, float | None]]:
+        """``{provider: (cooldown_until, learned_rps, learned_at)}`` (unix times; None when not learned)."""
+        return {
+            r[0]: (r[1], r[2], r[3])
+            for r in self._conn.execute(
+                "SELECT provider, cooldown_until, learned_rps, learned_at FROM provider_state"
+            )
+        }
 
     def record_command(self, kind: str, args: Mapping[str, Any], origin: str, note: str) -> int:
         """Append a command to the durable command log (what was asked, by whom, what it did)."""
