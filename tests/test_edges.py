@@ -4,6 +4,7 @@ exports of the current take, finals, independent export files, concurrent export
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -339,8 +340,11 @@ def test_sigkill_during_a_run_gives_every_item_its_full_attempts(tmp_path):
     from conftest import sql
 
     while time.monotonic() < deadline:
-        if db.exists() and sql(db, "SELECT COUNT(*) FROM items WHERE status='generating'")[0][0] >= 4:
-            break
+        try:
+            if db.exists() and sql(db, "SELECT COUNT(*) FROM items WHERE status='generating'")[0][0] >= 4:
+                break
+        except sqlite3.OperationalError:  # the schema is still being created
+            pass
         time.sleep(0.02)
     proc.kill()
     proc.wait()

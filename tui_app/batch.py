@@ -9,6 +9,10 @@ are read and imported, :mod:`tui_app.signals` raises ``Interrupted`` instead and
 ``main`` exits 130 too). A full or read-only disk (:mod:`tui_app.storage_errors`)
 stops the run the same way, with exit code 74 and the cause in the summary.
 
+With ``workers`` > 1 (``--workers N``) the run is N processes: this one and N - 1 helper
+workers (:class:`tui_app.workers.Helpers`) that exit when nothing is left; the progress, the
+summary and the exit code come from the store's counts, and a signal stops them all.
+
 This module must not import Textual (checked by tests/test_import_hygiene.py).
 """
 
@@ -17,7 +21,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -35,6 +41,7 @@ from .signals import console as pipe_console
 from .signals import deliver_to_loop, signal_name
 from .storage_errors import StorageError, storage_error
 from .store import Event
+from .workers import Helpers, limit_threads, split_limit, threads_note, uses_onnxruntime
 
 
 @dataclass
@@ -72,10 +79,20 @@ class _Display:
     """Live progress: rich bars on a terminal, periodic plain lines otherwise."""
 
     def __init__(
-        self, engine: Engine, names: list[str], console: Console, *, quiet: bool, interval_s: float = 5.0
+        self,
+        engine: Engine,
+        names: list[str],
+        console: Console,
+        *,
+        quiet: bool,
+        interval_s: float = 5.0,
+        shared: bool = False,
     ):
         self.engine, self.names, self.console, self.quiet = engine, names, console, quiet
         self.interval_s = interval_s
+        # with helper processes, in-flight counts and rates come from the store, not this engine
+        self.shared = shared
+        self._samples: dict[str, deque[tuple[float, int]]] = {n: deque() for n in names}
         self.rich = console.is_terminal and not quiet
         self.progress: Progress | None = None
         self.tasks: dict[str, Any] = {}
@@ -119,11 +136,24 @@ class _Display:
             style = "red" if event.kind == "failed" else "yellow"
             self.console.print(f"[{style}]{event.message}[/]", markup=True, highlight=False)
 
+    def in_flight(self, name: str, c: dict[str, int]) -> int:
+        """Items in flight: this engine's, or with helper processes every worker's (the store's)."""
+        return c["generating"] if self.shared else self.engine.stats[name].in_flight
+
+    def shared_rate(self, name: str, completed: int, now: float, window_s: float = 30.0) -> float:
+        """Items completed per second over the last ``window_s`` seconds, from the store's counts."""
+        samples = self._samples[name]
+        samples.append((now, completed))
+        while len(samples) > 2 and now - samples[1][0] >= window_s:
+            samples.popleft()
+        then, before = samples[0]
+        return (completed - before) / (now - then) if now - then >= 1.0 else 0.0
+
     def line(self, name: str, c: dict[str, int], rate: float, eta: str) -> str:
         total = sum(c.values())
         return (
             f"{name}: {c['completed']}/{total} completed, {c['failed']} failed, "
-            f"{self.engine.stats[name].in_flight} in flight, {rate:.1f} items/s, ETA {eta}"
+            f"{self.in_flight(name, c)} in flight, {rate:.1f} items/s, ETA {eta}"
         )
 
     def refresh(self, force: bool = False) -> None:
@@ -135,8 +165,8 @@ class _Display:
         for name in self.names:
             c = counts[name]
             stats = self.engine.stats[name]
-            rate = stats.rate(now)
-            if rate == 0.0 and stats.completed:
+            rate = self.shared_rate(name, c["completed"], now) if self.shared else stats.rate(now)
+            if rate == 0.0 and stats.completed and not self.shared:
                 rate = stats.completed / max(now - self.started, 1e-6)
             remaining = c["pending"] + c["generating"]
             eta = format_eta(remaining / rate) if rate > 0 else ("0s" if remaining == 0 else "-")
@@ -146,7 +176,7 @@ class _Display:
                     total=sum(c.values()),
                     completed=c["completed"],
                     failed=c["failed"],
-                    inflight=stats.in_flight,
+                    inflight=self.in_flight(name, c),
                     rate=rate,
                     eta=eta,
                 )
@@ -166,6 +196,7 @@ def run_batch(
     out: TextIO | None = None,
     err: TextIO | None = None,
     progress_interval_s: float = 5.0,
+    workers: int = 1,
 ) -> BatchResult:
     """Run pending work headless and return the result (the CLI maps it to an exit code).
 
@@ -176,6 +207,8 @@ def run_batch(
         limit: at most this many items per collection.
         as_json: print the summary as JSON on ``out`` (progress goes to ``err``).
         progress_interval_s: seconds between plain progress lines when not on a terminal.
+        workers: processes in all (``--workers N``): N - 1 helper processes join this one, and
+            ``limit`` is shared among them.
 
     A storage failure during the run (a full or read-only disk under the state file or an
     output folder) stops it: in-flight items go back to ``pending``, no attempt is spent, and the
@@ -206,16 +239,30 @@ def run_batch(
         if retry_failed:
             n = engine.retry_failed(names)
             console.print(f"{n} failed items queued again", highlight=False)
+        limits = split_limit(limit, max(1, workers))
+        helpers = None
+        engine.processes = max(1, workers)
+        if workers > 1:
+            threads = limit_threads(workers)
+            helpers = Helpers(config, names, workers - 1, drain=True, limits=limits[1:])
+            more = threads_note(threads) if uses_onnxruntime(config, names) else ""
+            console.print(f"{workers} worker processes{more}", highlight=False)
         started = time.monotonic()
         problem: StorageError | None = None
-        try:
-            interrupted = anyio.run(_run, engine, names, limit, console, progress_interval_s)
-        except BaseException as exc:  # noqa: BLE001 - only a storage failure is handled here
-            problem = storage_error(exc, path=config.state_path)
-            if problem is None:
-                raise
-            interrupted = False
+        with helpers if helpers is not None else nullcontext():  # stops the helpers, whatever happens
+            if helpers is not None:
+                helpers.start()
+            try:
+                interrupted = anyio.run(_run, engine, names, limits[0], console, progress_interval_s, helpers)
+            except BaseException as exc:  # noqa: BLE001 - only a storage failure is handled here
+                problem = storage_error(exc, path=config.state_path)
+                if problem is None:
+                    raise
+                interrupted = False
         elapsed = time.monotonic() - started
+        generated = {n: engine.stats[n].completed for n in names}
+        for name, n in (helpers.generated() if helpers is not None else {}).items():
+            generated[name] = generated.get(name, 0) + n
         counts = project.store.counts(names)
         failed = [
             {"collection": i.collection, "key": i.key, "error": i.last_error}
@@ -233,7 +280,7 @@ def run_batch(
             int(code),
             elapsed,
             counts,
-            {n: engine.stats[n].completed for n in names},
+            generated,
             failed[:1000],
             interrupted,
             problem.line() if problem is not None else None,
@@ -243,9 +290,15 @@ def run_batch(
 
 
 async def _run(
-    engine: Engine, names: list[str], limit: int | None, console: Console, interval_s: float
+    engine: Engine,
+    names: list[str],
+    limit: int | None,
+    console: Console,
+    interval_s: float,
+    helpers: Helpers | None = None,
 ) -> bool:
-    """Prepare the providers and run; True when SIGINT or SIGTERM stopped it (at any point in here)."""
+    """Prepare the providers and run (then wait for the ``helpers``); True when SIGINT or SIGTERM
+    stopped it (at any point in here)."""
     signalled: list[int] = []
     stop = anyio.Event()
 
@@ -262,11 +315,15 @@ async def _run(
                     name = signal_name(signalled[0])
                     console.print(f"[yellow]{name}: stopping; in-flight items go back to pending[/]")
                     engine.cancel()  # in-flight items are cancelled and released
+                    if helpers is not None:
+                        helpers.terminate()  # they release theirs too
                     tg.cancel_scope.cancel()  # also before the run started (while providers prepare)
 
                 tg.start_soon(watch_signals)
                 await engine.prepare(names)
-                display = _Display(engine, names, console, quiet=False, interval_s=interval_s)
+                display = _Display(
+                    engine, names, console, quiet=False, interval_s=interval_s, shared=helpers is not None
+                )
                 engine.subscribe(display.on_event)
                 with display:
 
@@ -277,6 +334,10 @@ async def _run(
 
                     tg.start_soon(refresh)
                     await engine.run(names, limit=limit)
+                    if helpers is not None:
+                        await helpers.wait()  # they finish what they claimed
+                        if helpers.lost() and limit is None:
+                            await engine.run(names)  # take back and finish what a killed helper held
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # a provider that cannot start fails inside the task group: raise it as itself (a one-line error)

@@ -18,6 +18,7 @@ from .kinds import KINDS
 from .settings import Config
 
 if TYPE_CHECKING:
+    from .commands import Outcome
     from .project import Project
 
 DESCRIPTION = """\
@@ -38,6 +39,10 @@ examples:
   tui-app sync --check            is the disk in step with the state file? (exit 1 if not)
   tui-app cleanup --dry-run       what deleting superseded takes would reclaim
   tui-app export dataset --format ljspeech exports/ljspeech
+  tui-app worker &                serve the project in the background until stopped (kill %1)
+  tui-app workers                 the live workers: pid, last heartbeat, items in flight
+  tui-app regenerate dataset arctic_a0001 --set emotion=happy
+  tui-app pause dataset           no new dataset item starts (tui-app resume dataset)
 
 exit codes: 0 all completed, 1 some failed, 2 usage/config/input error,
   74 storage error (disk full, read-only or failing disk under the state or an output; one line
@@ -89,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="with --batch: seconds between plain progress lines when stdout is not a terminal (default 5)",
     )
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        help="with --batch: N worker processes in all (default 1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     st = sub.add_parser(
         "status",
@@ -138,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TUI's detail pane).",
     )
     _config_arg(rv, argparse.SUPPRESS)
-    rv.add_argument("revert_collection", metavar="COLLECTION")
+    rv.add_argument("target", metavar="COLLECTION")
     rv.add_argument("key", help="item key, e.g. arctic_a0001, page_003, astronaut.s1-balanced")
     rv.add_argument("take", type=int, help="take number")
 
@@ -163,7 +174,112 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="which collection of that kind (default: the first)",
     )
+    _worker_parsers(sub)
     return parser
+
+
+def _worker_parsers(sub: argparse._SubParsersAction) -> None:
+    """``worker``, ``workers`` and the commands sent to running workers."""
+    wk = sub.add_parser(
+        "worker",
+        help="serve the project until stopped (Ctrl-C or SIGTERM), woken by changes in the state",
+        description="A long-running worker: it imports the sources, then generates what is pending and "
+        "every request any process queues (regenerate, retry-failed, ...), until SIGINT or SIGTERM; then "
+        "its in-flight items go back to pending and it exits 0. Several workers may serve one project.",
+    )
+    _config_arg(wk, argparse.SUPPRESS)
+    wk.add_argument(
+        "--collection",
+        dest="worker_collection",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="only this collection (repeatable; default: all)",
+    )
+    wk.add_argument(
+        "--workers",
+        dest="worker_processes",
+        metavar="N",
+        type=int,
+        help="N processes in all (default: one per core when every provider served is piper or pillow, "
+        "else 1)",
+    )
+    wk.add_argument(
+        "--progress-interval",
+        metavar="S",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="seconds between summary lines (default 5; a line only when the counts changed)",
+    )
+    # started by another process (--workers N): no import, stops with its parent; --drain: exit when idle
+    wk.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    wk.add_argument("--drain", action="store_true", help=argparse.SUPPRESS)
+    wk.add_argument("--limit", dest="worker_limit", type=int, help=argparse.SUPPRESS)
+
+    ws = sub.add_parser(
+        "workers",
+        help="list the live workers",
+        description="List the workers serving the project: id, host, pid, started, last heartbeat, "
+        "items in flight, collections.",
+    )
+    _config_arg(ws, argparse.SUPPRESS)
+    ws.add_argument(
+        "--json",
+        action="store_true",
+        help="print a list of {id, host, pid, started, heartbeat, heartbeat_age_s, in_flight, collections}",
+    )
+
+    def keyed(name: str, help: str, description: str, *, many: bool = True) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help, description=description)
+        _config_arg(cmd, argparse.SUPPRESS)
+        cmd.add_argument("target", metavar="COLLECTION")
+        cmd.add_argument("keys", metavar="KEY", nargs="+" if many else 1, help="item keys, e.g. arctic_a0001")
+        return cmd
+
+    queued = " It is durable at once and returns: running workers act on it within 0.1 s."
+    rg = keyed(
+        "regenerate",
+        "queue items for a new take, ahead of the queue",
+        "Queue items for a new take (the old takes are kept), served before the rest of the queue; "
+        "requests within [project] debounce_ms of each other form one batch." + queued,
+    )
+    rg.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="an override for the new take: emotion (dataset); prompt, seed (pages); temperature, seed "
+        "(variants)",
+    )
+    keyed("cancel", "cancel queued or in-flight items", "Cancel queued or in-flight items." + queued)
+    keyed(
+        "front",
+        "serve pending items next",
+        "Move pending items to the front of the project's queue." + queued,
+    )
+    keyed(
+        "choose",
+        "choose a variant (the others of its photo are set aside)",
+        "Choose a variant; a running worker builds its final." + queued,
+        many=False,
+    )
+    rf = sub.add_parser(
+        "retry-failed",
+        help="queue the failed items again",
+        description="Queue the failed items again, attempts reset." + queued,
+    )
+    _config_arg(rf, argparse.SUPPRESS)
+    rf.add_argument("names", metavar="COLLECTION", nargs="*", help="default: every collection")
+    for name, verb in (("pause", "Stop new starts of"), ("resume", "Lift the pause of")):
+        ps = sub.add_parser(
+            name,
+            help=f"{verb.lower()} collections or providers (default: everything)",
+            description=f"{verb} collections or providers (by name; none: everything), in every worker; "
+            "in-flight items finish." + queued,
+        )
+        _config_arg(ps, argparse.SUPPRESS)
+        ps.add_argument("names", metavar="NAME", nargs="*", help="a collection or provider name")
 
 
 def _error(message: str) -> int:
@@ -270,6 +386,7 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
             ("--collection", bool(args.collection)),
             ("--retry-failed", args.retry_failed),
             ("--limit", args.limit is not None),
+            ("--workers", args.workers is not None),
         )
         if on
     ]
@@ -277,12 +394,16 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
         return _error(f"{', '.join(batch_only)} only work with --batch")
     if args.limit is not None and args.limit < 1:
         return _error("--limit must be at least 1")
+    for flag in ("workers", "worker_processes"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            return _error("--workers must be at least 1")
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
         return _error(str(exc))
     where.config = config
-    unknown = [c for c in args.collection if c not in config.collections]
+    chosen = [*args.collection, *getattr(args, "worker_collection", [])]
+    unknown = [c for c in chosen if c not in config.collections]
     if unknown:
         return _error(f"unknown collection {unknown[0]!r} (configured: {', '.join(config.collections)})")
 
@@ -296,6 +417,12 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
         return _revert(config, args)
     if args.command == "export":
         return _export(config, args)
+    if args.command == "worker":
+        return _worker(config, args)
+    if args.command == "workers":
+        return _workers(config, args.json)
+    if args.command in _COMMANDS:
+        return _apply(config, args)
     if args.batch:
         return _batch(config, args)
     if args.json:
@@ -316,6 +443,7 @@ def _batch(config: Config, args: argparse.Namespace) -> int:
             limit=args.limit,
             as_json=args.json,
             progress_interval_s=max(0.1, args.progress_interval),
+            workers=args.workers or 1,
         )
     except SourceError as exc:
         return _error(str(exc))
@@ -413,30 +541,91 @@ def _cleanup(config: Config, args: argparse.Namespace) -> int:
 
 
 def _revert(config: Config, args: argparse.Namespace) -> int:
-    def work(project: Project) -> int:
-        from .files import IntegrityError
+    from . import commands
 
-        item = project.store.find_item(args.revert_collection, args.key)
-        if item is None:
-            return _error(f"no item {args.key!r} in collection {args.revert_collection!r}")
+    def work(project: Project) -> int:
         try:
-            reverted = project.revert(item.id, args.take)
-        except IntegrityError as exc:
+            outcome = commands.revert(project, args.target, args.key, args.take)
+        except commands.CommandError as exc:
             return _error(str(exc))
-        if not reverted:
-            numbers = [t.number for t in project.store.takes(item.id)]
-            return _error(f"{args.key} has no take {args.take} (takes: {numbers or 'none'})")
-        print(f"{args.revert_collection}/{args.key}: take {args.take} is current again")
-        now = project.store.get_item(item.id)
-        if now is not None and now.stale:
-            print(
-                f"note: take {args.take} was made from other input than the item's now: the item is stale "
-                "and exports skip it until a new take is made",
-                file=sys.stderr,
-            )
-        return int(ExitCode.OK)
+        return _print(outcome)
 
     return _maintain(config, work)
+
+
+#: The commands sent to the project's workers through the store (:mod:`tui_app.commands`).
+_COMMANDS = ("regenerate", "cancel", "front", "choose", "retry-failed", "pause", "resume")
+
+
+def _apply(config: Config, args: argparse.Namespace) -> int:
+    """Apply one command of :data:`_COMMANDS`: print what it queued (stdout) and its notes (stderr)."""
+    from . import commands
+    from .sources import SourceError
+
+    def apply(project: Project) -> commands.Outcome:
+        if args.command == "regenerate":
+            return commands.regenerate(project, args.target, args.keys, args.overrides)
+        if args.command == "cancel":
+            return commands.cancel(project, args.target, args.keys)
+        if args.command == "front":
+            return commands.front(project, args.target, args.keys)
+        if args.command == "choose":
+            return commands.choose(project, args.target, args.keys[0])
+        if args.command == "retry-failed":
+            return commands.retry_failed(project, args.names)
+        if args.command == "pause":
+            return commands.pause(project, args.names)
+        return commands.resume(project, args.names)
+
+    try:
+        with commands.open_project(config) as project:
+            outcome = apply(project)
+    except (commands.CommandError, SourceError) as exc:
+        return _error(str(exc))
+    return _print(outcome)
+
+
+def _print(outcome: Outcome) -> int:
+    """Print a command's :class:`~tui_app.commands.Outcome`: its lines on stdout, its notes on stderr."""
+    for line in outcome.lines:
+        print(line)
+    for note in outcome.notes:
+        print(note, file=sys.stderr)
+    return int(ExitCode.OK)
+
+
+def _worker(config: Config, args: argparse.Namespace) -> int:
+    from .providers import ProviderError
+    from .sources import SourceError
+    from .workers import run_worker
+
+    try:
+        return run_worker(
+            config,
+            args.worker_collection,
+            processes=args.worker_processes,
+            child=args.child,
+            drain=args.drain,
+            limit=args.worker_limit,
+            progress_interval_s=max(0.1, args.progress_interval),
+        )
+    except SourceError as exc:
+        return _error(str(exc))
+    except ProviderError as exc:
+        return _error(exc.message)
+
+
+def _workers(config: Config, as_json: bool) -> int:
+    from .commands import workers_lines, workers_report
+    from .project import NoStateError, Project
+
+    try:
+        with Project.open(config, must_exist=True) as project:
+            report = workers_report(project)
+    except NoStateError:
+        report = []
+    print(json.dumps(report, indent=2) if as_json else "\n".join(workers_lines(report)))
+    return int(ExitCode.OK)
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:

@@ -120,6 +120,11 @@ class Engine:
         #: requested items (the TUI starts so, until the user asks to generate all pending).
         self.min_priority: dict[str, int] = dict.fromkeys(self.config.collections, 0)
         self._cancel_scope: anyio.CancelScope | None = None
+        self._finals_due: anyio.Event | None = None  # set when another process committed (see run)
+        #: the processes of this worker's ``--workers N`` group: each holds at most 1/N of a provider's
+        #: slots, so every process gets work (the one that frees a slot would otherwise take it again
+        #: before the others, who learn of it through the store, can)
+        self.processes = 1
         #: this engine's worker id in the store: its claims' lease owner
         self.worker_id = new_worker_id()
         self._items: dict[int, anyio.CancelScope] = {}  # in-flight items -> their task's scope
@@ -290,6 +295,9 @@ class Engine:
                 self._cancel_scope = scope
                 async with anyio.create_task_group() as outer:
                     outer.start_soon(self._keepalive)
+                    if any(get_kind(c.kind).choosable for c in colls):
+                        self._finals_due = anyio.Event()
+                        outer.start_soon(self._watch_finals, names)
                     async with anyio.create_task_group() as tg:
                         for coll in colls:
                             tg.start_soon(self._dispatch, coll, limit, until_idle)
@@ -317,6 +325,16 @@ class Engine:
                 self._abandon(self.store.held(self.worker_id))
                 self._adopt_paces()
                 self.notify()
+                if self._finals_due is not None:
+                    self._finals_due.set()
+
+    async def _watch_finals(self, names: Sequence[str] | None) -> None:
+        """Build the finals other processes asked for (a ``tui-app choose`` or ``revert``, another TUI):
+        after each commit of another connection, the missing finals of the served collections."""
+        while self._finals_due is not None:
+            await self._finals_due.wait()
+            self._finals_due = anyio.Event()
+            await self.build_finals(names)
 
     def _adopt_paces(self) -> None:
         """Cooldowns and learned paces other workers wrote to the store hold here too."""
@@ -360,6 +378,9 @@ class Engine:
                 # a slot is freed when the provider answers, before the take is written: bound the items
                 # whose outputs wait for the disk, so a fast provider cannot pile them up in memory
                 while stats.in_flight >= throttle.limit + WRITER_THREADS and not self._stopping:
+                    await self._wait_wake(coll.name, 1.0)
+                share = math.ceil(throttle.limit / self.processes)  # this process's part of the slots
+                while throttle.in_use >= share and self.processes > 1 and not self._stopping:
                     await self._wait_wake(coll.name, 1.0)
                 await throttle.acquire()
                 if self._stopping:

