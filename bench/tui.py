@@ -1,9 +1,13 @@
-"""TUI benchmark (not a test): first paint, key latency under load, peak memory.
+"""TUI benchmark (not a test): first paint, key latency under load, store change to repaint, peak memory.
 
 Each size runs on a fresh temporary project of N dataset entries (simulated
 provider, headless Textual via ``App.run_test``). The project is created and
 imported by one process (as when a user reopens an existing project), and the
-app runs in another, so the app's peak RSS is not inflated by the set-up:
+app runs in another, so the app's peak RSS is not inflated by the set-up. The
+item updates come from a third process, an external writer (as a ``tui-app
+--batch`` or ``worker`` process beside the TUI): the app sees them only through
+the store (``PRAGMA data_version``, polled every 100 ms), never through its
+in-process listener:
 
 1. launch to first painted row: from ``build_app`` (opening the store,
    recovery; the source is then re-checked against the store in a background
@@ -11,16 +15,21 @@ app runs in another, so the app's peak RSS is not inflated by the set-up:
    rendered a real row. A frame ends when the screen hands its update to
    ``App._display``; headless Textual writes nothing there, so the bench then
    encodes the update into the escape sequences a terminal would be sent;
-2. key-press-to-repaint latency while ``--rate`` item updates per second arrive
-   (each a state write and an ``events`` row in one transaction, then the event
-   handed to the app's listener, as the store does after a commit, as the engine's
-   events reach them): the time from
-   posting a ``down`` key to the end of the first frame that rendered the new
-   cursor row. The key test starts once the background source check has
-   finished (its time is reported). A key whose repaint does not come within
-   ``--key-timeout`` is a miss: it is reported, and counted as infinitely slow
-   in the percentiles (so p95 is "timeout" when more than 5 % of keys miss);
-3. peak RSS of the app process (``ru_maxrss``).
+2. key-press-to-repaint latency while the external writer makes ``--rate`` item
+   updates per second on random items (each a state write and an ``events`` row
+   in one transaction, as a worker's completion): the time from posting a ``down``
+   key to the end of the first frame that rendered the new cursor row. The key
+   test starts once the background source check has finished (its time is
+   reported). A key whose repaint does not come within ``--key-timeout`` is a
+   miss: it is reported, and counted as infinitely slow in the percentiles (so
+   p95 is "timeout" when more than 5 % of keys miss);
+3. store change to repaint: the external writer makes ``--repaint-rate`` updates
+   per second (200) on the rows on screen, each raising the row's attempts (the
+   ``att`` column); the latency of an update is from its COMMIT in the writer to
+   the end of the first frame that rendered its row with those attempts or more
+   (``time.monotonic``, one clock for every process on Linux). An update not
+   painted within ``--key-timeout`` after the writer stops is a miss;
+4. peak RSS of the app process (``ru_maxrss``).
 
 Nothing waits forever: the first paint, the background check and every key have
 a time limit, a crashed app stops the run with its traceback, and the parent
@@ -29,9 +38,11 @@ kills a child that overruns ``--child-timeout``.
 Usage:
     python bench/tui.py                 # 13,100 and 100,000 items
     python bench/tui.py --n 13100 --keys 50
+    python bench/tui.py --no-worker     # the app as a pure viewer (tui-app --no-worker)
 
 Targets on the 2-core reference machine: first paint <= 0.5 s at 13,100 and
-<= 1.0 s at 100,000 items; p95 key latency <= 50 ms; peak RSS <= 300 MB at 100,000.
+<= 1.0 s at 100,000 items; p95 key latency <= 50 ms; p95 store change to repaint
+<= 150 ms at 200 updates/s; peak RSS <= 300 MB at 100,000.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ from pathlib import Path
 
 FIRST_PAINT_LIMIT_S = 30.0
 IMPORT_LIMIT_S = 120.0
+REPAINT_SECONDS = 10.0  # length of the store-change-to-repaint phase
+VISIBLE_ROWS = 30  # the rows the repaint phase updates (all on screen at 160 x 45)
 
 
 def make_project(root: Path, n: int) -> Path:
@@ -97,11 +110,52 @@ class AppDied(RuntimeError):
     pass
 
 
-def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> dict:
+def writer(db: Path, ids: list[int], rate: float, stop: Path, log: Path, seed: int) -> None:
+    """The external writer (run in its own process): ``rate`` updates per second on ``ids`` until
+    ``stop`` exists, each one transaction (the item and its event row, as a worker's completion);
+    then ``log`` gets ``[[item id, attempts after, monotonic commit time], ...]``."""
+    rng = random.Random(seed)
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    keys = dict(conn.execute("SELECT id, key FROM items"))
+    done: list[tuple[int, int, float]] = []
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    while not stop.exists():
+        item_id = rng.choice(ids)
+        # no "generating": the app's own idle worker would take an item without a lease back
+        status = rng.choice(["pending", "completed", "failed"])
+        kind = {"pending": "released", "completed": "completed", "failed": "failed"}[status]
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        (attempts,) = conn.execute(
+            "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=? RETURNING attempts",
+            (status, now, item_id),
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO events (ts, level, kind, collection, item_key, message) VALUES (?,?,?,?,?,?)",
+            (
+                now,
+                "error" if status == "failed" else "info",
+                kind,
+                "dataset",
+                keys[item_id],
+                f"{keys[item_id]} {status} (bench update)",
+            ),
+        )
+        conn.execute("COMMIT")
+        done.append((item_id, attempts, time.monotonic()))
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    conn.close()
+    log.write_text(json.dumps(done))
+
+
+def scenario(
+    root: Path, n: int, keys: int, rate: float, key_timeout: float, repaint_rate: float, worker: bool
+) -> dict:
     from textual import events
 
     from tui_app.config import load_config
-    from tui_app.store import Event
     from tui_app.tui import table as table_module
     from tui_app.tui.app import build_app
 
@@ -109,20 +163,25 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
     marks: dict[str, float] = {}
     rendered: list[int] = []  # cursor rows rendered for the frame being built
     painted: list[tuple[float, int]] = []  # (time the frame was handed to the display, cursor row)
+    rows_rendered: list[tuple[int, int]] = []  # (item id, attempts) of the rows rendered for the frame
+    first_shown: dict[tuple[int, int], float] = {}  # (item id, attempts) -> first frame that showed it
     original_render_line = table_module.ItemTable.render_line
 
     def render_line(self, y):
         strip = original_render_line(self, y)
         index = self.scroll_offset.y + y
-        if "first_row" not in marks and self.row_at(index) is not None:  # row_at: from the page cache
-            marks["first_row"] = time.perf_counter()
+        row = self.row_at(index)  # from the page cache
+        if row is not None:
+            if "first_row" not in marks:
+                marks["first_row"] = time.monotonic()
+            rows_rendered.append((row.id, row.attempts))
         if index == self.cursor:
             rendered.append(self.cursor)
         return strip
 
     table_module.ItemTable.render_line = render_line
-    started = time.perf_counter()
-    app = build_app(config, clock_free=True)
+    started = time.monotonic()
+    app = build_app(config, clock_free=True, worker=worker)
     original_display = app._display
 
     def display(screen, renderable) -> None:
@@ -130,11 +189,14 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
         original_display(screen, renderable)
         if renderable is not None and hasattr(renderable, "render_segments"):
             renderable.render_segments(app.console)  # the escape sequences a terminal would be sent
-        now = time.perf_counter()
+        now = time.monotonic()
         if "first_row" in marks and "first_paint" not in marks:
             marks["first_paint"] = now
         painted.extend((now, c) for c in rendered)
         rendered.clear()
+        for shown in rows_rendered:
+            first_shown.setdefault(shown, now)
+        rows_rendered.clear()
 
     app._display = display
     latencies: list[float] = []
@@ -145,12 +207,29 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
             raise AppDied(f"the app stopped (return code {app.return_code}): {app._exception!r}")
 
     async def wait_for(condition, limit: float, what: str) -> None:
-        deadline = time.perf_counter() + limit
+        deadline = time.monotonic() + limit
         while not condition():
             check_alive()
-            if time.perf_counter() > deadline:
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"{what}: nothing after {limit:.0f} s")
             await asyncio.sleep(0.001)
+
+    def start_writer(ids: list[int], per_s: float, name: str) -> tuple[subprocess.Popen, Path, Path]:
+        stop, log, id_file = root / f"{name}.stop", root / f"{name}.json", root / f"{name}.ids.json"
+        id_file.write_text(json.dumps(ids))
+        args = [sys.executable, __file__, "--writer", str(config.state_path), "--rate", str(per_s)]
+        args += ["--stop", str(stop), "--log", str(log), "--ids", str(id_file)]
+        return subprocess.Popen(args), stop, log
+
+    def read_log(log: Path) -> list[tuple[int, int, float]]:
+        return [(u[0], u[1], u[2]) for u in json.loads(log.read_text())]
+
+    async def stop_writer(proc: subprocess.Popen, stop: Path, log: Path) -> list[tuple[int, int, float]]:
+        """Tell the writer to stop, wait for it (off the event loop), read what it wrote when."""
+        await asyncio.to_thread(stop.touch)
+        if await asyncio.to_thread(proc.wait) != 0:
+            raise RuntimeError(f"the writer failed (exit {proc.returncode})")
+        return await asyncio.to_thread(read_log, log)
 
     async def run() -> None:
         async with app.run_test(size=(160, 45)) as pilot:
@@ -160,63 +239,50 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
                 IMPORT_LIMIT_S,
                 "background source check",
             )
-            result["import_done_s"] = time.perf_counter() - started
+            result["import_done_s"] = time.monotonic() - started
             await pilot.pause(0.2)
             table = app.query_one("#table-dataset", table_module.ItemTable)
-            keys_of = {item.id: item.key for item in app.store.items("dataset")}
-            ids = list(keys_of)
-            rng = random.Random(1)
-            stop = asyncio.Event()
-            written = 0
-            # the bench's own connection for the item writes (the store's connection is its own business)
-            writer = sqlite3.connect(config.state_path, isolation_level=None, timeout=10)
+            ids = [item.id for item in app.store.items("dataset")]
 
-            async def updates() -> None:  # `rate` item changes per second, on the event loop as the engine's
-                nonlocal written
-                interval = 1.0 / rate
-                next_at = time.perf_counter()
-                while not stop.is_set():
-                    item_id = rng.choice(ids)
-                    status = rng.choice(["generating", "completed", "failed"])
-                    kind = {"generating": "started", "completed": "completed", "failed": "failed"}[status]
-                    message = f"{keys_of[item_id]} {status} (bench update)"
-                    # as the store does it: the item and its event row in one transaction, then the
-                    # event to the app's listener
-                    now = time.time()
-                    level = "error" if status == "failed" else "info"
-                    writer.execute("BEGIN IMMEDIATE")
-                    writer.execute(
-                        "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=?",
-                        (status, now, item_id),
-                    )
-                    event_id = writer.execute(
-                        "INSERT INTO events (ts, level, kind, collection, item_key, message)"
-                        " VALUES (?,?,?,?,?,?)",
-                        (now, level, kind, "dataset", keys_of[item_id], message),
-                    ).lastrowid
-                    writer.execute("COMMIT")
-                    app.note_event(
-                        Event(event_id or 0, now, level, kind, "dataset", keys_of[item_id], message)
-                    )
-                    written += 1
-                    next_at += interval
-                    await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            # 3. store change to repaint (first, while the cursor is on the first row)
+            visible = ids[:VISIBLE_ROWS]
+            first_shown.clear()
+            proc, stop, log = start_writer(visible, repaint_rate, "repaint")
+            try:
+                await asyncio.sleep(REPAINT_SECONDS)
+            finally:
+                updates = await stop_writer(proc, stop, log)
+            await asyncio.sleep(key_timeout)  # the last updates' repaints
+            check_alive()
+            repaint = sorted(_repaint_latencies(updates, first_shown))
+            span = updates[-1][2] - updates[0][2] if len(updates) > 1 else 1.0
+            result.update(
+                {
+                    "repaint_rate": len(updates) / span,
+                    "repaint_updates": len(updates),
+                    "repaint_misses": sum(1 for v in repaint if math.isinf(v)),
+                    "repaint_p50_ms": percentile(repaint, 0.50) * 1000,
+                    "repaint_p95_ms": percentile(repaint, 0.95) * 1000,
+                    "repaint_max_ms": repaint[-1] * 1000,
+                }
+            )
 
-            task = asyncio.create_task(updates())
+            # 2. key latency while random items change
+            proc, stop, log = start_writer(ids, rate, "keys")
             misses = 0
             try:
                 await asyncio.sleep(0.5)
-                load_started, written_before = time.perf_counter(), written
+                load_started = time.monotonic()
                 for _ in range(keys):
                     check_alive()
                     target = table.cursor + 1
                     painted.clear()
                     rendered.clear()
-                    t0 = time.perf_counter()
+                    t0 = time.monotonic()
                     app.post_message(events.Key("down", None))
                     deadline = t0 + key_timeout
                     hit = None
-                    while hit is None and time.perf_counter() < deadline:
+                    while hit is None and time.monotonic() < deadline:
                         await asyncio.sleep(0.0005)
                         hit = next((t for t, c in painted if c == target), None)
                     if hit is None:
@@ -225,12 +291,12 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
                     else:
                         latencies.append(hit - t0)
                     await asyncio.sleep(0.02)
-                result["update_rate"] = (written - written_before) / (time.perf_counter() - load_started)
+                load_ended = time.monotonic()
             finally:
-                stop.set()
-                await asyncio.wait_for(task, 10)
-                writer.close()
-                app.engine.cancel()
+                written = await stop_writer(proc, stop, log)
+            result["update_rate"] = sum(1 for u in written if load_started <= u[2] <= load_ended) / (
+                load_ended - load_started
+            )
             check_alive()
             result["key_misses"] = misses
             result["final_cursor"] = table.cursor
@@ -248,6 +314,29 @@ def scenario(root: Path, n: int, keys: int, rate: float, key_timeout: float) -> 
         }
     )
     return result
+
+
+def _repaint_latencies(
+    updates: list[tuple[int, int, float]], first_shown: dict[tuple[int, int], float]
+) -> list[float]:
+    """Seconds from each update's commit to the first frame that showed its row with those attempts
+    or more (a later update of the row shows it too); inf when none did."""
+    shown_at: dict[int, list[tuple[int, float]]] = {}
+    for (item_id, attempts), at in first_shown.items():
+        shown_at.setdefault(item_id, []).append((attempts, at))
+    earliest: dict[int, list[tuple[int, float]]] = {}  # per row: (attempts, earliest frame showing >= it)
+    for item_id, shown in shown_at.items():
+        shown.sort(reverse=True)
+        best, out = math.inf, []
+        for attempts, at in shown:
+            best = min(best, at)
+            out.append((attempts, best))
+        earliest[item_id] = out[::-1]  # ascending attempts
+    latencies = []
+    for item_id, attempts, committed in updates:
+        at = next((t for a, t in earliest.get(item_id, []) if a >= attempts), math.inf)
+        latencies.append(max(0.0, at - committed))
+    return latencies
 
 
 def _ms(v: float) -> str:
@@ -269,18 +358,43 @@ def main() -> None:
         default=1.0,
         help="seconds to wait for one key's repaint before counting a miss",
     )
+    parser.add_argument(
+        "--repaint-rate",
+        type=float,
+        default=200.0,
+        help="updates per second of rows on screen (repaint test)",
+    )
+    parser.add_argument(
+        "--no-worker", action="store_true", help="the app without a worker of its own (tui-app --no-worker)"
+    )
     parser.add_argument("--child-timeout", type=float, default=300.0, help="seconds allowed per size")
     parser.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--writer", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--stop", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup:
         setup(args.setup, args.n)
+        return
+    if args.writer:
+        writer(args.writer, json.loads(args.ids.read_text()), args.rate, args.stop, args.log, seed=1)
         return
     if args.child:
         faulthandler.dump_traceback_later(
             max(1.0, args.child_timeout - 5), exit=True
         )  # stacks on stderr, not a hang
-        print(json.dumps(scenario(args.child, args.n, args.keys, args.rate, args.key_timeout)))
+        result = scenario(
+            args.child,
+            args.n,
+            args.keys,
+            args.rate,
+            args.key_timeout,
+            args.repaint_rate,
+            worker=not args.no_worker,
+        )
+        print(json.dumps(result))
         return
     failed = False
     for n in [args.n] if args.n else [13_100, 100_000]:
@@ -305,8 +419,11 @@ def main() -> None:
                     str(args.rate),
                     "--key-timeout",
                     str(args.key_timeout),
+                    "--repaint-rate",
+                    str(args.repaint_rate),
                     "--child-timeout",
                     str(args.child_timeout),
+                    *(["--no-worker"] if args.no_worker else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -328,7 +445,10 @@ def main() -> None:
         print(
             f"N={r['n']:>7}: first paint {r['first_paint_s']:.3f} s, key latency p50 {_ms(r['key_p50_ms'])} "
             f"p95 {_ms(r['key_p95_ms'])} max {_ms(r['key_max_ms'])} ({r['key_misses']}/{r['keys']} keys "
-            f"timed out) at {r['update_rate']:.0f} updates/s, peak RSS {r['peak_rss_mb']:.0f} MB "
+            f"timed out) at {r['update_rate']:.0f} updates/s; store change to repaint p50 "
+            f"{_ms(r['repaint_p50_ms'])} p95 {_ms(r['repaint_p95_ms'])} max {_ms(r['repaint_max_ms'])} "
+            f"({r['repaint_misses']}/{r['repaint_updates']} not painted) at {r['repaint_rate']:.0f} "
+            f"updates/s from an external writer; peak RSS {r['peak_rss_mb']:.0f} MB "
             f"(background source check done at {r['import_done_s']:.2f} s)",
             flush=True,
         )

@@ -56,4 +56,7 @@ def test_two_worker_processes_share_the_providers_throttle(tmp_path, settings, g
     assert len({t["pid"] for t in trace}) == 2, "both processes should have served requests"
     assert _max_overlap(trace) <= 2  # concurrency = 2 over both processes
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert min(gaps) >= gap_s * 0.9, (min(gaps), gaps)
+    # every gap holds but for the scheduling jitter of a loaded machine between a worker's turn in the
+    # store and its request; the rate over the whole run holds without it
+    assert min(gaps) >= gap_s * 0.7, (min(gaps), gaps)
+    assert (starts[-1] - starts[0]) / len(gaps) >= gap_s * 0.98

@@ -30,7 +30,8 @@ runs can be interrupted and resumed without losing work.
 
 EPILOG = """\
 examples:
-  tui-app                         open the TUI on ./config.toml
+  tui-app                         open the TUI on ./config.toml (with a worker of its own)
+  tui-app --no-worker             open the TUI on a project other workers serve: watch and control
   tui-app --batch                 generate everything pending, headless, with progress
   tui-app --batch --collection dataset --limit 20
   tui-app --batch --retry-failed  queue failed items again, then run
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(parser)
     parser.add_argument(
         "--batch", action="store_true", help="run pending work headless instead of opening the TUI"
+    )
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="open the TUI as a viewer and controller only: it runs no worker of its own (the workers "
+        "already serving the project act on what you do)",
     )
     parser.add_argument(
         "--collection",
@@ -392,6 +399,8 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
     ]
     if batch_only and not args.batch:
         return _error(f"{', '.join(batch_only)} only work with --batch")
+    if args.no_worker and (args.batch or args.command):
+        return _error("--no-worker works when opening the TUI only")
     if args.limit is not None and args.limit < 1:
         return _error("--limit must be at least 1")
     for flag in ("workers", "worker_processes"):
@@ -427,7 +436,7 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
         return _batch(config, args)
     if args.json:
         return _error("--json works with --batch or status")
-    return _tui(config)
+    return _tui(config, worker=not args.no_worker)
 
 
 def _batch(config: Config, args: argparse.Namespace) -> int:
@@ -648,12 +657,12 @@ def _export(config: Config, args: argparse.Namespace) -> int:
     return _maintain(config, work)
 
 
-def _tui(config: Config) -> int:
+def _tui(config: Config, *, worker: bool = True) -> int:
     try:
         from .tui.app import run_app
     except ImportError as exc:
         return _error(f"the TUI cannot start ({exc}); use --batch for headless runs")
-    return run_app(config)
+    return run_app(config, worker=worker)
 
 
 if __name__ == "__main__":  # pragma: no cover

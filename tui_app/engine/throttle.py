@@ -213,8 +213,13 @@ class Throttle:
                 if cooling > 0:
                     await anyio.sleep(cooling)
                 rate = 60.0 / self.requests_per_minute if self.requests_per_minute > 0 else 0.0
-                wait = self.reserve(max(self._interval(self.clock()), rate))
-                if wait > 0:
+                interval = max(self._interval(self.clock()), rate)
+                # exactly between this worker's own starts (monotonic clock), then the turn of the
+                # whole project, taken from the store once it is due
+                own = self._last_start + interval - self.clock()
+                if own > 0:
+                    await anyio.sleep(own)
+                while (wait := self.reserve(interval)) > 0:  # noqa: ASYNC110 - the turn is in the store
                     await anyio.sleep(wait)
                 self._last_start = self.clock()
                 self.starts.append(self._last_start)

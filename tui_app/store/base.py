@@ -247,7 +247,7 @@ class Store(Protocol):
         ...
 
     def reserve_start(self, provider: str, interval_s: float) -> float:
-        """Reserve the provider's next request start across all workers; seconds to wait."""
+        """Take the provider's next request start across all workers once due: 0.0, else seconds to wait."""
         ...
 
     def cool_down(self, provider: str, until: float) -> None:

@@ -42,7 +42,7 @@ from .rows import (
     Worker,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_queue ON items (collection, status, priority DESC, ordinal);
 CREATE INDEX IF NOT EXISTS items_order ON items (collection, ordinal);          -- table pages
 CREATE INDEX IF NOT EXISTS items_counts ON items (collection, retired, status); -- counts by status
+CREATE INDEX IF NOT EXISTS items_leases ON items (worker_id) WHERE worker_id IS NOT NULL;    -- held()
+CREATE INDEX IF NOT EXISTS items_backoff ON items (collection, not_before) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS items_batch ON items (batch_id) WHERE batch_id IS NOT NULL;   -- windows
 CREATE TABLE IF NOT EXISTS takes (
     id          INTEGER PRIMARY KEY,
     item_id     INTEGER NOT NULL REFERENCES items(id),
@@ -173,6 +176,8 @@ ALTER TABLE batches ADD COLUMN open_until REAL NOT NULL DEFAULT 0;
 """,
     # 4 -> 5: provider_state (a provider's pace shared by all workers), created by the schema.
     4: "",
+    # 5 -> 6: indexes for held(), next_wakeup() and the debounce windows, created by the schema.
+    5: "",
 }
 
 #: An item is stale when its current take was made from other input than the item's now.
@@ -1067,10 +1072,12 @@ class SqliteStore:
         return batch_id, items
 
     def reserve_start(self, provider: str, interval_s: float) -> float:
-        """Reserve the provider's next request start, across every worker: returns the seconds to wait.
+        """Take the provider's next request start, across every worker: 0.0 when the request may start
+        now (the next one may start ``interval_s`` later), else the seconds to wait before asking again.
 
-        The start is the latest of now, the provider's cooldown and the previous reservation;
-        the next one may come ``interval_s`` later (min interval, requests per minute, learned pace).
+        The start is taken only once it is due (after the provider's cooldown and ``interval_s``
+        after the previous start), never reserved ahead, so a worker that is slow to act on its
+        turn cannot shorten the gap after it.
         """
         now = time.time()
         with self._transaction() as c:
@@ -1078,11 +1085,11 @@ class SqliteStore:
             nxt, cool = c.execute(
                 "SELECT next_start, cooldown_until FROM provider_state WHERE provider=?", (provider,)
             ).fetchone()
-            start = max(now, nxt, cool)
-            c.execute(
-                "UPDATE provider_state SET next_start=? WHERE provider=?", (start + interval_s, provider)
-            )
-        return start - now
+            due = max(nxt, cool)
+            if due > now:
+                return due - now
+            c.execute("UPDATE provider_state SET next_start=? WHERE provider=?", (now + interval_s, provider))
+        return 0.0
 
     def cool_down(self, provider: str, until: float) -> None:
         """Hold every worker's requests to ``provider`` until ``until`` (unix time; never shortens)."""

@@ -1,23 +1,42 @@
-"""The Textual app: live tables of entries, pages and variants over the same engine as ``--batch``.
+"""The Textual app: live tables of entries, pages and variants, a client of the project's store.
 
-The engine runs inside the app's event loop (a worker); its events only mark
-collections dirty, and a 100 ms timer repaints what changed, so a burst of
-engine events never delays a key press. Tables read their visible rows
+The app shows what every worker of the project does, not only its own: a 100 ms
+timer polls the store's ``data_version`` (it changes whenever any other
+connection commits: a ``tui-app --batch`` or ``worker`` process, or this app's own
+worker), and when it changed re-reads only the visible rows, the counts (at most
+a few times a second) and the new events, by id, so nothing is shown twice. The
+store's in-process listener only marks collections dirty. Repaints are coalesced,
+so a burst of changes never delays a key press. Tables read their visible rows
 straight from the store (see :mod:`tui_app.tui.table`).
 
-On start only explicitly requested items are generated (regenerate, retry);
-``g`` generates everything pending in the current collection.
+By default the app also runs a worker of its own: an engine with its own
+connection, on an event loop in a thread of its own, so that its store queries
+never hold up a key press. It at first generates only explicitly requested
+items (regenerate, retry, front); ``g`` lets it generate everything pending in
+the current collection. Every action of the app is written to the store through
+the app's own connection (:attr:`TuiApp.control`, an engine that never runs),
+where the workers, this one included, act on it within 0.1 s. Without a worker
+(``build_app(..., worker=False)``, ``--no-worker``) the app is a viewer and
+controller of the project's other workers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import math
+import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -30,11 +49,11 @@ from ..engine import Engine
 from ..exit_codes import ExitCode
 from ..files import IntegrityError
 from ..kinds import get_kind
-from ..project import Project, read_sources
+from ..project import HOST, Project, read_sources, stale_workers
 from ..settings import Config
 from ..storage_errors import storage_error
-from ..store import Event
-from ..views import RowSource, take_details
+from ..store import Event, Worker
+from ..views import QueueView, RowSource, Throughput, take_details
 from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialog
 from .table import ItemTable, header_text
 
@@ -47,6 +66,13 @@ AUDIO_PLAYERS = (
     ["play", "-q"],
 )
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
+TICK_S = 0.1  # how often the store is polled for changes (PRAGMA data_version) and changes repainted
+SUMMARY_MIN_S = 0.5  # counts are re-read at most this often while the store changes (~10 ms at 100k) ...
+SUMMARY_MAX_S = 1.0  # ... and at least this often (items/s, ETA, cooldowns move on)
+WORKERS_S = 1.0  # the live workers are read at most this often
+WAKEUP_S = 1.0  # "backing off, next in N s" is re-read at most this often
+QUIET_S = 1.0  # nothing in flight for this long: the batch is over ("Batch finished")
+EVENT_PAGE = 5000  # events read per tick at most (the rest on the next ticks)
 
 
 class TuiApp(App[int]):
@@ -63,6 +89,8 @@ class TuiApp(App[int]):
         Binding("p", "play", "Play/preview", id="play"),
         Binding("c", "choose", "Choose variant", id="choose"),
         Binding("x", "cancel_items", "Cancel", id="cancel_items"),
+        Binding("P", "pause", "Pause/resume", id="pause"),
+        Binding("F", "front", "To front", id="front"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("t", "status_filter", "Status filter", id="status_filter"),
         Binding("s", "sync", "Sync disk", id="sync"),
@@ -81,25 +109,51 @@ class TuiApp(App[int]):
         *,
         clock_free: bool = False,
         pending_import: bool = False,
+        worker: bool = True,
     ):
+        """``engine`` is this app's own worker when ``worker``: it must then have a project (a store
+        connection) of its own, not ``project``, as it runs in a thread of its own."""
         super().__init__()
         self.pending_import = pending_import  # import the sources in the background after the first paint
         self.project = project
         self.config = config = project.config
         self.store = project.store
-        self.reader = project.store.reader()  # the tables' own read connection
+        self.reader = project.store.reader()  # the tables' own read connection; it also watches the store
+        self.own_worker = worker
+        #: this app's own worker (it runs only with ``worker``, on its own event loop and connection)
         self.engine = engine
+        #: the app's actions (requests, retries, finals) through the app's connection; never runs
+        self.control = Engine(project) if worker else engine
+        self._portal: BlockingPortal | None = None  # the worker's event loop, in its own thread
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._engine_run: Future[None] | None = None
+        self._engine_error = ""  # why the worker stopped, set in its thread, said on the next tick
         self.clock_free = clock_free  # hide time-dependent text (snapshot tests)
         self.sources = {name: RowSource(self.reader, name) for name in config.collections}
         self._dirty: set[str] = set(config.collections)
         self._recount: set[str] = set()  # collections whose row count may have changed (import, filters)
+        self._version = self.reader.data_version()  # changes whenever another connection commits
+        self._more_events = False  # the last read of the events stopped at EVENT_PAGE
         self._last_event_id = 0
-        self._last_summary = 0.0
-        self._failures: list[str] = []
-        self._was_busy: dict[str, bool] = dict.fromkeys(config.collections, False)
+        self._last_summary = -math.inf
+        self._counts: dict[str, dict[str, int]] = {}
+        self._paused: set[str] = set()
+        self._live: list[Worker] = []  # live workers, this app's own left out
+        self._live_at = -math.inf
+        self._wakeups: dict[str, tuple[float, float | None]] = {}  # collection -> (read at, next wakeup)
+        self.throughput = {name: Throughput() for name in config.collections}
+        self._busy: dict[str, bool] = dict.fromkeys(config.collections, False)
+        self._quiet_since: dict[str, float | None] = dict.fromkeys(config.collections, None)
+        self._shared: dict[str, list[str]] = {}  # provider -> the collections it serves
+        for coll in config.collections.values():
+            self._shared.setdefault(coll.provider, []).append(coll.name)
         self.status_index: dict[str, int] = dict.fromkeys(config.collections, 0)
         engine.min_priority = dict.fromkeys(config.collections, 1)
+        # this process's own commits (its worker's, from the worker's thread; its actions): they only
+        # mark collections dirty (a set's add is atomic), and data_version sees them anyway
         engine.subscribe(self.note_event)
+        if self.control is not engine:
+            self.control.subscribe(self.note_event)
 
     # ------------------------------------------------------------------ layout
 
@@ -128,21 +182,23 @@ class TuiApp(App[int]):
         self.log_view = self.query_one("#log", RichLog)
         self.tabs = self.query_one("#tabs", TabbedContent)
         self.filter_box = self.query_one("#filter-input", Input)
-        recent = self.store.recent_events(500)
+        recent = self.reader.recent_events(500)
         if recent:
-            self._write_events(self.log_view, recent)
+            self._take_events(recent, notify=False)
         self.filter_box.display = False
         for name in self.config.collections:
             self.tables[name].reload()
         self._refresh_summaries()
         first = next(iter(self.config.collections))
         self.query_one(f"#table-{first}", ItemTable).focus()
-        self.set_interval(0.1, self._tick)
-        self.run_engine()
+        self.set_interval(TICK_S, self._tick)
+        if self.own_worker:
+            self.run_engine()
         if self.pending_import:
             self.import_sources()
 
     def on_unmount(self) -> None:
+        self._stop_engine()
         self.reader.close()
 
     @work(thread=True, exclusive=True, group="import")
@@ -169,55 +225,111 @@ class TuiApp(App[int]):
         """Recount every table on the next tick (the background import may have added or retired rows)."""
         self._recount.update(self.config.collections)
 
-    @work(exclusive=True, group="engine")
-    async def run_engine(self) -> None:
-        """The app's worker, for as long as the app runs."""
-        try:
-            await self.engine.run(until_idle=False)
-        except Exception as exc:  # noqa: BLE001 - never crash the app: say what happened
-            problem = storage_error(exc, path=self.config.state_path)
-            what = problem.line() if problem is not None else str(exc)
-            self.notify(f"engine stopped: {what}", severity="error", timeout=30)
+    def run_engine(self) -> None:
+        """Start the app's worker on an event loop of its own, in its own thread, for as long as the
+        app runs: its store queries and take writing never hold up the app's event loop."""
+        self._portal_cm = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        self._engine_run = self._portal.start_task_soon(functools.partial(self.engine.run, until_idle=False))
+        self._engine_run.add_done_callback(self._engine_done)
 
-    # ------------------------------------------------------------------ engine events -> repaint
+    def _engine_done(self, run: Future[None]) -> None:
+        """In the worker's thread, when its run ends: keep why when it failed, for the next tick to say
+        (never waiting for the app's loop here: the app may be waiting for this thread)."""
+        exc = None if run.cancelled() else run.exception()
+        if exc is not None:
+            problem = storage_error(exc, path=self.config.state_path)
+            self._engine_error = problem.line() if problem is not None else str(exc)
+
+    def _on_engine_loop(self, func: Any, *args: Any) -> None:
+        """Call ``func(*args)`` on the worker's event loop (the engine is not thread-safe)."""
+        if self._portal is not None and self._engine_run is not None and not self._engine_run.done():
+            self._portal.call(func, *args)
+
+    async def _stop_engine_async(self) -> None:
+        """Stop the worker: its in-flight items go back to pending (``Engine.run`` retires it)."""
+        await asyncio.to_thread(self._stop_engine)  # waits for the worker's thread, off the app's loop
+
+    def _stop_engine(self) -> None:
+        """Stop the worker and its thread (blocking; at once when it has stopped already)."""
+        if self._portal_cm is None or self._engine_run is None:
+            self._close_engine()
+            return
+        self._on_engine_loop(self.engine.cancel)
+        try:
+            self._engine_run.result(timeout=30)
+        except BaseException:  # noqa: BLE001 - reported by _engine_done; stopping goes on
+            pass
+        cm, self._portal_cm, self._portal = self._portal_cm, None, None
+        cm.__exit__(None, None, None)
+        self._close_engine()
+
+    def _close_engine(self) -> None:
+        """Close the worker's own connection (also when it never ran)."""
+        if self.engine.project is not self.project:
+            self.engine.project.close()
+
+    # ------------------------------------------------------------------ store changes -> repaint
 
     def note_event(self, event: Event) -> None:
-        """Mark what ``event`` changed for the next repaint (the store calls this after each commit)."""
+        """Mark what ``event`` changed for the next repaint (the store calls this after each commit of
+        this process; other processes' commits are seen through ``data_version`` on the next tick)."""
         if event.collection:
             self._dirty.add(event.collection)
         else:
             self._dirty.update(self.config.collections)
-        if event.kind == "failed":
-            self._failures.append(event.message)
 
     def _tick(self) -> None:
+        """Every 100 ms: whatever changed in the store since the last tick, by any process, is repainted."""
+        version = self.reader.data_version()
+        if version != self._version:  # another connection committed: which collections, we cannot tell
+            self._version = version
+            self._dirty.update(self.config.collections)
         dirty, self._dirty = self._dirty, set()
         recount, self._recount = self._recount, set()
         for name in dirty | recount:
-            table = self.tables[name]
-            table.reload(recount=name in recount)
+            # only the visible rows are read again (and compared); a hidden table just drops its cache
+            self.tables[name].reload(recount=name in recount)
+        if dirty or self._more_events:
+            self._read_events()
         now = time.monotonic()
-        if (dirty and now - self._last_summary > 0.5) or now - self._last_summary > 1.0:
+        since = now - self._last_summary
+        if (dirty and since >= SUMMARY_MIN_S) or since >= SUMMARY_MAX_S:
             self._refresh_summaries()
-            self._last_summary = now
-        if dirty:
-            events = self.store.events(after_id=self._last_event_id, limit=5000)
-            if events:
-                self._write_events(self.log_view, events)
-        if self._failures:
-            first, n = self._failures[0], len(self._failures)
-            self._failures.clear()
+        if self._engine_error:
+            what, self._engine_error = self._engine_error, ""
+            self.notify(f"this app's worker stopped: {what}", severity="error", timeout=30)
+
+    def _read_events(self) -> None:
+        """The events written since the last one shown (by any process), at most EVENT_PAGE per tick."""
+        events = self.reader.events(after_id=self._last_event_id, limit=EVENT_PAGE)
+        self._more_events = len(events) == EVENT_PAGE
+        if events:
+            self._take_events(events)
+
+    def _take_events(self, events: list[Event], *, notify: bool = True) -> None:
+        """Show new events (ids above the last shown: none twice) in the Log tab, count completions
+        for items/s, and notify failures (``notify``)."""
+        events = [e for e in events if e.id > self._last_event_id]
+        if not events:
+            return
+        failures: list[str] = []
+        finals: list[Event] = []
+        for event in events:
+            if event.kind == "completed" and event.collection in self.throughput:
+                self.throughput[event.collection].note(event.ts)
+            elif event.kind == "failed":
+                failures.append(event.message)
+            elif event.kind == "finalized":  # a chosen variant's final, built by whichever worker
+                finals.append(event)
+        self._write_events(self.log_view, events)
+        if not notify:
+            return
+        if failures:
+            first, n = failures[0], len(failures)
             self.notify(first if n == 1 else f"{first} (and {n - 1} more failures)", severity="error")
-        for name, stats in self.engine.stats.items():
-            busy = stats.in_flight > 0
-            if self._was_busy[name] and not busy:
-                counts = self.store.counts([name])[name]
-                self.notify(
-                    f"{name}: nothing in flight; {counts['completed']} completed, "
-                    f"{counts['failed']} failed, {counts['pending']} pending",
-                    title="Batch finished",
-                )
-            self._was_busy[name] = busy
+        for final in finals[-3:]:
+            self.notify(final.message, severity="error" if final.level == "error" else "information")
 
     def _write_events(self, log: RichLog, events: list[Event]) -> None:
         """Append events to the Log tab as one write (one layout pass, however many lines)."""
@@ -230,36 +342,92 @@ class TuiApp(App[int]):
         self._last_event_id = max(self._last_event_id, events[-1].id)
         log.write(text)
 
-    def summary_text(self, name: str, counts: dict[str, int] | None = None) -> str:
-        """One line: completed/total, failed, in flight, items/s, ETA, filters, and the throttle.
+    def live_workers(self) -> list[Worker]:
+        """The other live workers of the project (read at most once a second); this app's own is left out."""
+        now = time.monotonic()
+        if now - self._live_at >= WORKERS_S:
+            self._live_at = now
+            workers = self.reader.workers()
+            gone = set(stale_workers(workers, self.config.lease_s))
+            self._live = [w for w in workers if w.id not in gone and w.id != self.engine.worker_id]
+        return self._live
 
-        ``counts`` ({status: n}) saves a query when the caller has them already."""
-        counts = counts if counts is not None else self.store.counts([name])[name]
-        stats = self.engine.stats[name]
+    def _cooling_s(self, provider: str) -> float:
+        """Seconds the provider still cools down, after this worker's or any other worker's Retry-After."""
+        cooling = self.engine.throttles[provider].cooling_down_for()
+        paces = getattr(self.reader, "paces", None)  # shared cooldowns, where the store keeps them
+        if paces is not None:
+            cooldown_until = paces().get(provider, (0.0, None, None))[0]
+            cooling = max(cooling, cooldown_until - time.time())
+        return cooling
+
+    def queue_view(self, name: str) -> QueueView:
+        """Collection ``name``'s queue over every worker: how many wait, and why."""
+        counts = self._counts[name]
         coll = self.config.collections[name]
-        throttle = self.engine.throttles[coll.provider]
+        serving = [w for w in self.live_workers() if not w.collections or name in w.collections]
+        requests_only = self.own_worker and self.engine.min_priority.get(name, 0) > 0 and not serving
+        view = QueueView(
+            pending=counts["pending"],
+            provider=coll.provider,
+            provider_busy=sum(self._counts[c]["generating"] for c in self._shared[coll.provider]),
+            limit=self.engine.throttles[coll.provider].limit,
+            paused_by=next((p for p in (name, coll.provider, "*") if p in self._paused), ""),
+            cooling_s=self._cooling_s(coll.provider),
+            workers=len(serving) + self.own_worker,
+            requests_only=requests_only,
+        )
+        if view.pending and not view.reason():
+            # pending, nothing else holds them: some may be backing off (a query over the pending items)
+            now = time.monotonic()
+            read_at, wake_at = self._wakeups.get(name, (-math.inf, None))
+            if now - read_at >= WAKEUP_S:
+                wake_at = self.reader.next_wakeup([name])
+                self._wakeups[name] = (now, wake_at)
+            if wake_at is not None:
+                view = replace(view, wake_in_s=wake_at - time.time())
+        return view
+
+    def summary_text(self, name: str) -> str:
+        """Two lines: completed/total, failed, in flight (every worker), items/s, ETA; then the queue
+        (pending and why they wait), the provider's slots in use, the workers, the mode and filters."""
+        counts = self._counts[name]
         total = sum(counts.values())
-        rate = stats.rate()
-        remaining = counts["pending"] + counts["generating"]
+        in_flight = counts["generating"]
+        rate = self.throughput[name].rate(time.time(), busy=in_flight > 0)
+        remaining = counts["pending"] + in_flight
         eta = format_eta(remaining / rate) if rate > 0 else "-"
-        cooling = throttle.cooling_down_for()
-        parts = [
+        first = [
             f"[b]{counts['completed']}/{total}[/b] completed",
             f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "0 failed",
-            f"{stats.in_flight} in flight",
+            f"{in_flight} in flight",
         ]
         if not self.clock_free:
-            parts += [f"{rate:.1f} items/s", f"ETA {eta}"]
-        mode = (
-            "all pending" if self.engine.min_priority.get(name, 0) == 0 else "requests only (g: all pending)"
-        )
+            first += [f"{rate:.1f} items/s", f"ETA {eta}"]
+        queue = self.queue_view(name)
+        reason = queue.reason(clock_free=self.clock_free)
+        waiting = f"{queue.pending} pending" + (f": {reason}" if reason else "")
+        if queue.paused_by:
+            waiting = f"[b yellow]{waiting}[/b yellow] (P: resume)"
+        elif reason == "no worker running":
+            waiting = f"[yellow]{waiting}[/yellow]"
+        coll = self.config.collections[name]
+        throttle = self.engine.throttles[coll.provider]
         paced = throttle.paced_rps()
-        parts.append(
-            f"{coll.provider} {throttle.in_use}/{throttle.limit} in use"
-            + (f", cooling down {cooling:.0f} s" if cooling > 0 else "")
-            + (f", paced {paced:.1f}/s after 429s" if paced else "")
-        )
-        parts.append(mode)
+        second = [
+            waiting,
+            f"{coll.provider} {queue.provider_busy}/{queue.limit} in use"
+            + (f", paced {paced:.1f}/s after 429s" if paced else ""),
+            f"{queue.workers} {'worker' if queue.workers == 1 else 'workers'}",
+        ]
+        if not self.own_worker:
+            second.append("viewer (no worker here)")
+        elif self.engine.min_priority.get(name, 0) == 0:
+            second.append("all pending")
+        elif reason != "requests only":
+            second.append("requests only (g: all pending)")
+        else:
+            second[0] = f"{queue.pending} pending: requests only (g: all pending)"
         source = self.sources[name]
         filters = []
         if source.text_filter:
@@ -270,13 +438,42 @@ class TuiApp(App[int]):
         if table.marks:
             filters.append(f"{len(table.marks)} marked")
         if filters:
-            parts.append("[cyan]" + ", ".join(filters) + "[/cyan]")
-        return " · ".join(parts)
+            second.append("[cyan]" + ", ".join(filters) + "[/cyan]")
+        return " · ".join(first) + "\n" + " · ".join(second)
 
     def _refresh_summaries(self) -> None:
-        counts = self.store.counts(list(self.config.collections))  # one query for every collection
+        """Re-read the counts (one query for every collection) and the pauses; repaint every summary."""
+        self._last_summary = now = time.monotonic()
+        self._counts = self.reader.counts(list(self.config.collections))
+        self._paused = self.reader.paused()
         for name in self.config.collections:
-            self.summaries[name].update(self.summary_text(name, counts[name]))
+            self.summaries[name].update(self.summary_text(name))
+            table = self.tables[name]
+            if not table.source.filtered() and sum(self._counts[name].values()) != table.count:
+                self._recount.add(name)  # rows added or retired (an import by another process)
+            self._note_busy(name, now)
+
+    def _note_busy(self, name: str, now: float) -> None:
+        """Notify "Batch finished" once nothing of the collection has been in flight for QUIET_S."""
+        counts = self._counts[name]
+        if counts["generating"]:
+            self._busy[name], self._quiet_since[name] = True, None
+            return
+        if not self._busy[name]:
+            return
+        quiet = self._quiet_since[name]
+        if quiet is None:
+            self._quiet_since[name] = now
+        elif now - quiet >= QUIET_S:
+            self._busy[name], self._quiet_since[name] = False, None
+            coll = self.config.collections[name]
+            if {name, coll.provider, "*"} & self._paused:
+                return  # paused, not finished: the summary says so
+            self.notify(
+                f"{name}: nothing in flight; {counts['completed']} completed, "
+                f"{counts['failed']} failed, {counts['pending']} pending",
+                title="Batch finished",
+            )
 
     # ------------------------------------------------------------------ helpers
 
@@ -297,12 +494,17 @@ class TuiApp(App[int]):
     def on_item_table_marks_changed(self, event: ItemTable.MarksChanged) -> None:
         """Show the new number of marked rows in that table's summary at once."""
         name = event.table.source.collection
-        self.summaries[name].update(self.summary_text(name))
+        if self._counts:
+            self.summaries[name].update(self.summary_text(name))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Without a worker of its own the app has no "generate pending" (the workers serve it all)."""
+        return not (action == "generate_pending" and not self.own_worker)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
-            if isinstance(binding, Binding) and binding.show:
+            if isinstance(binding, Binding) and binding.show and self.check_action(binding.action, ()):
                 yield SystemCommand(
                     binding.description,
                     f"key: {binding.key}",
@@ -348,7 +550,7 @@ class TuiApp(App[int]):
         def queued(overrides: dict[str, Any] | None) -> None:
             if overrides is None:
                 return
-            items = self.engine.regenerate(name, ids, overrides=overrides, debounce=True)
+            items = self.control.regenerate(name, ids, overrides=overrides, debounce=True)
             batch = self.store.get_batch(items[0].batch_id) if items and items[0].batch_id else None
             if batch is not None:
                 self.notify(batch.note, title="Regenerate")
@@ -367,14 +569,18 @@ class TuiApp(App[int]):
 
     def action_generate_pending(self) -> None:
         names = self._current_or_all()
-        self.engine.serve_all(names)
+        if not self.own_worker:
+            n = len(self.live_workers())
+            self.notify(f"no worker in this app: the project's workers ({n} live) serve everything pending")
+            return
+        self._on_engine_loop(self.engine.serve_all, names)
         pending = sum(self.store.counts(names)[n]["pending"] for n in names)
         self.notify(f"generating {pending} pending items in {', '.join(names)}")
         self._dirty.update(names)
 
     def action_retry_failed(self) -> None:
         names = self._current_or_all()
-        n = self.engine.retry_failed(names)
+        n = self.control.retry_failed(names)
         self.notify(f"{n} failed items queued again" if n else "no failed items")
         self._dirty.update(names)
 
@@ -449,21 +655,23 @@ class TuiApp(App[int]):
             self.notify(str(exc), severity="error", timeout=8)
             return
         self._dirty.add(name)
-        self.finalize(name, row.id, row.key, len(choice.aside))
+        n = len(choice.aside)
+        self.notify(f"{row.key} chosen ({n} other {'variant' if n == 1 else 'variants'} set aside)")
+        # a running worker of the collection builds the final (it watches the store for choices,
+        # the app's own too: it has a connection of its own); with none, the app builds it
+        if not self.own_worker and not any(name in w.collections for w in self.live_workers()):
+            self.finalize(name, row.id, row.key)
 
     @work(group="finalize")
-    async def finalize(self, name: str, item_id: int, key: str, aside: int) -> None:
+    async def finalize(self, name: str, item_id: int, key: str) -> None:
         """Build the chosen variant's final (upscaled 2x by the provider, e.g. A1111's
-        extra-single-image, or Pillow's Lanczos) off the event loop; the store records it."""
+        extra-single-image, or Pillow's Lanczos) off the event loop; the store records it (its
+        ``finalized`` event is shown as any worker's)."""
         try:
-            final = await self.engine.build_final(name, item_id)
+            await self.control.build_final(name, item_id)
         except Exception as exc:  # noqa: BLE001 - any failure of the upscaler is shown, never a crash
             self.notify(f"{key}: cannot finalize: {getattr(exc, 'message', exc)}", severity="error")
-            return
         self._dirty.add(name)
-        if final is not None:
-            size = f"{final.width}x{final.height}"
-            self.notify(f"{key} chosen ({aside} other variants set aside); final {size}")
 
     def action_cancel_items(self) -> None:
         name, table = self.current_collection(), self.current_table()
@@ -473,6 +681,49 @@ class TuiApp(App[int]):
         table.action_clear_marks()
         self._dirty.add(name)
         self.notify(f"{n} items cancelled" if n else "nothing queued or in flight to cancel")
+
+    def _record(self, kind: str, args: dict[str, Any], note: str) -> None:
+        """Append a queue command of this app to the store's command log (as ``tui-app pause`` does)."""
+        self.store.record_command(kind, args, f"{HOST}:{os.getpid()}", note)
+
+    def action_pause(self) -> None:
+        """Pause the current collection (every collection on the Log tab), or resume it when paused.
+
+        A paused collection starts nothing new in any worker; what is in flight finishes. A pause
+        of its provider or of everything (``tui-app pause``) holding it is lifted too."""
+        names = self._current_or_all()
+        paused = self.reader.paused()
+        holding = sorted(
+            {p for n in names for p in (n, self.config.collections[n].provider, "*") if p in paused}
+        )
+        if holding:
+            done = self.store.resume(holding)
+            note = f"resumed {', '.join('everything' if n == '*' else n for n in done)}" if done else ""
+            self._record("resume", {"names": holding}, note)
+        else:
+            done = self.store.pause(names)
+            note = f"paused {', '.join(done)}: nothing new starts, in-flight items finish (P: resume)"
+            self._record("pause", {"names": names}, note)
+        if note:
+            self.notify(note)
+        self._dirty.update(names)
+        self._last_summary = -math.inf  # the summaries say so on the next tick
+
+    def action_front(self) -> None:
+        """Serve the marked rows (or the cursor row) next, before the rest of the queue, by any worker."""
+        name, table = self.current_collection(), self.current_table()
+        if not name or table is None:
+            return
+        ids = table.selected_ids()
+        n = self.store.front(ids) if ids else 0
+        table.action_clear_marks()
+        self._dirty.add(name)
+        if not n:
+            self.notify("only pending items can move to the front", severity="warning")
+            return
+        note = f"{name}: {n} {'item' if n == 1 else 'items'} moved to the front of the queue"
+        self._record("front", {"collection": name, "ids": ids}, note)
+        self.notify(note)
 
     def action_filter(self) -> None:
         name = self.current_collection()
@@ -527,7 +778,8 @@ class TuiApp(App[int]):
         )
 
     def in_flight(self) -> int:
-        return sum(s.in_flight for s in self.engine.stats.values())
+        """Items this app's own worker has in flight (other workers' items are theirs)."""
+        return sum(s.in_flight for s in self.engine.stats.values()) if self.own_worker else 0
 
     def action_quit_app(self) -> None:
         n = self.in_flight()
@@ -539,26 +791,34 @@ class TuiApp(App[int]):
             if yes:
                 self.shutdown()
 
-        self.push_screen(ConfirmScreen(f"{n} items are in flight. Quit? They go back to pending."), answer)
+        others = " (other workers go on)" if self.live_workers() else ""
+        what = "1 item is" if n == 1 else f"{n} items are"
+        question = f"{what} in flight in this app's worker. Quit? They go back to pending{others}."
+        self.push_screen(ConfirmScreen(question), answer)
 
     @work(exclusive=True, group="shutdown")
     async def shutdown(self) -> None:
-        """Cancel in-flight work (it goes back to pending), wait for the engine, exit."""
-        self.engine.cancel()
-        for worker in self.workers:
-            if worker.group == "engine":
-                await worker.wait()
+        """Cancel this app's worker's in-flight items (they go back to pending), wait for it, exit.
+
+        Other workers' items are not touched: only the items this app's worker holds are released."""
+        await self._stop_engine_async()
         self.exit(0)
 
 
 def build_app(
-    config: Config, *, clock_free: bool = False, import_in_background: bool | None = None
+    config: Config,
+    *,
+    clock_free: bool = False,
+    import_in_background: bool | None = None,
+    worker: bool = True,
 ) -> TuiApp:
     """The app over a project: opens it, recovers, imports the sources (factory for tests too).
 
     A project that already has a state file opens at once on what is stored, and
     its sources are checked in the background (a large source takes a second or
-    two); a new project is imported first.
+    two); a new project is imported first. With ``worker`` (the default) the app also
+    runs a worker of its own; without, it only shows and controls what the project's
+    other workers do.
 
     Raises:
         SourceError: a source is malformed (for a new project; nothing is written).
@@ -570,17 +830,26 @@ def build_app(
         project.recover()
     else:
         project = Project.start(config)
-    return TuiApp(project, Engine(project), clock_free=clock_free, pending_import=import_in_background)
+    # the app's own worker gets a connection of its own: it runs in a thread of its own
+    engine = Engine(Project.open(config) if worker else project)
+    return TuiApp(
+        project,
+        engine,
+        clock_free=clock_free,
+        pending_import=import_in_background,
+        worker=worker,
+    )
 
 
-def run_app(config: Config) -> int:
-    """Open the TUI on a project; returns the exit code."""
+def run_app(config: Config, *, worker: bool = True) -> int:
+    """Open the TUI on a project (with a worker of its own unless ``worker`` is False: ``--no-worker``);
+    returns the exit code."""
     import sys
 
     from ..sources import SourceError
 
     try:
-        app = build_app(config)
+        app = build_app(config, worker=worker)
     except SourceError as exc:
         print(f"tui-app: error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
