@@ -92,6 +92,18 @@ def sql(db_path: Path | str, statement: str, *args: Any) -> list[tuple]:
     return rows
 
 
+async def until(pilot: Any, condition: Any, timeout: float = 20.0) -> None:  # noqa: ASYNC109 - a polling helper's limit
+    """Let a Textual pilot run until ``condition()`` holds; AssertionError after ``timeout`` seconds."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.05)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """Config path of a small simulated project (12 entries, cover + 4 pages, 2 photos x 3 slots)."""

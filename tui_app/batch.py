@@ -35,7 +35,7 @@ from .display import format_eta
 from .engine import Engine
 from .exit_codes import ExitCode
 from .project import Project
-from .providers import ProviderError
+from .providers import lone_provider_error
 from .settings import Config
 from .signals import console as pipe_console
 from .signals import deliver_to_loop, signal_name
@@ -340,11 +340,10 @@ async def _run(
                             await engine.run(names)  # take back and finish what a killed helper held
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # a provider that cannot start fails inside the task group: raise it as itself (a one-line error)
-        failed = group.subgroup(ProviderError)
-        if failed is not None and len(failed.exceptions) == 1 and group.split(ProviderError)[1] is None:
-            raise failed.exceptions[0] from None
-        raise
+        lone = lone_provider_error(group)  # a provider that cannot start: its one-line error
+        if lone is None:
+            raise
+        raise lone from None
     finally:
         await engine.aclose()
     return bool(signalled)

@@ -36,7 +36,7 @@ import anyio
 
 from .engine import Engine
 from .project import Project
-from .providers import ProviderError
+from .providers import lone_provider_error
 from .providers.piper import ORT_THREADS_ENV
 from .settings import Config
 from .signals import deliver_to_loop, signal_name
@@ -392,11 +392,10 @@ async def _serve(engine: Engine, names: list[str], how: _Serving) -> str | None:
                 await engine.run(names, limit=how.limit, until_idle=how.until_idle)
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # a provider that cannot start fails inside the task group: raise it as itself (a one-line error)
-        failed = group.subgroup(ProviderError)
-        if failed is not None and len(failed.exceptions) == 1 and group.split(ProviderError)[1] is None:
-            raise failed.exceptions[0] from None
-        raise
+        lone = lone_provider_error(group)  # a provider that cannot start: its one-line error
+        if lone is None:
+            raise
+        raise lone from None
     finally:
         await engine.aclose()
     return stopped[0] if stopped else None

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import write_project
+from conftest import until, write_project
 from textual import events
 
 from tui_app.config import load_config
@@ -19,15 +19,6 @@ pytestmark = pytest.mark.anyio
 def _app(tmp_path: Path, **kw):
     config = load_config(write_project(tmp_path, **kw))
     return build_app(config, clock_free=True)
-
-
-async def _until(pilot, condition, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - a polling helper's limit
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.05)
 
 
 def _keys(app, collection: str = "dataset") -> list[str]:
@@ -61,7 +52,7 @@ async def test_regenerate_dialog_with_override(tmp_path):
         await pilot.press("enter")
         item = app.store.find_item("dataset", "arctic_a0002")
         assert item.status in ("pending", "generating", "completed") and item.priority >= 0
-        await _until(pilot, lambda: app.store.find_item("dataset", "arctic_a0002").status == "completed")
+        await until(pilot, lambda: app.store.find_item("dataset", "arctic_a0002").status == "completed")
         take = app.store.takes(item.id)[-1]
         assert take.params["emotion"] == "happy"
         # nothing else was generated: only requested items run until `g`
@@ -84,7 +75,7 @@ async def test_debounce_three_presses_50ms_apart_during_a_long_run(tmp_path):
         targets = [
             app.store.find_item("dataset", k) for k in ("arctic_a0060", "arctic_a0059", "arctic_a0058")
         ]
-        await _until(
+        await until(
             pilot,
             lambda: all(
                 app.store.get_item(t.id).status == "completed" and len(app.store.takes(t.id)) >= 1
@@ -106,7 +97,7 @@ async def test_pressing_r_on_the_same_row_three_times_queues_it_once_per_window(
         for _ in range(3):
             app.post_message(events.Key("r", "r"))
             await asyncio.sleep(0.05)
-        await _until(pilot, lambda: app.store.find_item("dataset", "arctic_a0001").status == "completed")
+        await until(pilot, lambda: app.store.find_item("dataset", "arctic_a0001").status == "completed")
         assert len({e.message for e in app.store.events(limit=1000) if "queued as batch" in e.message}) == 1
 
 
@@ -114,11 +105,11 @@ async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):
     app = _app(tmp_path, photos=1)
     async with app.run_test(size=(140, 30)) as pilot:
         await pilot.press("3", "g")
-        await _until(pilot, lambda: app.store.counts(["variants"])["variants"]["completed"] == 3)
+        await until(pilot, lambda: app.store.counts(["variants"])["variants"]["completed"] == 3)
         await pilot.pause(0.3)
         await pilot.press("down", "c")
         final = app.config.collections["variants"].output / "finals" / "astronaut.s1-balanced.take1.png"
-        await _until(pilot, final.exists)
+        await until(pilot, final.exists)
         chosen = {i.key: i.chosen for i in app.store.items("variants")}
         assert chosen == {
             "astronaut.s0-forensic": -1,
@@ -142,7 +133,7 @@ async def test_text_filter_and_status_filter(tmp_path):
         await pilot.pause(0.3)
         assert table.count == 12
         await pilot.press("r")
-        await _until(pilot, lambda: app.store.find_item("dataset", "arctic_a0001").status == "completed")
+        await until(pilot, lambda: app.store.find_item("dataset", "arctic_a0001").status == "completed")
         await pilot.press("t", "t", "t")  # all -> pending -> generating -> completed
         await pilot.pause(0.3)
         assert table.count == 1
@@ -152,12 +143,12 @@ async def test_quit_with_work_in_flight_puts_it_back_to_pending(tmp_path):
     app = _app(tmp_path, entries=20, latency_ms=3000, concurrency=4)
     async with app.run_test(size=(140, 30)) as pilot:
         await pilot.press("g")
-        await _until(pilot, lambda: app.in_flight() == 4)
+        await until(pilot, lambda: app.in_flight() == 4)
         await pilot.press("q")
         await pilot.pause(0.2)
         assert app.is_running  # it asked first
         await pilot.press("y")
-        await _until(pilot, lambda: not app.is_running, timeout=10)
+        await until(pilot, lambda: not app.is_running, timeout=10)
     counts = app.store.counts(["dataset"])["dataset"]
     assert counts["generating"] == 0 and counts["pending"] == 20
 

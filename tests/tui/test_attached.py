@@ -3,14 +3,13 @@ moving rows to the front through the store, and quitting without touching other 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import sql, write_project
+from conftest import sql, until, write_project
 
 from tui_app.config import load_config
 from tui_app.engine import Engine
@@ -19,15 +18,6 @@ from tui_app.tui.app import build_app
 from tui_app.tui.table import ItemTable
 
 pytestmark = pytest.mark.anyio
-
-
-async def _until(pilot, condition, timeout: float = 20.0) -> None:  # noqa: ASYNC109 - a polling helper's limit
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.05)
 
 
 def _shown(app, collection: str = "dataset") -> str:
@@ -73,7 +63,7 @@ async def test_a_viewer_shows_an_external_batch_live_without_running_an_engine(t
                 worker_ids |= {w.id for w in app.store.workers()}
                 await pilot.pause(0.05)
             assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-            await _until(pilot, lambda: _completed_shown(app) == 300, timeout=5)
+            await until(pilot, lambda: _completed_shown(app) == 300, timeout=5)
         finally:
             _stop(proc)
         # the counts rose while the other process worked, never backwards, up to the total
@@ -102,15 +92,15 @@ async def test_pause_key_pauses_and_resumes_the_current_collection(tmp_path):
     async with app.run_test(size=(140, 30)) as pilot:
         await pilot.press("P")
         assert app.store.paused() == {"dataset"}
-        await _until(pilot, lambda: "10 pending: paused" in _shown(app))
+        await until(pilot, lambda: "10 pending: paused" in _shown(app))
         await pilot.press("2", "P")  # the pages tab pauses pages
         assert app.store.paused() == {"dataset", "pages"}
         await pilot.press("1", "P")  # pressed again: resumed
         assert app.store.paused() == {"pages"}
-        await _until(pilot, lambda: "paused" not in _shown(app))
+        await until(pilot, lambda: "paused" not in _shown(app))
         assert "10 pending: no worker running" in _shown(app)
         app.store.pause(["*"])  # a pause of everything (e.g. `tui-app pause`) holds this tab too ...
-        await _until(pilot, lambda: "paused (everything)" in _shown(app))
+        await until(pilot, lambda: "paused (everything)" in _shown(app))
         await pilot.press("P")  # ... and P lifts it
         assert "*" not in app.store.paused()
         # each key press is in the command log, as the same command from the command line would be
@@ -156,8 +146,8 @@ async def test_quitting_releases_only_the_apps_own_items(tmp_path):
                 external = set().union(*(app.store.held(w.id) for w in others)) if others else set()
                 return app.in_flight() > 0 and bool(external)
 
-            await _until(pilot, both_busy)
-            await _until(pilot, lambda: len(app.live_workers()) == 1)
+            await until(pilot, both_busy)
+            await until(pilot, lambda: len(app.live_workers()) == 1)
             own = app.store.held(app.engine.worker_id)
             await pilot.press("q")
             await pilot.pause(0.2)
@@ -168,7 +158,7 @@ async def test_quitting_releases_only_the_apps_own_items(tmp_path):
             assert f"{counted} in flight in this app's worker" in question
             assert "other workers go on" in question
             await pilot.press("y")
-            await _until(pilot, lambda: not app.is_running, timeout=10)
+            await until(pilot, lambda: not app.is_running, timeout=10)
             items = {i.id: i for c in ("dataset", "pages") for i in app.store.items(c)}
             # its own items went back to pending (or completed first); the other worker's were left alone
             assert own and all(items[i].status in ("pending", "completed") for i in own)
@@ -195,11 +185,11 @@ async def test_the_apps_worker_failing_is_said_and_the_app_goes_on(tmp_path):
 
     app.engine.run = broken  # runs in the worker's thread; the app's loop only hears of it
     async with app.run_test(size=(140, 30)) as pilot:
-        await _until(pilot, lambda: any("the provider cannot start" in n.message for n in app._notifications))
+        await until(pilot, lambda: any("the provider cannot start" in n.message for n in app._notifications))
         await pilot.press("P")  # the app still works, through the store
         assert app.store.paused() == {"dataset"}
         await pilot.press("q")
-        await _until(pilot, lambda: not app.is_running, timeout=10)
+        await until(pilot, lambda: not app.is_running, timeout=10)
 
 
 async def test_a_viewer_with_no_worker_builds_a_chosen_variants_final_itself(tmp_path):
@@ -211,5 +201,5 @@ async def test_a_viewer_with_no_worker_builds_a_chosen_variants_final_itself(tmp
     async with app.run_test(size=(140, 30)) as pilot:
         await pilot.press("3", "down", "c")
         final = config.collections["variants"].output / "finals" / "astronaut.s1-balanced.take1.png"
-        await _until(pilot, final.exists)
-        await _until(pilot, lambda: any("finalized from take 1" in n.message for n in app._notifications))
+        await until(pilot, final.exists)
+        await until(pilot, lambda: any("finalized from take 1" in n.message for n in app._notifications))

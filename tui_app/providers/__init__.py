@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import ConfigError, ProviderConfig
-from .base import TASKS, Output, Provider, ProviderError, Request, is_retryable_status
+from .base import TASKS, Output, Provider, ProviderError, Request, is_retryable_status, lone_provider_error
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ __all__ = [
     "Output",
     "Provider",
     "ProviderError",
+    "lone_provider_error",
     "ProviderKind",
     "Request",
     "TASKS",

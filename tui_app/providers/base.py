@@ -143,3 +143,16 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release connections, threads and models."""
         ...
+
+
+def lone_provider_error(group: BaseExceptionGroup) -> ProviderError | None:
+    """The one :class:`ProviderError` of ``group`` when it holds nothing else, else None.
+
+    A provider that cannot start (``prepare``) fails inside a task group; callers raise it as
+    itself, so the command line shows its one-line message instead of an exception group.
+    """
+    failed = group.subgroup(ProviderError)
+    if failed is None or len(failed.exceptions) != 1 or group.split(ProviderError)[1] is not None:
+        return None
+    inner = failed.exceptions[0]
+    return inner if isinstance(inner, ProviderError) else None
