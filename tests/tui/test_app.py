@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import until, write_project
+from conftest import sql, until, write_project
 from textual import events
 
 from tui_app.config import load_config
@@ -99,6 +99,10 @@ async def test_pressing_r_on_the_same_row_three_times_queues_it_once_per_window(
             await asyncio.sleep(0.05)
         await until(pilot, lambda: app.store.find_item("dataset", "arctic_a0001").status == "completed")
         assert len({e.message for e in app.store.events(limit=1000) if "queued as batch" in e.message}) == 1
+        # each press is a command in the store's log, as `tui-app regenerate` would write it
+        rows = sql(app.config.state_path, "SELECT kind, note FROM commands")
+        assert [kind for kind, _ in rows] == ["regenerate"] * 3
+        assert all("queued as batch" in note for _, note in rows)
 
 
 async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):

@@ -552,6 +552,8 @@ class TuiApp(App[int]):
                 return
             items = self.control.regenerate(name, ids, overrides=overrides, debounce=True)
             batch = self.store.get_batch(items[0].batch_id) if items and items[0].batch_id else None
+            note = batch.note if batch is not None else "nothing queued"
+            self._record("regenerate", {"collection": name, "ids": ids, "overrides": overrides}, note)
             if batch is not None:
                 self.notify(batch.note, title="Regenerate")
             table.action_clear_marks()
@@ -581,7 +583,9 @@ class TuiApp(App[int]):
     def action_retry_failed(self) -> None:
         names = self._current_or_all()
         n = self.control.retry_failed(names)
-        self.notify(f"{n} failed items queued again" if n else "no failed items")
+        note = f"{n} failed items queued again" if n else "no failed items"
+        self._record("retry-failed", {"collections": names}, note)
+        self.notify(note)
         self._dirty.update(names)
 
     def action_details(self) -> None:
@@ -677,13 +681,16 @@ class TuiApp(App[int]):
         name, table = self.current_collection(), self.current_table()
         if not name or table is None:
             return
-        n = self.project.cancel(table.selected_ids())
+        ids = table.selected_ids()
+        n = self.project.cancel(ids)
         table.action_clear_marks()
         self._dirty.add(name)
-        self.notify(f"{n} items cancelled" if n else "nothing queued or in flight to cancel")
+        note = f"{n} items cancelled" if n else "nothing queued or in flight to cancel"
+        self._record("cancel", {"collection": name, "ids": ids}, note)
+        self.notify(note)
 
     def _record(self, kind: str, args: dict[str, Any], note: str) -> None:
-        """Append a queue command of this app to the store's command log (as ``tui-app pause`` does)."""
+        """Append an action of this app to the store's command log, as the shell commands do."""
         self.store.record_command(kind, args, f"{HOST}:{os.getpid()}", note)
 
     def action_pause(self) -> None:
