@@ -18,12 +18,13 @@ def test_requests_within_the_window_form_one_batch_across_connections(tmp_path):
     again, _ = second.regenerate([k2], debounce_s=0.4, priority=10)
     assert again == batch_id
     opened = first.get_batch(batch_id)
-    assert isinstance(opened, Batch) and opened.kind == "regenerate"
+    assert isinstance(opened, Batch) and (opened.kind, opened.state) == ("regenerate", "open")
     assert opened.note == f"2 regenerations queued as batch {batch_id}"
     assert first.claim_next("c", min_priority=1) is None  # an open window is not claimable
     wake = first.next_wakeup(["c"])
     assert wake is not None and 0 < wake - time.time() <= 0.4
     time.sleep(wake - time.time() + 0.01)
+    assert first.get_batch(batch_id).state == "queued"  # the window closed
     assert first.claim_next("c", min_priority=1).key == "k0"
     assert second.claim_next("c", min_priority=1).key == "k2"
     assert first.get_batch(batch_id + 1) is None

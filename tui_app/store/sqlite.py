@@ -42,7 +42,7 @@ from .rows import (
     Worker,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -76,6 +76,7 @@ CREATE INDEX IF NOT EXISTS items_counts ON items (collection, retired, status); 
 CREATE INDEX IF NOT EXISTS items_leases ON items (worker_id) WHERE worker_id IS NOT NULL;    -- held()
 CREATE INDEX IF NOT EXISTS items_backoff ON items (collection, not_before) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS items_batch ON items (batch_id) WHERE batch_id IS NOT NULL;   -- windows
+CREATE INDEX IF NOT EXISTS items_chosen ON items (collection, ordinal) WHERE chosen = 1;  -- finals
 CREATE TABLE IF NOT EXISTS takes (
     id          INTEGER PRIMARY KEY,
     item_id     INTEGER NOT NULL REFERENCES items(id),
@@ -115,7 +116,7 @@ CREATE TABLE IF NOT EXISTS finals (            -- variants: the chosen take, ups
 CREATE TABLE IF NOT EXISTS batches (
     id         INTEGER PRIMARY KEY,
     kind       TEXT NOT NULL,                 -- run, regenerate, retry
-    state      TEXT NOT NULL DEFAULT 'queued', -- open (debounce window), queued
+    state      TEXT NOT NULL DEFAULT 'queued', -- unused since schema 4: open while open_until > now
     note       TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     open_until REAL NOT NULL DEFAULT 0        -- its items wait until then (the debounce window)
@@ -178,6 +179,8 @@ ALTER TABLE batches ADD COLUMN open_until REAL NOT NULL DEFAULT 0;
     4: "",
     # 5 -> 6: indexes for held(), next_wakeup() and the debounce windows, created by the schema.
     5: "",
+    # 6 -> 7: an index for finals_to_build(), which workers run after every commit of another process.
+    6: "",
 }
 
 #: An item is stale when its current take was made from other input than the item's now.
@@ -659,8 +662,11 @@ class SqliteStore:
 
     def get_batch(self, batch_id: int) -> Batch | None:
         """One batch by id, or None."""
+        # a batch is open while its debounce window lasts: derived, never stored
         row = self._conn.execute(
-            "SELECT id, kind, state, note, created_at FROM batches WHERE id=?", (batch_id,)
+            "SELECT id, kind, CASE WHEN open_until > ? THEN 'open' ELSE 'queued' END, note, created_at"
+            " FROM batches WHERE id=?",
+            (time.time(), batch_id),
         ).fetchone()
         return Batch(*row) if row else None
 
@@ -1056,7 +1062,7 @@ class SqliteStore:
                 batch_id = int(
                     c.execute(
                         "INSERT INTO batches (kind, state, note, created_at, open_until)"
-                        " VALUES ('regenerate', 'open', '', ?, ?)",
+                        " VALUES ('regenerate', 'queued', '', ?, ?)",
                         (now, now + debounce_s),
                     ).lastrowid
                     or 0
@@ -1335,17 +1341,10 @@ class SqliteStore:
 
     def disk_state(self) -> DiskState:
         """Takes, finals, generating items and unbuilt finals, read in one snapshot (for sync)."""
-        w = _TAKE_WIDTH
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                takes = [
-                    TakeFile(_take(r[:w]), r[w], r[w + 1], r[w + 2], bool(r[w + 3]))
-                    for r in self._conn.execute(
-                        f"SELECT {_TAKE_COLS}, i.collection, i.key, i.status, (i.current_take = t.id)"
-                        " FROM takes t JOIN items i ON i.id = t.item_id ORDER BY t.item_id, t.number"
-                    )
-                ]
+                takes = self.all_takes()  # inside this read transaction: the same snapshot
                 finals = [
                     FinalFile(_final(r[:9]), r[9], r[10], bool(r[11]))
                     for r in self._conn.execute(
