@@ -132,7 +132,9 @@ async def test_quitting_releases_only_the_apps_own_items(tmp_path):
     pages_at = text.index("[collections.pages]")
     text = text[:pages_at] + text[pages_at:].replace('provider = "simulated"', 'provider = "sim2"', 1)
     sim = text[text.index("[providers.simulated]") :]
-    path.write_text(text + "\n" + sim.replace("[providers.simulated]", "[providers.sim2]"))
+    # the app's own requests take 5 s, so the number in flight holds still while the quit question counts it
+    own_provider = text.replace("latency_ms = 400", "latency_ms = 5000", 1)
+    path.write_text(own_provider + "\n" + sim.replace("[providers.simulated]", "[providers.sim2]"))
     app = build_app(load_config(path), clock_free=True)  # with its own worker
     async with app.run_test(size=(140, 30)) as pilot:
         proc = _external(tmp_path, "--batch", "--collection", "pages")
