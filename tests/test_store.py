@@ -130,6 +130,30 @@ def test_cover_first_gate(tmp_path):
     assert store.claim_next("p", cover_first=True).key == "page_001"
 
 
+def test_claim_many_in_one_transaction_within_the_shared_limit_and_group_commit(tmp_path):
+    store = _store(tmp_path, n=6)
+    for worker in ("w1", "w2"):
+        store.register_worker(worker, "h", 1, ["c"])
+    last = store.find_item("c", "k5")
+    store.request([last.id], batch_id=None, priority=10)
+    # served in claim order: priority first, then source order
+    first = store.claim("c", 3, worker_id="w1", lease_s=30)
+    assert [i.key for i in first] == ["k5", "k0", "k1"]
+    assert all(i.status == "generating" and i.worker_id == "w1" for i in first)
+    # w1 holds 3 live leases: with a limit of 4, w2 may take 1 more, whatever it asks for
+    assert [i.key for i in store.claim("c", 3, worker_id="w2", lease_s=30, limit=4)] == ["k2"]
+    assert store.claim("c", 3, worker_id="w2", lease_s=30, limit=3) == []
+    # the cover-first gate sees the state before the claim: a cover is claimed alone
+    pages = open_store(tmp_path / "p.sqlite")
+    pages.import_items("p", [make_item(f"page_{i:03d}", i, "t", {}) for i in range(3)])
+    assert [i.key for i in pages.claim("p", 3, cover_first=True)] == ["page_000"]
+    # a group commit guards every take on its own
+    store.request([first[1].id], batch_id=None, priority=10)  # k0 regenerated while in flight
+    ids = store.complete_many([(i, _take(n)) for n, i in enumerate(first, 1)])
+    assert ids[0] is not None and ids[1] is None and ids[2] is not None
+    assert [store.get_item(i.id).status for i in first] == ["completed", "pending", "completed"]
+
+
 def test_recover_takes_back_expired_or_dead_leases_only_and_logs(tmp_path):
     store = _store(tmp_path)
     for worker in ("dead", "gone", "alive"):

@@ -96,6 +96,10 @@ class RunStats:
         return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
 
+#: Items one claim transaction takes at most (as many as there are free slots, up to this)
+CLAIM_BATCH = 32
+
+
 class Engine:
     """Runs generation for an open project.
 
@@ -386,20 +390,32 @@ class Engine:
                 if self._stopping:
                     throttle.release()
                     break
-                item = self.store.claim_next(
+                # the free slots at once, in one claim transaction (the store's writes are the bottleneck)
+                slots = 1
+                room = min(
+                    CLAIM_BATCH,
+                    throttle.limit + WRITER_THREADS - stats.in_flight,
+                    share - throttle.in_use + 1 if self.processes > 1 else CLAIM_BATCH,
+                    limit - claimed if limit is not None else CLAIM_BATCH,
+                )
+                while slots < room and throttle.try_acquire():
+                    slots += 1
+                items = self.store.claim(
                     coll.name,
+                    slots,
                     worker_id=self.worker_id,
                     lease_s=self.config.lease_s,
                     provider=coll.provider,
                     # concurrency over every live lease: what the others hold, plus this worker's
-                    # own requests (its slot just taken included) stays within the provider's limit
-                    limit=throttle.limit - throttle.in_use + 1,
+                    # own requests (the slots just taken not included) stays within the provider's limit
+                    limit=throttle.limit - (throttle.in_use - slots),
                     shared_with=self._shared[coll.provider],
                     cover_first=cover_first,
                     min_priority=self.min_priority.get(coll.name, 0),
                 )
-                if item is None:
+                for _ in range(slots - len(items)):
                     throttle.release()
+                if not items:
                     wake_at = self.store.next_wakeup([coll.name])
                     # pending items another worker or a pause holds back keep a --batch waiting
                     idle = until_idle and stats.in_flight == 0 and wake_at is None
@@ -410,9 +426,10 @@ class Engine:
                     )
                     await self._wait_wake(coll.name, max(0.0, timeout))
                     continue
-                claimed += 1
-                stats.note_start(time.monotonic())
-                tg.start_soon(self._run_item, coll, item, provider, throttle)
+                for item in items:
+                    claimed += 1
+                    stats.note_start(time.monotonic())
+                    tg.start_soon(self._run_item, coll, item, provider, throttle)
 
     async def _run_item(
         self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle

@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 from ..files import atomic_write, free_take_path, link_or_copy
 from ..kinds import get_kind
@@ -81,6 +82,17 @@ def _link_file(src: Path, folder: Path, key: str, number: int) -> tuple[Path, in
     return path, number
 
 
+@dataclass
+class _Pending:
+    """A take waiting for its group commit."""
+
+    item: Item
+    record: TakeRecord
+    done: anyio.Event = field(default_factory=anyio.Event)
+    take_id: int | None = None
+    error: BaseException | None = None
+
+
 class TakeWriter:
     """Writes and records takes for one project (see the module docstring).
 
@@ -95,6 +107,7 @@ class TakeWriter:
         self._root_prefix = str(config.root) + os.sep
         self._cache_keys: set[str] | None = None
         self._threads = anyio.CapacityLimiter(WRITER_THREADS)
+        self._group: list[_Pending] = []  # takes waiting for the next group commit (:meth:`_record`)
 
     def cached(self, cache_key: str) -> CachedTake | None:
         """The earlier take of an identical request whose file is still there with its size, or None."""
@@ -131,7 +144,7 @@ class TakeWriter:
             path, record = await self._reuse(coll, item, request, result, elapsed_s, cache_key)
         else:
             path, record = await self._new(coll, item, request, result, elapsed_s, cache_key)
-        if self.store.complete(item, record) is None:
+        if await self._record(item, record) is None:
             await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
             self.store.log(
                 "warning",
@@ -144,6 +157,30 @@ class TakeWriter:
         if self._cache_keys is not None:
             self._cache_keys.add(cache_key)
         return True
+
+    async def _record(self, item: Item, record: TakeRecord) -> int | None:
+        """The guarded final write, grouped: takes finished in the same turn of the event loop are
+        recorded in one transaction (the store's commits bound the throughput, not the disk)."""
+        pending = _Pending(item, record)
+        self._group.append(pending)
+        if len(self._group) > 1:  # a leader of this group is waiting: it records this take too
+            await pending.done.wait()
+        else:
+            await anyio.lowlevel.checkpoint()  # let the takes that finished meanwhile join
+            group, self._group = self._group, []
+            try:
+                ids = self.store.complete_many([(p.item, p.record) for p in group])
+            except BaseException as exc:
+                for p in group:
+                    p.error = exc
+                    p.done.set()
+                raise
+            for p, take_id in zip(group, ids, strict=True):
+                p.take_id = take_id
+                p.done.set()
+        if pending.error is not None:
+            raise pending.error
+        return pending.take_id
 
     async def _reuse(
         self,

@@ -89,8 +89,7 @@ class Throttle:
         Waiters are served first come, first served, so collections sharing a
         provider take turns instead of the busiest one starving the others.
         """
-        if self.in_use < self.limit and not self._waiters:
-            self.in_use += 1
+        if self.try_acquire():
             return
         waiter = anyio.Event()
         self._waiters.append(waiter)
@@ -102,6 +101,13 @@ class Throttle:
             elif waiter.is_set():
                 self.release()  # the slot was handed to us as we were cancelled: pass it on
             raise
+
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting: False when none is free or others wait for one."""
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return True
+        return False
 
     def release(self) -> None:
         """Give a slot back (any task may release a slot another task took)."""

@@ -178,8 +178,29 @@ class Store(Protocol):
         unless paused or ``limit`` leases of the provider's collections are live; or None."""
         ...
 
+    def claim(
+        self,
+        collection: str,
+        count: int,
+        *,
+        worker_id: str = "",
+        lease_s: float = 30.0,
+        provider: str = "",
+        limit: int | None = None,
+        shared_with: Sequence[str] = (),
+        cover_first: bool = False,
+        min_priority: int = 0,
+    ) -> list[Item]:
+        """Claim up to ``count`` items in one transaction, at most ``limit`` minus the live leases
+        of other workers on the provider's collections; none while paused."""
+        ...
+
     def complete(self, item: Item, take: TakeRecord) -> int | None:
         """The guarded final write: the new take id, or None when the claim no longer holds."""
+        ...
+
+    def complete_many(self, done: Sequence[tuple[Item, TakeRecord]]) -> list[int | None]:
+        """:meth:`complete` for several takes in one transaction; the take ids (None: refused), in order."""
         ...
 
     def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:

@@ -737,24 +737,54 @@ class SqliteStore:
         cover_first: bool = False,
         min_priority: int = 0,
     ) -> Item | None:
-        """Atomically take the next claimable item of ``collection``: ``generating`` under a lease.
+        """:meth:`claim` of one item: the claimed item, or None when nothing is claimable now."""
+        items = self.claim(
+            collection,
+            1,
+            worker_id=worker_id,
+            lease_s=lease_s,
+            provider=provider,
+            limit=limit,
+            shared_with=shared_with,
+            cover_first=cover_first,
+            min_priority=min_priority,
+        )
+        return items[0] if items else None
+
+    def claim(
+        self,
+        collection: str,
+        count: int,
+        *,
+        worker_id: str = "",
+        lease_s: float = 30.0,
+        provider: str = "",
+        limit: int | None = None,
+        shared_with: Sequence[str] = (),
+        cover_first: bool = False,
+        min_priority: int = 0,
+    ) -> list[Item]:
+        """Atomically take up to ``count`` claimable items of ``collection``: ``generating`` under a lease.
 
         Order: highest priority first, then source order. Items still backing off
         (``not_before`` in the future), in a debounce window that is still open, or
         retired are skipped. Nothing is claimed while the collection, its ``provider`` or
-        everything (``*``) is paused, nor while other workers hold ``limit`` live leases on
-        items of the provider's collections (``shared_with``, this one included), whichever
-        worker holds them: ``limit`` is what other workers may hold for this claim to go
-        ahead (the caller counts its own requests itself). With ``cover_first``, items with
-        ordinal > 0 wait until ordinal 0 (the cover) is no longer pending or generating. With
-        ``min_priority`` > 0 only explicitly requested items (regenerations, retries) are claimed.
+        everything (``*``) is paused. ``limit`` bounds the claim by the live leases other
+        workers hold on items of the provider's collections (``shared_with``, this one
+        included): at most ``limit - others`` items are claimed, so ``limit`` is the
+        provider's concurrency minus the requests this worker already has in flight
+        (the caller counts its own). With ``cover_first``, items with ordinal > 0 wait until
+        ordinal 0 (the cover) is no longer pending or generating (the subquery sees the
+        state before the claim, so a cover is claimed alone). With ``min_priority`` > 0 only
+        explicitly requested items (regenerations, retries) are claimed.
 
         The claim writes ``worker_id`` and a lease expiry ``lease_s`` seconds from now in
-        the same guarded statement; the worker renews it with :meth:`heartbeat`.
+        the same guarded statement (one transaction for all ``count`` items); the worker
+        renews it with :meth:`heartbeat`.
 
-        Returns the claimed item (its ``generation`` incremented, ``next_take`` set) or None
-        when nothing is claimable now. A claim is not an attempt: ``attempts`` counts only
-        the failures :meth:`fail` records, so a crash or an interrupted try costs none.
+        Returns the claimed items in claim order (each with ``generation`` incremented and
+        ``next_take`` set), possibly none. A claim is not an attempt: ``attempts`` counts
+        only the failures :meth:`fail` records, so a crash or an interrupted try costs none.
         """
         now = time.time()
         gates = ""
@@ -767,30 +797,34 @@ class SqliteStore:
             args.append(collection)
         gates += " AND NOT EXISTS (SELECT 1 FROM pauses WHERE name IN ('*', ?, ?))"
         args += [collection, provider or "*"]
-        if limit is not None:
-            colls = list(shared_with) or [collection]
-            gates += (
-                " AND (SELECT COUNT(*) FROM items g WHERE g.status = 'generating' AND g.lease_until > ?"
-                f" AND g.worker_id IS NOT ? AND g.collection IN ({_marks(len(colls))})) < ?"
-            )
-            args += [now, worker_id, *colls, limit]
         with self._transaction() as c:
-            row = c.execute(
+            if limit is not None:
+                colls = list(shared_with) or [collection]
+                others = c.execute(
+                    "SELECT COUNT(*) FROM items WHERE status = 'generating' AND lease_until > ?"
+                    f" AND worker_id IS NOT ? AND collection IN ({_marks(len(colls))})",
+                    (now, worker_id, *colls),
+                ).fetchone()[0]
+                count = min(count, limit - others)
+            if count <= 0:
+                return []
+            rows = c.execute(
                 "UPDATE items SET status='generating', generation=generation+1, updated_at=?, worker_id=?,"
-                " lease_until=? WHERE id = ("
+                " lease_until=? WHERE id IN ("
                 "  SELECT id FROM items WHERE status='pending' AND retired=0 AND collection=?"
                 "  AND not_before <= ? AND priority >= ?"
                 "  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE open_until > ?))"
-                f"  {gates} ORDER BY priority DESC, ordinal LIMIT 1"
+                f"  {gates} ORDER BY priority DESC, ordinal LIMIT ?"
                 f") RETURNING {_ITEM_COLS},"
                 " (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)",
-                args,
-            ).fetchone()
-            if row is None:
-                return None
-            item = _item(row, next_take=row[17])
-            self._event(c, "info", "started", collection, item.key, f"Generating {item.key}", now)
-        return item
+                [*args, count],
+            ).fetchall()
+            items = sorted(
+                (_item(row, next_take=row[17]) for row in rows), key=lambda i: (-i.priority, i.ordinal)
+            )
+            for item in items:
+                self._event(c, "info", "started", collection, item.key, f"Generating {item.key}", now)
+        return items
 
     def complete(self, item: Item, take: TakeRecord) -> int | None:
         """Record a finished take and make it current: the guarded final write.
@@ -800,55 +834,63 @@ class SqliteStore:
         the guard failed (the item was regenerated, cancelled or reset meanwhile;
         the caller then deletes the file it wrote).
         """
+        return self.complete_many([(item, take)])[0]
+
+    def complete_many(self, done: Sequence[tuple[Item, TakeRecord]]) -> list[int | None]:
+        """:meth:`complete` for several takes in one transaction (a group commit): each is guarded
+        on its own; returns the new take ids in order, None where the guard refused."""
         now = time.time()
         with self._transaction() as c:
-            # the guard and the insert in one statement: no row is inserted unless the claim still holds
-            cur = c.execute(
-                "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width,"
-                " height, provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key,"
-                " input_hash) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, input_hash FROM items"
-                " WHERE id=? AND generation=? AND status='generating' AND worker_id IS ?",
-                (
-                    item.id,
-                    take.number,
-                    take.path,
-                    take.sha256,
-                    take.bytes,
-                    take.duration_s,
-                    take.sample_rate,
-                    take.width,
-                    take.height,
-                    take.provider,
-                    take.model,
-                    json.dumps(dict(take.params or {})),
-                    take.seed,
-                    take.elapsed_s,
-                    now,
-                    json.dumps(dict(take.qa)) if take.qa else None,
-                    take.qa_flags,
-                    take.cache_key,
-                    item.id,
-                    item.generation,
-                    item.worker_id,
-                ),
-            )
-            if not cur.rowcount:
-                return None
-            take_id = int(cur.lastrowid or 0)
-            if take.cached_from is not None:
-                c.execute(
-                    "UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",
-                    (now, take.cached_from),
-                )
+            return [self._complete(c, item, take, now) for item, take in done]
+
+    def _complete(self, c: sqlite3.Connection, item: Item, take: TakeRecord, now: float) -> int | None:
+        # the guard and the insert in one statement: no row is inserted unless the claim still holds
+        cur = c.execute(
+            "INSERT INTO takes (item_id, number, path, sha256, bytes, duration_s, sample_rate, width,"
+            " height, provider, model, params, seed, elapsed_s, created_at, qa, qa_flags, cache_key,"
+            " input_hash) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, input_hash FROM items"
+            " WHERE id=? AND generation=? AND status='generating' AND worker_id IS ?",
+            (
+                item.id,
+                take.number,
+                take.path,
+                take.sha256,
+                take.bytes,
+                take.duration_s,
+                take.sample_rate,
+                take.width,
+                take.height,
+                take.provider,
+                take.model,
+                json.dumps(dict(take.params or {})),
+                take.seed,
+                take.elapsed_s,
+                now,
+                json.dumps(dict(take.qa)) if take.qa else None,
+                take.qa_flags,
+                take.cache_key,
+                item.id,
+                item.generation,
+                item.worker_id,
+            ),
+        )
+        if not cur.rowcount:
+            return None
+        take_id = int(cur.lastrowid or 0)
+        if take.cached_from is not None:
             c.execute(
-                "UPDATE items SET status='completed', current_take=?, last_error=NULL,"
-                " overrides=NULL, priority=0, worker_id=NULL, lease_until=NULL, updated_at=?"
-                " WHERE id=? AND generation=? AND status='generating'",
-                (take_id, now, item.id, item.generation),
+                "UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",
+                (now, take.cached_from),
             )
-            how = ", from the generation cache" if take.cached_from is not None else ""
-            message = f"{item.key} completed ({describe_take(take)}, {take.elapsed_s:.2f} s{how})"
-            self._event(c, "info", "completed", item.collection, item.key, message, now)
+        c.execute(
+            "UPDATE items SET status='completed', current_take=?, last_error=NULL,"
+            " overrides=NULL, priority=0, worker_id=NULL, lease_until=NULL, updated_at=?"
+            " WHERE id=? AND generation=? AND status='generating'",
+            (take_id, now, item.id, item.generation),
+        )
+        how = ", from the generation cache" if take.cached_from is not None else ""
+        message = f"{item.key} completed ({describe_take(take)}, {take.elapsed_s:.2f} s{how})"
+        self._event(c, "info", "completed", item.collection, item.key, message, now)
         return take_id
 
     def fail(self, item: Item, error: str, *, retry_at: float | None = None, max_attempts: int = 1) -> bool:
