@@ -391,3 +391,27 @@ def test_a_running_worker_builds_the_final_of_a_choice_made_from_the_command_lin
     assert sql(db(tmp_path), finals, keys[0]) == []  # the first choice's final went with it
     assert len(list((tmp_path / "data" / "out" / "variants" / "finals").iterdir())) == 1
     assert stop(worker) == 0
+
+
+def test_separately_started_workers_share_a_providers_slots_evenly(tmp_path, procs):
+    """Two workers started on their own, one provider of 4 slots: neither starves the other (each
+    serves a fair part of the requests), and the provider's 4 slots hold over both."""
+    make_project(tmp_path, entries=160, latency_ms=80, concurrency=4)
+    procs.append(start("worker", "--collection", "dataset", cwd=tmp_path, log="w1.log"))
+    wait_for(lambda: count(tmp_path, "completed") >= 8, what="the first worker to be under way")
+    procs.append(start("worker", "--collection", "dataset", cwd=tmp_path, log="w2.log"))
+    wait_for(lambda: count(tmp_path, "completed") == 160, timeout=60, what="every item")
+    assert [stop(p) for p in procs] == [0, 0]
+    trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    second = procs[1].pid
+    joined = min(t["start"] for t in trace if t["pid"] == second)
+    after = [t for t in trace if t["start"] >= joined]
+    served = sum(1 for t in after if t["pid"] == second) / len(after)
+    assert 0.35 <= served <= 0.65, f"the second worker served {served:.0%} of the requests after it joined"
+    edges = sorted([(t["start"], 1) for t in trace] + [(t["end"], -1) for t in trace])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    assert peak <= 4
+    one_take_each(tmp_path)

@@ -44,7 +44,7 @@ from ..project import HOST, Project, new_worker_id, stale_workers
 from ..providers import Output, Provider, ProviderError, build_provider
 from ..settings import CollectionConfig
 from ..storage_errors import storage_error
-from ..store import Event, Final, Item, Take
+from ..store import Event, Final, Item, Take, Worker
 from .finals import FinalBuilder
 from .retry import RetryPolicy
 from .takes import WRITER_THREADS, CachedTake, TakeWriter, request_cache_key
@@ -129,6 +129,7 @@ class Engine:
         #: slots, so every process gets work (the one that frees a slot would otherwise take it again
         #: before the others, who learn of it through the store, can)
         self.processes = 1
+        self._shared_at = 0.0  # monotonic time of the last :meth:`_share_slots`
         #: this engine's worker id in the store: its claims' lease owner
         self.worker_id = new_worker_id()
         self._items: dict[int, anyio.CancelScope] = {}  # in-flight items -> their task's scope
@@ -328,6 +329,8 @@ class Engine:
                 version = now
                 self._abandon(self.store.held(self.worker_id))
                 self._adopt_paces()
+                if time.monotonic() - self._shared_at >= 1.0:  # a worker came, went, or found work
+                    self._share_slots()
                 self.notify()
                 if self._finals_due is not None:
                     self._finals_due.set()
@@ -357,12 +360,20 @@ class Engine:
         """Items of workers that stopped renewing (or whose process is gone) go back to pending."""
         workers = self.store.workers()
         dead = [w for w in stale_workers(workers, self.config.lease_s) if w != self.worker_id]
-        live = [w for w in workers if w.id not in dead]
-        for name, throttle in self.throttles.items():
-            serving = set(self._shared.get(name, []))
-            throttle.share = max(1, sum(1 for w in live if serving & set(w.collections)))
+        self._share_slots([w for w in workers if w.id not in dead])
         if self.store.recover(dead):
             self.notify()
+
+    def _share_slots(self, live: Sequence[Worker] | None = None) -> None:
+        """A provider's slots are shared evenly among the live workers that have work for it (pending
+        items in a collection they serve): each claims at most its part, so one that reacts faster
+        cannot starve the others, and one with nothing to do leaves its part to them."""
+        live = self.store.workers() if live is None else live
+        self._shared_at = time.monotonic()
+        waiting = self.store.waiting(sorted({c for w in live for c in w.collections}))
+        for name, throttle in self.throttles.items():
+            wanted = set(self._shared.get(name, [])) & waiting
+            throttle.share = max(1, sum(1 for w in live if wanted & set(w.collections)))
 
     async def _wait_wake(self, collection: str, seconds: float) -> None:
         event = self._wake.get(collection)
@@ -383,8 +394,9 @@ class Engine:
                 # whose outputs wait for the disk, so a fast provider cannot pile them up in memory
                 while stats.in_flight >= throttle.limit + WRITER_THREADS and not self._stopping:
                     await self._wait_wake(coll.name, 1.0)
-                share = math.ceil(throttle.limit / self.processes)  # this process's part of the slots
-                while throttle.in_use >= share and self.processes > 1 and not self._stopping:
+                parts = max(self.processes, throttle.share)
+                share = math.ceil(throttle.limit / parts)  # this process's part of the slots
+                while throttle.in_use >= share and parts > 1 and not self._stopping:
                     await self._wait_wake(coll.name, 1.0)
                 await throttle.acquire()
                 if self._stopping:
@@ -395,7 +407,7 @@ class Engine:
                 room = min(
                     CLAIM_BATCH,
                     throttle.limit + WRITER_THREADS - stats.in_flight,
-                    share - throttle.in_use + 1 if self.processes > 1 else CLAIM_BATCH,
+                    share - throttle.in_use + 1 if parts > 1 else CLAIM_BATCH,
                     limit - claimed if limit is not None else CLAIM_BATCH,
                 )
                 while slots < room and throttle.try_acquire():

@@ -83,6 +83,10 @@ class Store(Protocol):
         """``{collection: {status: count}}`` for non-retired items, every status present."""
         ...
 
+    def waiting(self, collections: Sequence[str]) -> set[str]:
+        """The ``collections`` with at least one pending item."""
+        ...
+
     def get_item(self, item_id: int) -> Item | None:
         """One item by id."""
         ...

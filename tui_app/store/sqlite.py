@@ -513,6 +513,16 @@ class SqliteStore:
             out.setdefault(coll, dict.fromkeys(STATUSES, 0))[status] = n
         return out
 
+    def waiting(self, collections: Sequence[str]) -> set[str]:
+        """The ``collections`` with at least one pending item (one index probe each)."""
+        return {
+            c
+            for c in collections
+            if self._conn.execute(
+                "SELECT 1 FROM items WHERE collection=? AND status='pending' AND retired=0 LIMIT 1", (c,)
+            ).fetchone()
+        }
+
     def get_item(self, item_id: int) -> Item | None:
         """One item by id, or None."""
         row = self._conn.execute(f"SELECT {_ITEM_COLS} FROM items WHERE id=?", (item_id,)).fetchone()
