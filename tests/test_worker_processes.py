@@ -415,3 +415,22 @@ def test_separately_started_workers_share_a_providers_slots_evenly(tmp_path, pro
         peak = max(peak, level)
     assert peak <= 4
     one_take_each(tmp_path)
+
+
+def test_in_flight_counts_only_requests_that_started(tmp_path, procs):
+    """A paced provider (one start a second, 4 slots, 50 ms requests): items wait for their turn as
+    pending, not as generating, so the store's 'generating' (the TUI's and status's "in flight")
+    counts only requests that started."""
+    config = make_project(tmp_path, entries=20, latency_ms=50, concurrency=4)
+    config.write_text(
+        config.read_text().replace("[providers.simulated]\n", "[providers.simulated]\nmin_interval_s = 0.7\n")
+    )
+    procs.append(start("worker", "--collection", "dataset", cwd=tmp_path, log="worker.log"))
+    wait_for(lambda: count(tmp_path, "completed") >= 1, what="the first take")
+    seen = []
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        seen.append(count(tmp_path, "generating"))
+        time.sleep(0.01)
+    assert max(seen) == 1 and seen.count(0) > seen.count(1), seen
+    assert stop(procs[0]) == 0

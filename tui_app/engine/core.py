@@ -399,16 +399,25 @@ class Engine:
                 while throttle.in_use >= share and parts > 1 and not self._stopping:
                     await self._wait_wake(coll.name, 1.0)
                 await throttle.acquire()
+                # a paced provider's turn comes before the claim: a claimed item is one whose request
+                # starts now (what "in flight" counts), not one waiting for the throttle
+                turned = throttle.pacing
+                if turned:
+                    await throttle.wait_turn()
                 if self._stopping:
                     throttle.release()
                     break
                 # the free slots at once, in one claim transaction (the store's writes are the bottleneck)
                 slots = 1
-                room = min(
-                    CLAIM_BATCH,
-                    throttle.limit + WRITER_THREADS - stats.in_flight,
-                    share - throttle.in_use + 1 if parts > 1 else CLAIM_BATCH,
-                    limit - claimed if limit is not None else CLAIM_BATCH,
+                room = (
+                    1
+                    if turned
+                    else min(
+                        CLAIM_BATCH,
+                        throttle.limit + WRITER_THREADS - stats.in_flight,
+                        share - throttle.in_use + 1 if parts > 1 else CLAIM_BATCH,
+                        limit - claimed if limit is not None else CLAIM_BATCH,
+                    )
                 )
                 while slots < room and throttle.try_acquire():
                     slots += 1
@@ -441,21 +450,22 @@ class Engine:
                 for item in items:
                     claimed += 1
                     stats.note_start(time.monotonic())
-                    tg.start_soon(self._run_item, coll, item, provider, throttle)
+                    tg.start_soon(self._run_item, coll, item, provider, throttle, turned)
 
     async def _run_item(
-        self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle
+        self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle, turned: bool
     ) -> None:
-        """Serve one claimed item; :meth:`_abandon` cancels it when this worker no longer holds it."""
+        """Serve one claimed item (``turned``: its request's turn was taken before the claim);
+        :meth:`_abandon` cancels it when this worker no longer holds it."""
         with anyio.CancelScope() as scope:
             self._items[item.id] = scope
             try:
-                await self._serve_item(coll, item, provider, throttle)
+                await self._serve_item(coll, item, provider, throttle, turned)
             finally:
                 self._items.pop(item.id, None)
 
     async def _serve_item(
-        self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle
+        self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle, turned: bool
     ) -> None:
         stats = self.stats[coll.name]
         pc = self.config.providers[coll.provider]
@@ -472,7 +482,8 @@ class Engine:
             result: Output | CachedTake | None = cached
             try:
                 if cached is None:
-                    await throttle.wait_turn()
+                    if not turned:
+                        await throttle.wait_turn()
                     with anyio.fail_after(pc.timeout_s):
                         result = await provider.generate(request)
                     if not result.data:

@@ -199,18 +199,23 @@ class Throttle:
             self.learned_rps = learned_rps
             self._last_429 = mono - max(0.0, now - learned_at)
 
+    @property
+    def pacing(self) -> bool:
+        """True when a request start may have to wait (interval, rate, learned pace or cooldown)."""
+        return (
+            self._limiter is not None
+            or self.min_interval_s > 0
+            or self.learned_rps is not None
+            or self.cooldown_until > self.clock()
+        )
+
     async def wait_turn(self) -> None:
         """Wait until a request may start (cooldown, min interval, rate, learned pace); record the start.
 
         With :attr:`reserve` set, the start is reserved in the store, so the interval and the rate
         hold across every worker process of the project.
         """
-        if (
-            self._limiter is None
-            and self.min_interval_s <= 0
-            and self.learned_rps is None
-            and self.cooldown_until <= self.clock()
-        ):
+        if not self.pacing:
             self.starts.append(self.clock())
             return
         if self.reserve is not None:
