@@ -154,6 +154,19 @@ def test_claim_many_in_one_transaction_within_the_shared_limit_and_group_commit(
     assert [store.get_item(i.id).status for i in first] == ["completed", "pending", "completed"]
 
 
+def test_a_paced_claim_is_the_providers_next_start_and_takes_none_without_an_item(tmp_path):
+    store = _store(tmp_path, n=1)
+    items, wait = store.claim_turn("c", 60.0, provider="p")
+    assert [i.key for i in items] == ["k0"] and wait == 0.0
+    # the next start is 60 s away, for every worker: no claim before then
+    items, wait = store.claim_turn("c", 60.0, provider="p")
+    assert items == [] and 59 < wait <= 60
+    # nothing to claim: no start is taken, so a worker with no work delays no one
+    other = _store(tmp_path / "other", n=0)
+    assert other.claim_turn("c", 60.0, provider="p") == ([], 0.0)
+    assert other.reserve_start("p", 1.0) == 0.0
+
+
 def test_recover_takes_back_expired_or_dead_leases_only_and_logs(tmp_path):
     store = _store(tmp_path)
     for worker in ("dead", "gone", "alive"):

@@ -31,6 +31,7 @@ import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from . import commands
 from .display import format_eta
 from .engine import Engine
 from .exit_codes import ExitCode
@@ -236,9 +237,9 @@ def run_batch(
 
     with Project.start(config, names, report=report) as project:
         engine = Engine(project)
-        if retry_failed:
-            n = engine.retry_failed(names)
-            console.print(f"{n} failed items queued again", highlight=False)
+        if retry_failed:  # as `tui-app retry-failed` does (its notes are about other workers: not here)
+            for line in commands.retry_failed(project, names).lines:
+                console.print(line, highlight=False, markup=False)
         limits = split_limit(limit, max(1, workers))
         helpers = None
         engine.processes = max(1, workers)

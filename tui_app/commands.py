@@ -141,20 +141,25 @@ def _collection(project: Project, name: str) -> str:
     return name
 
 
-def _items(project: Project, collection: str, keys: Iterable[str]) -> list[Item]:
-    """The items of ``keys`` (in the order given, each once).
+def _items(project: Project, collection: str, keys: Iterable[str | int]) -> list[Item]:
+    """The items of ``keys`` (item keys, or item ids as the TUI's rows give them), in the order
+    given, each once.
 
     Raises:
-        CommandError: an unknown collection or key.
+        CommandError: an unknown collection, key or id.
     """
     _collection(project, collection)
     out: list[Item] = []
-    seen: set[str] = set()
+    seen: set[str | int] = set()
     for key in keys:
         if key in seen:
             continue
         seen.add(key)
-        item = project.store.find_item(collection, key)
+        if isinstance(key, int):
+            item = project.store.get_item(key)
+            item = item if item is not None and item.collection == collection else None
+        else:
+            item = project.store.find_item(collection, key)
         if item is None:
             raise CommandError(f"no item {key!r} in collection {collection!r}")
         out.append(item)
@@ -241,11 +246,17 @@ def parse_overrides(kind: Kind, collection: str, assignments: Sequence[str], max
 
 
 def regenerate(
-    project: Project, collection: str, keys: Sequence[str], assignments: Sequence[str] = ()
+    project: Project,
+    collection: str,
+    keys: Sequence[str | int],
+    assignments: Sequence[str] = (),
+    *,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Queue the items of ``keys`` for a new take, before the rest of the queue, with the overrides
-    ``assignments`` (``NAME=VALUE``). Requests within ``[project] debounce_ms`` of each other, from any
-    process, form one batch, served once the window closes.
+    ``assignments`` (``NAME=VALUE``, parsed here) or ``overrides`` (already parsed, as the TUI's
+    dialog gives them). Requests within ``[project] debounce_ms`` of each other, from any process,
+    form one batch, served once the window closes.
 
     Raises:
         CommandError: an unknown collection, key or override.
@@ -253,7 +264,10 @@ def regenerate(
     items = _items(project, collection, keys)
     coll = project.config.collections[collection]
     max_chars = int(coll.params.get("max_text_chars", 2000))
-    overrides = parse_overrides(get_kind(coll.kind), collection, assignments, max_chars)
+    overrides = {
+        **parse_overrides(get_kind(coll.kind), collection, assignments, max_chars),
+        **(overrides or {}),
+    }
     batch_id, queued = project.store.regenerate(
         [i.id for i in items],
         debounce_s=project.config.debounce_s,
@@ -275,7 +289,7 @@ def regenerate(
     return _record(project, "regenerate", args, outcome)
 
 
-def cancel(project: Project, collection: str, keys: Sequence[str]) -> Outcome:
+def cancel(project: Project, collection: str, keys: Sequence[str | int]) -> Outcome:
     """Cancel the queued or in-flight items of ``keys`` (an in-flight result is discarded; the worker
     holding it drops it within 0.1 s).
 
@@ -368,7 +382,7 @@ def resume(project: Project, names: Sequence[str] = ()) -> Outcome:
     return _record(project, "resume", {"names": targets}, outcome)
 
 
-def front(project: Project, collection: str, keys: Sequence[str]) -> Outcome:
+def front(project: Project, collection: str, keys: Sequence[str | int]) -> Outcome:
     """Serve the pending items of ``keys`` next, before everything else queued in the project.
 
     Raises:

@@ -102,7 +102,9 @@ async def test_pressing_r_on_the_same_row_three_times_queues_it_once_per_window(
         # each press is a command in the store's log, as `tui-app regenerate` would write it
         rows = sql(app.config.state_path, "SELECT kind, note FROM commands")
         assert [kind for kind, _ in rows] == ["regenerate"] * 3
-        assert all("queued as batch" in note for _, note in rows)
+        # the same line as the shell command's, and the same batch for every press in the window
+        assert len({note for _, note in rows}) == 1
+        assert rows[0][1].startswith("dataset: arctic_a0001 queued for a new take (batch ")
 
 
 async def test_choose_a_variant_sets_others_aside_and_finalizes(tmp_path):

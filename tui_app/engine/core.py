@@ -137,8 +137,6 @@ class Engine:
         self._shared: dict[str, list[str]] = {}
         for coll in self.config.collections.values():
             self._shared.setdefault(coll.provider, []).append(coll.name)
-        for name, throttle in self.throttles.items():
-            throttle.reserve = functools.partial(self.store.reserve_start, name)
 
     # ------------------------------------------------------------------ events
 
@@ -205,14 +203,6 @@ class Engine:
         )
         self.notify(collection)
         return items
-
-    def retry_failed(self, names: Sequence[str] | None = None) -> int:
-        """Queue the failed items of the selected collections again (one ``retry`` batch)."""
-        colls = [c.name for c in self.project.collections(names)]
-        batch = self.store.create_batch("retry", "retry failed")
-        n = self.store.reset_failed(colls, batch, priority=RETRY_PRIORITY)
-        self.notify()
-        return n
 
     def serve_all(self, names: Sequence[str] | None = None) -> None:
         """Generate every pending item of the selected collections (not only requested ones)."""
@@ -399,41 +389,42 @@ class Engine:
                 while throttle.in_use >= share and parts > 1 and not self._stopping:
                     await self._wait_wake(coll.name, 1.0)
                 await throttle.acquire()
-                # a paced provider's turn comes before the claim: a claimed item is one whose request
-                # starts now (what "in flight" counts), not one waiting for the throttle
-                turned = throttle.pacing
-                if turned:
-                    await throttle.wait_turn()
                 if self._stopping:
                     throttle.release()
                     break
-                # the free slots at once, in one claim transaction (the store's writes are the bottleneck)
+                options: dict[str, Any] = dict(
+                    worker_id=self.worker_id,
+                    lease_s=self.config.lease_s,
+                    provider=coll.provider,
+                    shared_with=self._shared[coll.provider],
+                    cover_first=cover_first,
+                    min_priority=self.min_priority.get(coll.name, 0),
+                )
                 slots = 1
-                room = (
-                    1
-                    if turned
-                    else min(
+                items: list[Item] = []
+                # a paced provider's claim is its request's start (taken in the same transaction), so
+                # a claimed item is one whose request starts now (what "in flight" counts), not one
+                # waiting for the throttle, and a worker with nothing to claim takes no one's turn
+                turned = asked = False
+                if throttle.pacing:
+                    items, asked = await self._claim_turn(coll.name, throttle, options)
+                    turned = bool(items)
+                if not asked:
+                    # the free slots at once, in one claim transaction (the store's writes are the
+                    # bottleneck of fast providers)
+                    room = min(
                         CLAIM_BATCH,
                         throttle.limit + WRITER_THREADS - stats.in_flight,
                         share - throttle.in_use + 1 if parts > 1 else CLAIM_BATCH,
                         limit - claimed if limit is not None else CLAIM_BATCH,
                     )
-                )
-                while slots < room and throttle.try_acquire():
-                    slots += 1
-                items = self.store.claim(
-                    coll.name,
-                    slots,
-                    worker_id=self.worker_id,
-                    lease_s=self.config.lease_s,
-                    provider=coll.provider,
+                    while slots < room and throttle.try_acquire():
+                        slots += 1
                     # concurrency over every live lease: what the others hold, plus this worker's
                     # own requests (the slots just taken not included) stays within the provider's limit
-                    limit=throttle.limit - (throttle.in_use - slots),
-                    shared_with=self._shared[coll.provider],
-                    cover_first=cover_first,
-                    min_priority=self.min_priority.get(coll.name, 0),
-                )
+                    items = self.store.claim(
+                        coll.name, slots, limit=throttle.limit - (throttle.in_use - slots), **options
+                    )
                 for _ in range(slots - len(items)):
                     throttle.release()
                 if not items:
@@ -451,6 +442,27 @@ class Engine:
                     claimed += 1
                     stats.note_start(time.monotonic())
                     tg.start_soon(self._run_item, coll, item, provider, throttle, turned)
+
+    async def _claim_turn(
+        self, collection: str, throttle: Throttle, options: dict[str, Any]
+    ) -> tuple[list[Item], bool]:
+        """Claim one item of a paced provider as its next request start (:meth:`Store.claim_turn`),
+        once the throttle lets a request start. Returns the item (or none) and whether the store
+        was asked at all (False: the provider stopped pacing meanwhile; claim as usual)."""
+        items: list[Item] = []
+        asked = False
+
+        def take(interval_s: float) -> float:
+            nonlocal asked
+            asked = True
+            # the slot this dispatcher holds is in in_use: the others may hold the rest
+            limit = throttle.limit - throttle.in_use + 1
+            got, wait = self.store.claim_turn(collection, interval_s, limit=limit, **options)
+            items.extend(got)
+            return wait if wait > 0 else (0.0 if got else -1.0)
+
+        await throttle.wait_turn(take)
+        return items, asked
 
     async def _run_item(
         self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle, turned: bool
@@ -482,8 +494,8 @@ class Engine:
             result: Output | CachedTake | None = cached
             try:
                 if cached is None:
-                    if not turned:
-                        await throttle.wait_turn()
+                    if not turned:  # a cooldown may have begun since the claim: wait for it too
+                        await throttle.wait_turn(functools.partial(self.store.reserve_start, coll.provider))
                     with anyio.fail_after(pc.timeout_s):
                         result = await provider.generate(request)
                     if not result.data:

@@ -5,12 +5,12 @@ One :class:`Throttle` per provider is shared by every collection that uses it:
 * ``concurrency``: at most this many requests in flight (:meth:`slot`).
 * ``min_interval_s``: at least this long between two request starts (the old
   system's 1.5 s heartbeat between variant requests).
-* ``requests_per_minute``: a steady rate without bursts, through aiolimiter's
-  leaky bucket with a capacity of one request (``AsyncLimiter(1, 60 / rpm)``).
+* ``requests_per_minute``: a steady rate without bursts: one start every 60 / rpm
+  seconds (a leaky bucket with a capacity of one request).
 * a provider-wide cooldown (:meth:`cool_down`): when a server says Retry-After,
   every worker of that provider waits, not only the one that was told.
-* across worker processes (:attr:`reserve`): each request start is reserved in the
-  store, so the interval and the rate hold over all workers; cooldowns and the
+* across worker processes (the ``reserve`` of :meth:`wait_turn`): each request start is
+  taken in the store, so the interval and the rate hold over all workers; cooldowns and the
   learned pace that one worker writes to the store are adopted by the others
   (:meth:`adopt`).
 * a learned pace (:meth:`note_rate_limited`): after an HTTP 429 the provider is
@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
-from aiolimiter import AsyncLimiter
 
 from ..settings import ProviderConfig
 
@@ -59,7 +58,6 @@ class Throttle:
         self.limit = max(1, int(concurrency))
         self.min_interval_s = float(min_interval_s)
         self.requests_per_minute = float(requests_per_minute)
-        self._limiter = AsyncLimiter(1, 60.0 / requests_per_minute) if requests_per_minute > 0 else None
         self.clock = clock
         self.in_use = 0
         self.cooldown_until = 0.0  # on ``clock``
@@ -70,9 +68,6 @@ class Throttle:
         self.learned_rps: float | None = None  # pace learned from 429s, requests/s at the last 429
         self._accepted: deque[float] = deque(maxlen=10_000)  # times of answers that were not 429
         self._last_429 = -math.inf
-        #: shared pacing across worker processes: ``reserve(interval_s) -> seconds to wait`` reserves
-        #: the provider's next request start in the store (None: this process paces alone)
-        self.reserve: Callable[[float], float] | None = None
         #: live workers sharing this provider: a 429 measures this worker's share of the accepted rate
         self.share = 1
 
@@ -203,46 +198,45 @@ class Throttle:
     def pacing(self) -> bool:
         """True when a request start may have to wait (interval, rate, learned pace or cooldown)."""
         return (
-            self._limiter is not None
+            self.requests_per_minute > 0
             or self.min_interval_s > 0
             or self.learned_rps is not None
             or self.cooldown_until > self.clock()
         )
 
-    async def wait_turn(self) -> None:
-        """Wait until a request may start (cooldown, min interval, rate, learned pace); record the start.
+    async def wait_turn(self, reserve: Callable[[float], float] | None = None) -> bool:
+        """Wait until a request may start (cooldown, min interval, rate, learned pace); take the start.
 
-        With :attr:`reserve` set, the start is reserved in the store, so the interval and the rate
-        hold across every worker process of the project.
+        Args:
+            reserve: takes the provider's next request start across every worker process
+                (:meth:`tui_app.store.Store.reserve_start`, or a claim that is also the start):
+                called with the interval, seconds, it returns 0 when the start was taken, the
+                seconds to wait before asking again, or a negative number when there is nothing
+                to start (no start is taken then). None: this process paces alone.
+
+        Returns:
+            True when the start was taken (and recorded in :attr:`starts`), False when ``reserve``
+            had nothing to start.
         """
-        if not self.pacing:
+        if not self.pacing:  # nothing to wait for, here or in the store
             self.starts.append(self.clock())
-            return
-        if self.reserve is not None:
-            async with self._gate:
-                cooling = self.cooldown_until - self.clock()  # the store's cooldown is in the reservation
-                if cooling > 0:
-                    await anyio.sleep(cooling)
-                rate = 60.0 / self.requests_per_minute if self.requests_per_minute > 0 else 0.0
-                interval = max(self._interval(self.clock()), rate)
-                # exactly between this worker's own starts (monotonic clock), then the turn of the
-                # whole project, taken from the store once it is due
-                own = self._last_start + interval - self.clock()
-                if own > 0:
-                    await anyio.sleep(own)
-                while (wait := self.reserve(interval)) > 0:  # noqa: ASYNC110 - the turn is in the store
-                    await anyio.sleep(wait)
-                self._last_start = self.clock()
-                self.starts.append(self._last_start)
-            return
+            return True
         async with self._gate:
-            while True:
-                now = self.clock()
-                wait = max(self.cooldown_until - now, self._last_start + self._interval(now) - now)
-                if wait <= 0:
-                    break
-                await anyio.sleep(wait)
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            cooling = self.cooldown_until - self.clock()  # the store's cooldown is in the reservation
+            if cooling > 0:
+                await anyio.sleep(cooling)
+            rate = 60.0 / self.requests_per_minute if self.requests_per_minute > 0 else 0.0
+            interval = max(self._interval(self.clock()), rate)
+            # exactly between this worker's own starts (monotonic clock), then the turn of the
+            # whole project, taken from the store once it is due
+            own = self._last_start + interval - self.clock()
+            if own > 0:
+                await anyio.sleep(own)
+            if reserve is not None:
+                while (wait := reserve(interval)) > 0:  # noqa: ASYNC110 - the turn is in the store
+                    await anyio.sleep(wait)
+                if wait < 0:
+                    return False
             self._last_start = self.clock()
             self.starts.append(self._last_start)
+        return True

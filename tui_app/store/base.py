@@ -199,6 +199,23 @@ class Store(Protocol):
         of other workers on the provider's collections; none while paused."""
         ...
 
+    def claim_turn(
+        self,
+        collection: str,
+        interval_s: float,
+        *,
+        worker_id: str = "",
+        lease_s: float = 30.0,
+        provider: str = "",
+        limit: int | None = None,
+        shared_with: Sequence[str] = (),
+        cover_first: bool = False,
+        min_priority: int = 0,
+    ) -> tuple[list[Item], float]:
+        """A paced provider's claim of one item that is also its next request start across every
+        worker: ``(items, 0.0)``, or ``([], seconds to wait)`` when the start is not due yet."""
+        ...
+
     def complete(self, item: Item, take: TakeRecord) -> int | None:
         """The guarded final write: the new take id, or None when the claim no longer holds."""
         ...

@@ -797,6 +797,86 @@ class SqliteStore:
         only the failures :meth:`fail` records, so a crash or an interrupted try costs none.
         """
         now = time.time()
+        with self._transaction() as c:
+            return self._claim(
+                c,
+                now,
+                collection,
+                count,
+                worker_id=worker_id,
+                lease_s=lease_s,
+                provider=provider,
+                limit=limit,
+                shared_with=shared_with,
+                cover_first=cover_first,
+                min_priority=min_priority,
+            )
+
+    def claim_turn(
+        self,
+        collection: str,
+        interval_s: float,
+        *,
+        worker_id: str = "",
+        lease_s: float = 30.0,
+        provider: str = "",
+        limit: int | None = None,
+        shared_with: Sequence[str] = (),
+        cover_first: bool = False,
+        min_priority: int = 0,
+    ) -> tuple[list[Item], float]:
+        """A paced provider's claim: one item, whose claim is also the provider's next request start
+        across every worker (as :meth:`reserve_start`, in the same transaction).
+
+        Returns:
+            ``(items, wait_s)``: the claimed item (or none) and 0.0 when the start was due; no item
+            and the seconds to wait when it is not yet (the provider's cooldown, or ``interval_s``
+            after the previous start). A start is taken only when an item is claimed, so a worker
+            with nothing to claim never delays the others.
+        """
+        now = time.time()
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO provider_state (provider) VALUES (?)", (provider,))
+            nxt, cool = c.execute(
+                "SELECT next_start, cooldown_until FROM provider_state WHERE provider=?", (provider,)
+            ).fetchone()
+            if max(nxt, cool) > now:
+                return [], max(nxt, cool) - now
+            items = self._claim(
+                c,
+                now,
+                collection,
+                1,
+                worker_id=worker_id,
+                lease_s=lease_s,
+                provider=provider,
+                limit=limit,
+                shared_with=shared_with,
+                cover_first=cover_first,
+                min_priority=min_priority,
+            )
+            if items:
+                c.execute(
+                    "UPDATE provider_state SET next_start=? WHERE provider=?", (now + interval_s, provider)
+                )
+        return items, 0.0
+
+    def _claim(
+        self,
+        c: sqlite3.Connection,
+        now: float,
+        collection: str,
+        count: int,
+        *,
+        worker_id: str,
+        lease_s: float,
+        provider: str,
+        limit: int | None,
+        shared_with: Sequence[str],
+        cover_first: bool,
+        min_priority: int,
+    ) -> list[Item]:
+        """The claim of :meth:`claim`, inside the caller's transaction ``c``."""
         gates = ""
         args: list[Any] = [now, worker_id, now + lease_s, collection, now, min_priority, now]
         if cover_first:
@@ -807,33 +887,32 @@ class SqliteStore:
             args.append(collection)
         gates += " AND NOT EXISTS (SELECT 1 FROM pauses WHERE name IN ('*', ?, ?))"
         args += [collection, provider or "*"]
-        with self._transaction() as c:
-            if limit is not None:
-                colls = list(shared_with) or [collection]
-                others = c.execute(
-                    "SELECT COUNT(*) FROM items WHERE status = 'generating' AND lease_until > ?"
-                    f" AND worker_id IS NOT ? AND collection IN ({_marks(len(colls))})",
-                    (now, worker_id, *colls),
-                ).fetchone()[0]
-                count = min(count, limit - others)
-            if count <= 0:
-                return []
-            rows = c.execute(
-                "UPDATE items SET status='generating', generation=generation+1, updated_at=?, worker_id=?,"
-                " lease_until=? WHERE id IN ("
-                "  SELECT id FROM items WHERE status='pending' AND retired=0 AND collection=?"
-                "  AND not_before <= ? AND priority >= ?"
-                "  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE open_until > ?))"
-                f"  {gates} ORDER BY priority DESC, ordinal LIMIT ?"
-                f") RETURNING {_ITEM_COLS},"
-                " (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)",
-                [*args, count],
-            ).fetchall()
-            items = sorted(
-                (_item(row, next_take=row[17]) for row in rows), key=lambda i: (-i.priority, i.ordinal)
-            )
-            for item in items:
-                self._event(c, "info", "started", collection, item.key, f"Generating {item.key}", now)
+        if limit is not None:
+            colls = list(shared_with) or [collection]
+            others = c.execute(
+                "SELECT COUNT(*) FROM items WHERE status = 'generating' AND lease_until > ?"
+                f" AND worker_id IS NOT ? AND collection IN ({_marks(len(colls))})",
+                (now, worker_id, *colls),
+            ).fetchone()[0]
+            count = min(count, limit - others)
+        if count <= 0:
+            return []
+        rows = c.execute(
+            "UPDATE items SET status='generating', generation=generation+1, updated_at=?, worker_id=?,"
+            " lease_until=? WHERE id IN ("
+            "  SELECT id FROM items WHERE status='pending' AND retired=0 AND collection=?"
+            "  AND not_before <= ? AND priority >= ?"
+            "  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE open_until > ?))"
+            f"  {gates} ORDER BY priority DESC, ordinal LIMIT ?"
+            f") RETURNING {_ITEM_COLS},"
+            " (SELECT COALESCE(MAX(number), 0) + 1 FROM takes WHERE item_id = items.id)",
+            [*args, count],
+        ).fetchall()
+        items = sorted(
+            (_item(row, next_take=row[17]) for row in rows), key=lambda i: (-i.priority, i.ordinal)
+        )
+        for item in items:
+            self._event(c, "info", "started", collection, item.key, f"Generating {item.key}", now)
         return items
 
     def complete(self, item: Item, take: TakeRecord) -> int | None:

@@ -25,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -44,12 +43,12 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static, TabbedContent, TabPane
 
+from .. import commands
 from ..display import format_eta
 from ..engine import Engine
 from ..exit_codes import ExitCode
-from ..files import IntegrityError
 from ..kinds import get_kind
-from ..project import HOST, Project, read_sources, stale_workers
+from ..project import Project, read_sources, stale_workers
 from ..settings import Config
 from ..storage_errors import storage_error
 from ..store import Event, Worker
@@ -550,12 +549,7 @@ class TuiApp(App[int]):
         def queued(overrides: dict[str, Any] | None) -> None:
             if overrides is None:
                 return
-            items = self.control.regenerate(name, ids, overrides=overrides, debounce=True)
-            batch = self.store.get_batch(items[0].batch_id) if items and items[0].batch_id else None
-            note = batch.note if batch is not None else "nothing queued"
-            self._record("regenerate", {"collection": name, "ids": ids, "overrides": overrides}, note)
-            if batch is not None:
-                self.notify(batch.note, title="Regenerate")
+            self._command("Regenerate", commands.regenerate, self.project, name, ids, overrides=overrides)
             table.action_clear_marks()
             self._dirty.add(name)
 
@@ -582,10 +576,7 @@ class TuiApp(App[int]):
 
     def action_retry_failed(self) -> None:
         names = self._current_or_all()
-        n = self.control.retry_failed(names)
-        note = f"{n} failed items queued again" if n else "no failed items"
-        self._record("retry-failed", {"collections": names}, note)
-        self.notify(note)
+        self._command("Retry failed", commands.retry_failed, self.project, names)
         self._dirty.update(names)
 
     def action_details(self) -> None:
@@ -597,15 +588,7 @@ class TuiApp(App[int]):
         def revert(number: int | None) -> None:
             if number is None:
                 return
-            try:
-                reverted = self.project.revert(row.id, number)
-            except IntegrityError as exc:
-                self.notify(str(exc), severity="error", timeout=8)
-                return
-            if reverted:
-                item = self.store.get_item(row.id)
-                stale = " (made from other input: stale until a new take)" if item and item.stale else ""
-                self.notify(f"{row.key}: take {number} is current again{stale}")
+            if self._command("Revert", commands.revert, self.project, name, row.key, number):
                 self._dirty.add(name)
 
         details = take_details(self.store, row.id)
@@ -653,14 +636,9 @@ class TuiApp(App[int]):
         if row is None or row.status != "completed":
             self.notify("only a completed variant can be chosen", severity="warning")
             return
-        try:
-            choice = self.project.choose(row.id)
-        except IntegrityError as exc:
-            self.notify(str(exc), severity="error", timeout=8)
+        if self._command("Choose", commands.choose, self.project, name, row.key) is None:
             return
         self._dirty.add(name)
-        n = len(choice.aside)
-        self.notify(f"{row.key} chosen ({n} other {'variant' if n == 1 else 'variants'} set aside)")
         # a running worker of the collection builds the final (it watches the store for choices,
         # the app's own too: it has a connection of its own); with none, the app builds it
         if not self.own_worker and not any(name in w.collections for w in self.live_workers()):
@@ -681,17 +659,24 @@ class TuiApp(App[int]):
         name, table = self.current_collection(), self.current_table()
         if not name or table is None:
             return
-        ids = table.selected_ids()
-        n = self.project.cancel(ids)
+        self._command("Cancel", commands.cancel, self.project, name, table.selected_ids())
         table.action_clear_marks()
         self._dirty.add(name)
-        note = f"{n} items cancelled" if n else "nothing queued or in flight to cancel"
-        self._record("cancel", {"collection": name, "ids": ids}, note)
-        self.notify(note)
 
-    def _record(self, kind: str, args: dict[str, Any], note: str) -> None:
-        """Append an action of this app to the store's command log, as the shell commands do."""
-        self.store.record_command(kind, args, f"{HOST}:{os.getpid()}", note)
+    def _command(
+        self, title: str, command: Callable[..., commands.Outcome], *args: Any, **kwargs: Any
+    ) -> commands.Outcome | None:
+        """Run an action as the shell command of the same name does (:mod:`tui_app.commands`: the
+        same checks and messages, logged in the store's command log) and show what it said; None
+        when it could not apply (its one-line reason is shown as an error)."""
+        try:
+            outcome = command(*args, **kwargs)
+        except commands.CommandError as exc:
+            self.notify(str(exc), title=title, severity="error", timeout=8)
+            return None
+        text = "\n".join([*outcome.lines, *outcome.notes])
+        self.notify(text, title=title, severity="warning" if outcome.notes else "information")
+        return outcome
 
     def action_pause(self) -> None:
         """Pause the current collection (every collection on the Log tab), or resume it when paused.
@@ -704,15 +689,9 @@ class TuiApp(App[int]):
             {p for n in names for p in (n, self.config.collections[n].provider, "*") if p in paused}
         )
         if holding:
-            done = self.store.resume(holding)
-            note = f"resumed {', '.join('everything' if n == '*' else n for n in done)}" if done else ""
-            self._record("resume", {"names": holding}, note)
+            self._command("Resume", commands.resume, self.project, holding)
         else:
-            done = self.store.pause(names)
-            note = f"paused {', '.join(done)}: nothing new starts, in-flight items finish (P: resume)"
-            self._record("pause", {"names": names}, note)
-        if note:
-            self.notify(note)
+            self._command("Pause", commands.pause, self.project, names)
         self._dirty.update(names)
         self._last_summary = -math.inf  # the summaries say so on the next tick
 
@@ -721,16 +700,9 @@ class TuiApp(App[int]):
         name, table = self.current_collection(), self.current_table()
         if not name or table is None:
             return
-        ids = table.selected_ids()
-        n = self.store.front(ids) if ids else 0
+        self._command("Front", commands.front, self.project, name, table.selected_ids())
         table.action_clear_marks()
         self._dirty.add(name)
-        if not n:
-            self.notify("only pending items can move to the front", severity="warning")
-            return
-        note = f"{name}: {n} {'item' if n == 1 else 'items'} moved to the front of the queue"
-        self._record("front", {"collection": name, "ids": ids}, note)
-        self.notify(note)
 
     def action_filter(self) -> None:
         name = self.current_collection()
