@@ -10,12 +10,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .config import ConfigError, load_config
 from .exit_codes import ExitCode
 from .kinds import KINDS
 from .settings import Config
+
+E = TypeVar("E", bound=BaseException)
 
 if TYPE_CHECKING:
     from .commands import Outcome
@@ -356,23 +358,12 @@ def _ending(exc: BaseException, where: _Where) -> int:
     raise exc
 
 
-def _find(
-    exc: BaseException, kind: type[BaseException], seen: set[int] | None = None
-) -> BaseException | None:
+def _find(exc: BaseException, kind: type[E]) -> E | None:
     """``exc`` when it is a ``kind``, else the first ``kind`` inside it (exception groups) or behind
     it (its ``__cause__`` and ``__context__``)."""
-    seen = set() if seen is None else seen  # __context__ chains can loop
-    if id(exc) in seen:
-        return None
-    seen.add(id(exc))
-    if isinstance(exc, kind):
-        return exc
-    inner = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else []
-    for nested in [*inner, exc.__cause__, exc.__context__]:
-        found = _find(nested, kind, seen) if nested is not None else None
-        if found is not None:
-            return found
-    return None
+    from .storage_errors import find_exception
+
+    return find_exception(exc, lambda e: e if isinstance(e, kind) else None, chained=True)
 
 
 def _say(line: str) -> None:

@@ -203,6 +203,17 @@ class Project:
                 report(result.describe(source.collection.name))
         return reports
 
+    def reclaim(self, keep: str = "") -> tuple[list[Worker], list[tuple[str, str]]]:
+        """Items of workers that are gone (:func:`stale_workers`; never ``keep``, the caller's own
+        worker) and items whose lease expired go back to ``pending``, no attempt counted.
+
+        Returns:
+            ``(live workers, [(collection, key) taken back])``.
+        """
+        workers = self.store.workers()
+        dead = [w for w in stale_workers(workers, self.config.lease_s) if w != keep]
+        return [w for w in workers if w.id not in dead], self.store.recover(dead)
+
     def recover(self) -> list[str]:
         """Take back what stopped workers left: their ``generating`` items go back to ``pending``
         (no attempt counted), temp files older than a lease are removed, take files written but
@@ -211,8 +222,8 @@ class Project:
 
         Returns the log lines.
         """
-        dead = stale_workers(self.store.workers(), self.config.lease_s)
-        lines = [f"{coll}/{key} was left generating -> pending" for coll, key in self.store.recover(dead)]
+        _, back = self.reclaim()
+        lines = [f"{coll}/{key} was left generating -> pending" for coll, key in back]
         for coll in self.collections():
             for path in remove_temp_files(coll.output, older_than_s=2 * self.config.lease_s):
                 msg = f"removed leftover temp file {path.relative_to(self.root)}"

@@ -25,7 +25,11 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _FREE = "free space and run again"
 _WRITABLE = "make it writable and run again"
@@ -118,6 +122,33 @@ def _writable_folder(folder: Path) -> bool:
         return True
 
 
+def find_exception(
+    exc: BaseException,
+    match: Callable[[BaseException], T | None],
+    *,
+    chained: bool = False,
+    _seen: set[int] | None = None,
+) -> T | None:
+    """The first non-None ``match(e)`` over ``exc`` and the exceptions inside it (exception groups,
+    depth first) and, with ``chained``, behind it (``__cause__``, then ``__context__``); None when
+    nothing matches. Loops in ``__context__`` chains are cut."""
+    seen = set() if _seen is None else _seen
+    if id(exc) in seen:
+        return None
+    seen.add(id(exc))
+    found = match(exc)
+    if found is not None:
+        return found
+    nested: list[BaseException | None] = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else []
+    if chained:
+        nested += [exc.__cause__, exc.__context__]
+    for inner in nested:
+        found = find_exception(inner, match, chained=chained, _seen=seen) if inner is not None else None
+        if found is not None:
+            return found
+    return None
+
+
 def storage_error(exc: BaseException, *, path: Path | str | None = None) -> StorageError | None:
     """The :class:`StorageError` that ``exc`` stands for, or None when it is something else.
 
@@ -126,19 +157,17 @@ def storage_error(exc: BaseException, *, path: Path | str | None = None) -> Stor
         path: what to name when the error does not: the state file for a ``sqlite3`` error,
             the folder being written for an ``OSError`` without a file name.
     """
-    if isinstance(exc, StorageError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = storage_error(inner, path=path)
-            if found is not None:
-                return found
+
+    def match(e: BaseException) -> StorageError | None:
+        if isinstance(e, StorageError):
+            return e
+        if isinstance(e, OSError):
+            return _from_os_error(e, path)
+        if isinstance(e, sqlite3.Error):
+            return _from_sqlite_error(e, path)
         return None
-    if isinstance(exc, OSError):
-        return _from_os_error(exc, path)
-    if isinstance(exc, sqlite3.Error):
-        return _from_sqlite_error(exc, path)
-    return None
+
+    return find_exception(exc, match)
 
 
-__all__ = ["SQLITE_STORAGE_CODES", "STORAGE_ERRNOS", "StorageError", "storage_error"]
+__all__ = ["SQLITE_STORAGE_CODES", "STORAGE_ERRNOS", "StorageError", "find_exception", "storage_error"]

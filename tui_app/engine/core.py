@@ -40,7 +40,7 @@ import anyio
 
 from ..files import IntegrityError
 from ..kinds import get_kind
-from ..project import HOST, Project, new_worker_id, stale_workers
+from ..project import HOST, Project, new_worker_id
 from ..providers import Output, Provider, ProviderError, build_provider
 from ..settings import CollectionConfig
 from ..storage_errors import storage_error
@@ -348,10 +348,9 @@ class Engine:
 
     def _reclaim(self) -> None:
         """Items of workers that stopped renewing (or whose process is gone) go back to pending."""
-        workers = self.store.workers()
-        dead = [w for w in stale_workers(workers, self.config.lease_s) if w != self.worker_id]
-        self._share_slots([w for w in workers if w.id not in dead])
-        if self.store.recover(dead):
+        live, back = self.project.reclaim(keep=self.worker_id)
+        self._share_slots(live)
+        if back:
             self.notify()
 
     def _share_slots(self, live: Sequence[Worker] | None = None) -> None:
