@@ -54,6 +54,30 @@ exit codes: 0 all completed, 1 some failed, 2 usage/config/input error,
 """
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    """An argparse type: a number from 0 up to (not including) 1."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text}")
+    return value
+
+
 def _config_arg(parser: argparse.ArgumentParser, default: object = "config.toml") -> None:
     parser.add_argument(
         "--config", metavar="PATH", default=default, help="project config file (default: ./config.toml)"
@@ -182,6 +206,52 @@ def build_parser() -> argparse.ArgumentParser:
         dest="export_collection",
         metavar="NAME",
         help="which collection of that kind (default: the first)",
+    )
+    ex.add_argument(
+        "--only-accepted",
+        action="store_true",
+        help="only takes accepted in review (tui-app review ... --accept, or the TUI)",
+    )
+    training = ex.add_argument_group("dataset exports for training")
+    training.add_argument(
+        "--exclude-flagged", action="store_true", help="leave out takes with a QA flag (tui-app status --qa)"
+    )
+    training.add_argument(
+        "--trim-silence", action="store_true", help="cut leading and trailing silence, keeping --pad-s"
+    )
+    training.add_argument(
+        "--pad-s",
+        type=_non_negative_float,
+        default=0.1,
+        metavar="SECONDS",
+        help="silence kept at each end when trimming (default 0.1)",
+    )
+    training.add_argument(
+        "--loudness",
+        type=float,
+        dest="loudness_lufs",
+        metavar="LUFS",
+        help="normalize each clip's integrated loudness (ITU-R BS.1770) to this, e.g. -23",
+    )
+    training.add_argument(
+        "--sample-rate", type=_positive_int, metavar="HZ", help="resample every clip to this rate, e.g. 22050"
+    )
+    training.add_argument(
+        "--val-ratio",
+        type=_ratio,
+        default=0.0,
+        metavar="R",
+        help="put this share of the clips (0 to 1) in a validation set; the split is deterministic",
+    )
+    training.add_argument(
+        "--seed", type=int, default=0, help="seed of the train/validation split (default 0)"
+    )
+    book = ex.add_argument_group("picture book exports")
+    book.add_argument(
+        "--page-size",
+        choices=["a4", "letter", "square"],
+        default="a4",
+        help="the PDF's page size: A4, US Letter, or 8.5 in square (default a4)",
     )
     _worker_parsers(sub)
     return parser
@@ -629,11 +699,24 @@ def _workers(config: Config, as_json: bool) -> int:
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
-    from .exports import ExportError
+    from .exports import ExportError, ExportOptions
 
     def work(project: Project) -> int:
         try:
-            report = project.export(args.what, args.out, fmt=args.format, collection=args.export_collection)
+            options = ExportOptions(
+                only_accepted=args.only_accepted,
+                exclude_flagged=args.exclude_flagged,
+                trim_silence=args.trim_silence,
+                pad_s=args.pad_s,
+                loudness_lufs=args.loudness_lufs,
+                sample_rate=args.sample_rate,
+                val_ratio=args.val_ratio,
+                seed=args.seed,
+                page_size=args.page_size,
+            )
+            report = project.export(
+                args.what, args.out, fmt=args.format, collection=args.export_collection, options=options
+            )
         except ExportError as exc:
             return _error(str(exc))
         print(report.summary())

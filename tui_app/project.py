@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .exports import ExportReport
+from .exports import ExportOptions, ExportReport
 from .files import IntegrityError, remove_temp_files, verify_file
 from .kinds import collection_of_kind, get_kind
 from .settings import CollectionConfig, Config
@@ -314,7 +314,13 @@ class Project:
         self.store.log(level, kind, message, collection=collection, key=key)
 
     def export(
-        self, kind: str, out: Path, *, fmt: str | None = None, collection: str | None = None
+        self,
+        kind: str,
+        out: Path,
+        *,
+        fmt: str | None = None,
+        collection: str | None = None,
+        options: ExportOptions | None = None,
     ) -> ExportReport:
         """Export the collection ``collection`` (default: the first) of ``kind`` into the new folder ``out``.
 
@@ -327,7 +333,7 @@ class Project:
             coll = collection_of_kind(self.config, kind, collection)
         except LookupError as exc:
             raise ExportError(str(exc)) from None
-        return get_kind(kind).export(self.config, self.store, coll, out, fmt)
+        return get_kind(kind).export(self.config, self.store, coll, out, fmt, options)
 
     def sync(self, *, fix: bool = False, verify_hashes: bool = True) -> list[Finding]:
         """Compare the store with the disk and, with ``fix``, repair (see :func:`tui_app.sync.reconcile`)."""

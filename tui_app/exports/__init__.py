@@ -40,6 +40,33 @@ from ..settings import CollectionConfig, Config
 from ..store import Item, Store, Take
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How an export is made (``tui-app export`` options); each exporter uses the ones that apply.
+
+    Attributes:
+        only_accepted: only takes whose review state is ``accepted``.
+        exclude_flagged: (dataset) leave out takes with a QA flag.
+        trim_silence: (dataset) cut leading and trailing silence, keeping ``pad_s`` seconds.
+        pad_s: (dataset) silence kept at each end when trimming, seconds.
+        loudness_lufs: (dataset) normalize each clip's integrated loudness to this, LUFS.
+        sample_rate: (dataset) resample every clip to this, Hz.
+        val_ratio: (dataset) the share of clips in the validation set (0: no split).
+        seed: (dataset) seed of the deterministic train/validation split.
+        page_size: (book) ``a4``, ``letter`` or ``square`` (8.5 x 8.5 in).
+    """
+
+    only_accepted: bool = False
+    exclude_flagged: bool = False
+    trim_silence: bool = False
+    pad_s: float = 0.1
+    loudness_lufs: float | None = None
+    sample_rate: int | None = None
+    val_ratio: float = 0.0
+    seed: int = 0
+    page_size: str = "a4"
+
+
 class ExportError(Exception):
     """The export cannot be made (``OUT`` exists, nothing to export, wrong collection kind)."""
 

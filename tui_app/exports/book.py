@@ -9,10 +9,12 @@ from PIL import Image, ImageDraw, ImageFont
 from ..render.pages import wrap
 from ..settings import CollectionConfig, Config
 from ..store import Store
-from . import ExportError, ExportReport, Staging, export_copy, ready
+from . import ExportError, ExportOptions, ExportReport, Staging, export_copy, ready
 
 
-def export_pages(config: Config, store: Store, coll: CollectionConfig, out: Path) -> ExportReport:
+def export_pages(
+    config: Config, store: Store, coll: CollectionConfig, out: Path, options: ExportOptions
+) -> ExportReport:
     """Export numbered page PNGs and ``book.pdf`` (each page's image above its text).
 
     Raises:

@@ -9,13 +9,19 @@ from pathlib import Path
 
 from ..settings import CollectionConfig, Config
 from ..store import Store
-from . import ExportError, ExportReport, Staging, export_copy, ready, write_text
+from . import ExportError, ExportOptions, ExportReport, Staging, export_copy, ready, write_text
 
 DATASET_FORMATS = ("ljspeech", "audiofolder", "nemo")
 
 
 def export_dataset(
-    config: Config, store: Store, coll: CollectionConfig, out: Path, *, fmt: str = "ljspeech"
+    config: Config,
+    store: Store,
+    coll: CollectionConfig,
+    out: Path,
+    options: ExportOptions,
+    *,
+    fmt: str = "ljspeech",
 ) -> ExportReport:
     """Export a dataset collection as LJSpeech, HF audiofolder or a NeMo manifest.
 

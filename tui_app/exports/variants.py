@@ -6,10 +6,12 @@ from pathlib import Path
 
 from ..settings import CollectionConfig, Config
 from ..store import Item, Store, Take
-from . import ExportError, ExportReport, Staging, export_copy, ready
+from . import ExportError, ExportOptions, ExportReport, Staging, export_copy, ready
 
 
-def export_variants(config: Config, store: Store, coll: CollectionConfig, out: Path) -> ExportReport:
+def export_variants(
+    config: Config, store: Store, coll: CollectionConfig, out: Path, options: ExportOptions
+) -> ExportReport:
     """Export the chosen variant of each photo as ``STEM.png``: its final when one is recorded for its
     current take (checked against the final's sha256), else the take itself, with a note. An
     out-of-date final (made from an earlier take) is never exported.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..exports import ExportError, ExportReport
+from ..exports import ExportError, ExportOptions, ExportReport
 from ..providers.base import Request
 from ..settings import CollectionConfig, TableReader
 from ..store.rows import Item, Row, SourceItem
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..store import Store
 
 #: ``exporter(config, store, collection, out)``: writes the new folder ``out``, returns what it did.
-Exporter = Callable[["Config", "Store", CollectionConfig, Path], ExportReport]
+Exporter = Callable[["Config", "Store", CollectionConfig, Path, ExportOptions], ExportReport]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Kind:
         choosable: one item per group is chosen and finalized (variants of a photo).
         measured: takes get QA metrics (speech).
         exporters: its exports by ``--format`` value, the default first; each is called as
-            ``exporter(config, store, collection, out)``.
+            ``exporter(config, store, collection, out, options)``.
         columns: the columns of its table in the TUI.
         override_fields: the fields of its regenerate dialog.
         config_keys: its collection-table keys besides kind, source, output and provider.
@@ -164,6 +164,7 @@ class Kind:
         collection: CollectionConfig,
         out: Path,
         fmt: str | None = None,
+        options: ExportOptions | None = None,
     ) -> ExportReport:
         """Export the collection's current takes into the new folder ``out`` as ``fmt`` (default: the first).
 
@@ -174,4 +175,4 @@ class Kind:
         exporter = self.exporters.get(fmt)
         if exporter is None:
             raise ExportError(f"{self.name} exports as {' or '.join(self.exporters)}, not {fmt!r}")
-        return exporter(config, store, collection, out)
+        return exporter(config, store, collection, out, options or ExportOptions())
