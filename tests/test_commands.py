@@ -249,3 +249,76 @@ def test_command_line(tmp_path, capsys):
         assert (code, out) == (2, ""), args
         assert err.count("\n") == 1 and err.startswith(f"tui-app: error: {message}"), err
     assert sql(tmp_path / "data" / "state.sqlite", "SELECT COUNT(*) FROM commands")[0][0] == 4
+
+
+def test_review_accept_reject_counts_and_only_accepted_exports(project, capsys, monkeypatch):
+    generate(project, ["dataset"])
+    monkeypatch.chdir(project.root)
+    code, out, err = run_cli(
+        "review", "dataset", "arctic_a0001", "arctic_a0002", "--accept", "--note", "clean", capsys=capsys
+    )
+    assert code == 0, err
+    assert out.strip() == "dataset: arctic_a0001 (take 1), arctic_a0002 (take 1) accepted: clean"
+    assert run_cli("review", "dataset", "arctic_a0003", "--reject", capsys=capsys)[0] == 0
+    taken = {t.key: t.take for t in project.store.all_takes("dataset")}
+    assert (taken["arctic_a0001"].review, taken["arctic_a0001"].review_note) == ("accepted", "clean")
+    assert taken["arctic_a0003"].review == "rejected" and taken["arctic_a0004"].review == "unreviewed"
+    code, out, _ = run_cli("status", "--review", "--json", capsys=capsys)
+    assert code == 0
+    assert json.loads(out)["dataset"] == {"unreviewed": 3, "accepted": 2, "rejected": 1}
+    assert json.loads(out)["pages"] == {"unreviewed": 0, "accepted": 0, "rejected": 0}
+    # the plain status --json keeps its contract
+    assert set(json.loads(run_cli("status", "--json", capsys=capsys)[1])["dataset"]) == {
+        "pending",
+        "generating",
+        "completed",
+        "failed",
+        "cancelled",
+    }
+    code, out, err = run_cli("export", "dataset", "out", "--only-accepted", capsys=capsys)
+    assert code == 0, err
+    lines = (project.root / "out" / "metadata.csv").read_text().splitlines()
+    assert [line.split("|")[0] for line in lines] == ["arctic_a0001", "arctic_a0002"]
+    assert "4 not accepted" in out
+    assert [kind for kind, *_ in logged(project)][-2:] == ["review", "review"]
+
+
+def test_review_reject_regenerates_in_one_key_and_a_new_take_starts_unreviewed(project, capsys, monkeypatch):
+    generate(project, ["dataset"])
+    monkeypatch.chdir(project.root)
+    code, out, _ = run_cli("review", "dataset", "arctic_a0002", "--reject", "--regenerate", capsys=capsys)
+    assert code == 0 and "rejected" in out and "queued for a new take" in out
+    item = project.store.find_item("dataset", "arctic_a0002")
+    assert item.status == "pending" and item.priority == REGENERATE_PRIORITY
+    generate(project, ["dataset"])
+    takes = project.store.takes(item.id)
+    assert [(t.number, t.review) for t in takes] == [(1, "rejected"), (2, "unreviewed")]
+    # accepting take 1 picks it: it becomes current again
+    assert run_cli("review", "dataset", "arctic_a0002", "--accept", "--take", "1", capsys=capsys)[0] == 0
+    now = project.store.find_item("dataset", "arctic_a0002")
+    assert project.store.get_take(now.current_take).number == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["review", "dataset", "arctic_a0001"], "one of the arguments --accept --reject --clear is required"),
+        (["review", "dataset", "nope", "--accept"], "no item 'nope' in collection 'dataset'"),
+        (
+            ["review", "dataset", "arctic_a0001", "--accept", "--regenerate"],
+            "--regenerate goes with --reject",
+        ),
+        (["review", "dataset", "arctic_a0001", "--accept", "--note", "a\x07b"], "control character"),
+        (["review", "dataset", "arctic_a0001", "--accept", "--take", "0"], "must be 1 or more"),
+    ],
+)
+def test_review_refuses_bad_input_with_one_line(project, capsys, monkeypatch, args, message):
+    generate(project, ["dataset"])
+    monkeypatch.chdir(project.root)
+    before = sql(project.config.state_path, "SELECT id, review FROM takes ORDER BY id")
+    try:
+        code, _, err = run_cli(*args, capsys=capsys)
+    except SystemExit as exc:  # argparse's own checks: its usage, then one error line
+        code, err = int(exc.code or 0), capsys.readouterr().err
+    assert code == 2 and message in err.strip().splitlines()[-1], err
+    assert sql(project.config.state_path, "SELECT id, review FROM takes ORDER BY id") == before

@@ -39,6 +39,7 @@ examples:
   tui-app --batch --retry-failed  queue failed items again, then run
   tui-app status --json           counts per collection and status
   tui-app status --qa             entries whose take has QA flags
+  tui-app status --review         accepted, rejected and unreviewed takes per collection
   tui-app sync --check            is the disk in step with the state file? (exit 1 if not)
   tui-app cleanup --dry-run       what deleting superseded takes would reclaim
   tui-app export dataset --format ljspeech exports/ljspeech
@@ -46,6 +47,8 @@ examples:
   tui-app workers                 the live workers: pid, last heartbeat, items in flight
   tui-app regenerate dataset arctic_a0001 --set emotion=happy
   tui-app pause dataset           no new dataset item starts (tui-app resume dataset)
+  tui-app review dataset arctic_a0001 --reject --note "mumbled" --regenerate
+  tui-app export dataset --only-accepted exports/accepted
 
 exit codes: 0 all completed, 1 some failed, 2 usage/config/input error,
   74 storage error (disk full, read-only or failing disk under the state or an output; one line
@@ -141,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arg(st, argparse.SUPPRESS)
     st.add_argument("--json", action="store_true", help='print {"<collection>": {"<status>": count}}')
+    st.add_argument(
+        "--review",
+        action="store_true",
+        help='count the current takes\' review states: {"<collection>": {"unreviewed": n, "accepted": n, '
+        '"rejected": n}} with --json',
+    )
     st.add_argument(
         "--qa",
         action="store_true",
@@ -359,6 +368,30 @@ def _worker_parsers(sub: argparse._SubParsersAction) -> None:
         )
         _config_arg(ps, argparse.SUPPRESS)
         ps.add_argument("names", metavar="NAME", nargs="*", help="a collection or provider name")
+    rw = keyed(
+        "review",
+        "accept or reject the current takes of items",
+        "Mark the current take of each item accepted or rejected (a new take starts unreviewed). "
+        "Exports take --only-accepted; tui-app status --review counts the states.",
+    )
+    verdict = rw.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--accept", dest="review_state", action="store_const", const="accepted")
+    verdict.add_argument("--reject", dest="review_state", action="store_const", const="rejected")
+    verdict.add_argument(
+        "--clear", dest="review_state", action="store_const", const="unreviewed", help="back to unreviewed"
+    )
+    rw.add_argument("--note", metavar="TEXT", help="why (kept with the take's review)")
+    rw.add_argument(
+        "--take",
+        type=_positive_int,
+        metavar="N",
+        help="review take N instead of the current one; accepting it makes it current (pick a sweep's best)",
+    )
+    rw.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="with --reject: also queue the items for a new take, in the same command",
+    )
 
 
 def _error(message: str) -> int:
@@ -478,6 +511,10 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
         return _error(f"unknown collection {unknown[0]!r} (configured: {', '.join(config.collections)})")
 
     if args.command == "status":
+        if args.review and args.qa:
+            return _error("status takes --review or --qa, not both")
+        if args.review:
+            return _review_status(config, args.json)
         return _status(config, args.json, args.qa)
     if args.command == "sync":
         return _sync(config, args)
@@ -563,6 +600,34 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     return int(ExitCode.OK)
 
 
+def _review_status(config: Config, as_json: bool) -> int:
+    """``status --review``: per collection, how many current takes are unreviewed, accepted, rejected."""
+    from .project import NoStateError, Project
+    from .store import REVIEW_STATES
+
+    names = list(config.collections)
+    try:
+        with Project.open(config, must_exist=True) as project:
+            counts = project.store.review_counts(names)
+    except NoStateError:
+        counts = {n: dict.fromkeys(REVIEW_STATES, 0) for n in names}
+    if as_json:
+        print(json.dumps(counts, indent=2))
+        return int(ExitCode.OK)
+    from rich.table import Table
+
+    from .signals import console
+
+    table = Table(title=f"tui_app review: {config.state_path}")
+    table.add_column("collection")
+    for state in REVIEW_STATES:
+        table.add_column(state, justify="right")
+    for name, c in counts.items():
+        table.add_row(name, *(str(c[s]) for s in REVIEW_STATES))
+    console().print(table)
+    return int(ExitCode.OK)
+
+
 def _maintain(config: Config, work: Callable[[Project], int]) -> int:
     """Open the existing project, run ``work``; a project without state exits 2.
 
@@ -624,7 +689,7 @@ def _revert(config: Config, args: argparse.Namespace) -> int:
 
 
 #: The commands sent to the project's workers through the store (:mod:`tui_app.commands`).
-_COMMANDS = ("regenerate", "cancel", "front", "choose", "retry-failed", "pause", "resume")
+_COMMANDS = ("regenerate", "cancel", "front", "choose", "retry-failed", "pause", "resume", "review")
 
 
 def _apply(config: Config, args: argparse.Namespace) -> int:
@@ -645,6 +710,18 @@ def _apply(config: Config, args: argparse.Namespace) -> int:
             return commands.retry_failed(project, args.names)
         if args.command == "pause":
             return commands.pause(project, args.names)
+        if args.command == "review":
+            if args.regenerate and args.review_state != "rejected":
+                raise commands.CommandError("--regenerate goes with --reject")
+            return commands.review(
+                project,
+                args.target,
+                args.keys,
+                args.review_state,
+                note=args.note,
+                take=args.take,
+                regenerate_rejected=args.regenerate,
+            )
         return commands.resume(project, args.names)
 
     try:

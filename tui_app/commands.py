@@ -29,7 +29,7 @@ from .kinds import get_kind
 from .kinds.base import Kind
 from .project import HOST, Project, stale_workers
 from .settings import Config
-from .store import Item, Worker
+from .store import REVIEW_STATES, Item, Worker
 
 #: What a command says when no live worker would act on it.
 NO_WORKER = "no worker is running: start one with tui-app worker (or tui-app --batch)"
@@ -430,6 +430,69 @@ def choose(project: Project, collection: str, key: str) -> Outcome:
     return _record(project, "choose", {"collection": collection, "key": key}, outcome)
 
 
+def review(
+    project: Project,
+    collection: str,
+    keys: Sequence[str | int],
+    state: str,
+    *,
+    note: str | None = None,
+    take: int | None = None,
+    regenerate_rejected: bool = False,
+) -> Outcome:
+    """Mark the current takes of ``keys`` (or their take ``take``) ``accepted`` or ``rejected``
+    (``unreviewed`` clears a review). Accepting a take that is not current makes it current (a sweep's
+    pick). With ``regenerate_rejected``, rejected items are also queued for a new take (as
+    :func:`regenerate`), in the same command.
+
+    Raises:
+        CommandError: an unknown collection or key, a bad state, a note with a control character.
+    """
+    if state not in REVIEW_STATES:
+        raise CommandError(f"unknown review state {state!r} (one of {', '.join(REVIEW_STATES)})")
+    if note is not None:
+        bad = next((ch for ch in note if unicodedata.category(ch) == "Cc"), None)
+        if bad is not None:
+            raise CommandError(f"--note holds a control character (U+{ord(bad):04X})")
+    items = _items(project, collection, keys)
+    done: list[str] = []
+    reviewed: list[Item] = []
+    outcome = Outcome()
+    for item in items:
+        if take is not None and state == "accepted":
+            # it becomes current: its file is checked first, as a revert checks it
+            found = next((t for t in project.store.takes(item.id) if t.number == take), None)
+            try:
+                if found is not None:
+                    project.verify_take(item.id, found)
+            except IntegrityError as exc:
+                raise CommandError(str(exc)) from None
+        number = project.store.review(item.id, state, note, number=take)
+        if number is None:
+            which = f"take {take}" if take is not None else "a take yet"
+            outcome.notes.append(f"{item.key} has no {which}: not reviewed")
+        else:
+            done.append(f"{item.key} (take {number})")
+            reviewed.append(item)
+    verb = {"accepted": "accepted", "rejected": "rejected", "unreviewed": "back to unreviewed"}[state]
+    outcome.lines.append(
+        f"{collection}: {_keys(done)} {verb}" + (f": {note}" if note else "")
+        if done
+        else f"{collection}: nothing reviewed"
+    )
+    args: dict[str, Any] = {"collection": collection, "keys": [i.key for i in items], "state": state}
+    if note:
+        args["note"] = note
+    if take is not None:
+        args["take"] = take
+    _record(project, "review", args, outcome)
+    if regenerate_rejected and state == "rejected" and reviewed:
+        again = regenerate(project, collection, [i.key for i in reviewed])
+        outcome.lines += again.lines
+        outcome.notes += again.notes
+    return outcome
+
+
 def revert(project: Project, collection: str, key: str, take: int) -> Outcome:
     """Make take ``take`` of an item its current take again, after checking its file.
 
@@ -473,6 +536,7 @@ __all__ = [
     "regenerate",
     "resume",
     "retry_failed",
+    "review",
     "revert",
     "workers_lines",
     "workers_report",

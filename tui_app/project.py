@@ -281,7 +281,7 @@ class Project:
         take = next((t for t in self.store.takes(item_id) if t.number == number), None)
         if take is None:
             return False
-        self._verify(item_id, take)
+        self.verify_take(item_id, take)
         return self.store.revert(item_id, number)
 
     def choose(self, item_id: int) -> Choice:
@@ -296,13 +296,18 @@ class Project:
         if take is None:
             item = self.store.get_item(item_id)
             raise IntegrityError(f"{item.key if item else item_id}: has no completed take to choose")
-        self._verify(item_id, take)
+        self.verify_take(item_id, take)
         choice = self.store.choose(item_id)
         for path in choice.dropped_finals:
             (self.root / path).unlink(missing_ok=True)
         return choice
 
-    def _verify(self, item_id: int, take: Take) -> None:
+    def verify_take(self, item_id: int, take: Take) -> None:
+        """Check a take's file against its recorded sha256.
+
+        Raises:
+            IntegrityError: the file is missing or differs (one line naming the item and take).
+        """
         item = self.store.get_item(item_id)
         what = f"{item.collection}/{item.key} take {take.number}" if item else f"take {take.number}"
         verify_file(self.root / take.path, take.sha256, what, shown=take.path)

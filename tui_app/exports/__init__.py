@@ -163,14 +163,18 @@ def write_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def ready(store: Store, coll: CollectionConfig, report: ExportReport) -> list[tuple[Item, Take]]:
+def ready(
+    store: Store, coll: CollectionConfig, report: ExportReport, options: ExportOptions | None = None
+) -> list[tuple[Item, Take]]:
     """(item, current take) of exportable items; the others go to ``report.skipped``.
 
     An item's current take is exported whatever later requests did (a regeneration
     pending, failed or cancelled keeps the last completed take current); an item
     without one is skipped with its status, and a stale take (made from other input
-    than the item's now) is skipped as ``stale``.
+    than the item's now) is skipped as ``stale``. With ``options.only_accepted``, a take
+    that is not accepted in review is skipped as ``not accepted``.
     """
+    only_accepted = options is not None and options.only_accepted
     takes = dict(store.current_takes(coll.name))
     ready = []
     for item in store.items(coll.name):
@@ -184,6 +188,8 @@ def ready(store: Store, coll: CollectionConfig, report: ExportReport) -> list[tu
             )
         elif item.stale:
             report.skipped.append((item.key, f"stale: take {take.number} was made from other input"))
+        elif only_accepted and take.review != "accepted":
+            report.skipped.append((item.key, f"not accepted: take {take.number} is {take.review}"))
         else:
             ready.append((item, take))
     return ready

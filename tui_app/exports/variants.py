@@ -22,7 +22,7 @@ def export_variants(
     report = ExportReport(out.resolve())
     chosen = {item.key: item.chosen for item in store.items(coll.name)}
     photos: dict[str, list[tuple[Item, Take]]] = {}
-    for item, take in ready(store, coll, report):
+    for item, take in ready(store, coll, report, options):
         photos.setdefault(item.params.get("photo", item.text), []).append((item, take))
     picks = []
     for photo, entries in sorted(photos.items()):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .base import Store
 from .rows import (
+    REVIEW_STATES,
     STATUSES,
     Batch,
     Choice,
@@ -41,6 +42,7 @@ def open_store(location: Path | str) -> Store:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "REVIEW_STATES",
     "STATUSES",
     "Batch",
     "Choice",

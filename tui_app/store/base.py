@@ -325,6 +325,17 @@ class Store(Protocol):
         """Make an earlier take current again; False when there is no such take."""
         ...
 
+    def review(
+        self, item_id: int, state: str, note: str | None = None, *, number: int | None = None
+    ) -> int | None:
+        """Review an item's current take (or take ``number``; accepting it makes it current);
+        the take's number, or None without such a take."""
+        ...
+
+    def review_counts(self, collections: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{collection: {review state: count}}`` over current takes."""
+        ...
+
     def all_takes(self, collection: str | None = None) -> list[TakeFile]:
         """Every take with its item's collection, key and status."""
         ...

@@ -13,6 +13,8 @@ from typing import Any
 
 #: Item statuses, in the order the life cycle visits them (see DESIGN.md).
 STATUSES = ("pending", "generating", "completed", "failed", "cancelled")
+#: A take's review states: every new take starts ``unreviewed``.
+REVIEW_STATES = ("unreviewed", "accepted", "rejected")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class Take:
         cache_key: sha256 of the request (generation cache), or None.
         cache_uses: how many later takes reused this take's file.
         cache_last_used: unix time of the last reuse, or None.
+        review: ``unreviewed`` (every new take), ``accepted`` or ``rejected``.
+        review_note: why, as the reviewer wrote it, or None.
+        reviewed_at: unix time of the last review, or None.
     """
 
     id: int
@@ -110,6 +115,9 @@ class Take:
     cache_key: str | None
     cache_uses: int
     cache_last_used: float | None
+    review: str = "unreviewed"
+    review_note: str | None = None
+    reviewed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +298,7 @@ class Row:
     duration_s: float | None
     seed: int | None
     qa_flags: str | None
+    review: str | None = None  # the current take's review state; None without a take
 
 
 @dataclass(frozen=True)

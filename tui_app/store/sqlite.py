@@ -24,6 +24,7 @@ from typing import Any
 
 from ..redact import redact
 from .rows import (
+    REVIEW_STATES,
     STATUSES,
     Batch,
     Choice,
@@ -42,7 +43,7 @@ from .rows import (
     Worker,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -100,6 +101,10 @@ CREATE TABLE IF NOT EXISTS takes (
     cache_uses  INTEGER NOT NULL DEFAULT 0,   -- times this take's file was reused
     cache_last_used REAL,
     input_hash  TEXT,                         -- the item's input_hash it was made from (NULL: unknown)
+    review      TEXT    NOT NULL DEFAULT 'unreviewed',  -- unreviewed, accepted, rejected
+    review_note TEXT,
+    reviewed_at REAL,
+    asr_at      REAL,                         -- when its ASR check ran (NULL: not yet, or not speech)
     UNIQUE (item_id, number)
 );
 CREATE INDEX IF NOT EXISTS takes_cache ON takes (cache_key);
@@ -181,6 +186,13 @@ ALTER TABLE batches ADD COLUMN open_until REAL NOT NULL DEFAULT 0;
     5: "",
     # 6 -> 7: an index for finals_to_build(), which workers run after every commit of another process.
     6: "",
+    # 7 -> 8: review states held by the take; when a take's ASR check ran.
+    7: """
+ALTER TABLE takes ADD COLUMN review TEXT NOT NULL DEFAULT 'unreviewed';
+ALTER TABLE takes ADD COLUMN review_note TEXT;
+ALTER TABLE takes ADD COLUMN reviewed_at REAL;
+ALTER TABLE takes ADD COLUMN asr_at REAL;
+""",
 }
 
 #: An item is stale when its current take was made from other input than the item's now.
@@ -195,9 +207,9 @@ _ITEM_COLS = (
 _TAKE_COLS = (
     "t.id, t.item_id, t.number, t.path, t.sha256, t.bytes, t.duration_s, t.sample_rate, t.width, t.height,"
     " t.provider, t.model, t.params, t.seed, t.elapsed_s, t.created_at, t.qa, t.qa_flags, t.cache_key,"
-    " t.cache_uses, t.cache_last_used"
+    " t.cache_uses, t.cache_last_used, t.review, t.review_note, t.reviewed_at"
 )
-_TAKE_WIDTH = 21
+_TAKE_WIDTH = 24
 _EVENT_COLS = "id, ts, level, kind, collection, item_key, message"
 _FINAL_SELECT = (
     "SELECT f.item_id, f.take_id, t.number, f.path, f.sha256, f.bytes, f.width, f.height, f.created_at{more}"
@@ -206,7 +218,7 @@ _FINAL_SELECT = (
 _ROW_SELECT = (
     "SELECT i.id, i.key, i.ordinal, i.text, i.params, i.status, i.attempts, i.last_error,"
     " (t.id IS NOT NULL AND IFNULL(t.input_hash, '') <> i.input_hash), i.chosen,"
-    " t.number, t.bytes, t.duration_s, t.seed, t.qa_flags"
+    " t.number, t.bytes, t.duration_s, t.seed, t.qa_flags, t.review"
     " FROM items i LEFT JOIN takes t ON t.id = i.current_take"
 )
 
@@ -257,6 +269,9 @@ def _take(row: Sequence[Any]) -> Take:
         cache_key=row[18],
         cache_uses=row[19],
         cache_last_used=row[20],
+        review=row[21],
+        review_note=row[22],
+        reviewed_at=row[23],
     )
 
 
@@ -285,6 +300,7 @@ def _table_row(r: Sequence[Any]) -> Row:
         duration_s=r[12],
         seed=r[13],
         qa_flags=r[14],
+        review=r[15],
     )
 
 
@@ -1307,6 +1323,67 @@ class SqliteStore:
                 message += " (made from other input: the item is stale until a new take)"
             self._event(c, "info", "reverted", row[1], row[2], message)
         return True
+
+    def review(
+        self, item_id: int, state: str, note: str | None = None, *, number: int | None = None
+    ) -> int | None:
+        """Set the review state of an item's take (its current take, or take ``number``).
+
+        Args:
+            state: one of :data:`~tui_app.store.rows.REVIEW_STATES`.
+            note: the reviewer's note (kept until the next review of that take; None clears it).
+            number: review this take instead of the current one; accepting it also makes it the
+                item's current take (as :meth:`revert`), so a sweep's best take is the one exported.
+
+        Returns:
+            The reviewed take's number, or None when the item has no such take.
+
+        Raises:
+            ValueError: an unknown ``state``.
+        """
+        if state not in REVIEW_STATES:
+            raise ValueError(f"unknown review state {state!r} (one of {', '.join(REVIEW_STATES)})")
+        now = time.time()
+        with self._transaction() as c:
+            row = c.execute(
+                "SELECT t.id, t.number, i.collection, i.key, i.current_take FROM items i JOIN takes t"
+                " ON t.id = CASE WHEN ? IS NULL THEN i.current_take ELSE"
+                " (SELECT s.id FROM takes s WHERE s.item_id = i.id AND s.number = ?) END WHERE i.id = ?",
+                (number, number, item_id),
+            ).fetchone()
+            if row is None:
+                return None
+            take_id, take_number, collection, key, current = row
+            c.execute(
+                "UPDATE takes SET review=?, review_note=?, reviewed_at=? WHERE id=?",
+                (state, note, now, take_id),
+            )
+            message = f"{key} take {take_number} {state}" + (f": {note}" if note else "")
+            if state == "accepted" and take_id != current:
+                c.execute(
+                    "UPDATE items SET current_take=?, status='completed', generation=generation+1,"
+                    " last_error=NULL, attempts=0, worker_id=NULL, lease_until=NULL, updated_at=?"
+                    " WHERE id=?",
+                    (take_id, now, item_id),
+                )
+                message += " and made current"
+            self._event(c, "info", "reviewed", collection, key, message, now)
+        return int(take_number)
+
+    def review_counts(self, collections: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{collection: {review state: count}}`` over the current takes of the non-retired items
+        (items without a take are not counted); every state present."""
+        out = {c: dict.fromkeys(REVIEW_STATES, 0) for c in collections}
+        if not collections:
+            return out
+        rows = self._conn.execute(
+            "SELECT i.collection, t.review, COUNT(*) FROM items i JOIN takes t ON t.id = i.current_take"
+            f" WHERE i.retired = 0 AND i.collection IN ({_marks(len(collections))}) GROUP BY 1, 2",
+            list(collections),
+        )
+        for coll, state, n in rows:
+            out[coll][state] = n
+        return out
 
     def all_takes(self, collection: str | None = None) -> list[TakeFile]:
         """Every take with its item's collection, key and status, by item and take number."""
