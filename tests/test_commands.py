@@ -322,3 +322,18 @@ def test_review_refuses_bad_input_with_one_line(project, capsys, monkeypatch, ar
         code, err = int(exc.code or 0), capsys.readouterr().err
     assert code == 2 and message in err.strip().splitlines()[-1], err
     assert sql(project.config.state_path, "SELECT id, review FROM takes ORDER BY id") == before
+
+
+def test_regenerate_refuses_an_emotion_piper_has_no_settings_for(tmp_path, capsys, monkeypatch):
+    (tmp_path / "prompts.data").write_text('( arctic_a0001 "Author of the danger trail." )\n')
+    (tmp_path / "config.toml").write_text(
+        '[collections.dataset]\nsource = "prompts.data"\nprovider = "local"\n\n'
+        '[providers.local]\nkind = "piper"\n\n[emotions.dreamy]\nlength_scale = 1.3\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("regenerate", "dataset", "arctic_a0001", "--set", "emotion=grumpy", capsys=capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("tui-app: error: dataset: emotion 'grumpy' has no Piper")
+    assert sql(tmp_path / "data" / "state.sqlite", "SELECT COUNT(*) FROM commands")[0][0] == 0
+    code, out, _ = run_cli("regenerate", "dataset", "arctic_a0001", "--set", "emotion=dreamy", capsys=capsys)
+    assert code == 0 and "with emotion=dreamy" in out

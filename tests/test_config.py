@@ -52,6 +52,16 @@ concurrency = 2
         (("concurrency = 2", "concurency = 2"), 7, "providers.sim.concurency: unknown key"),
         (("concurrency = 2", 'api_key = "sk-secret"'), 7, "secrets do not belong in the config file"),
         (('source = "data/m.csv"', 'source = "data/m.csv'), 2, "invalid TOML"),
+        (
+            ("concurrency = 2", "concurrency = 2\n\n[emotions.sad]\nlength_scale = 9"),
+            10,
+            "emotions.sad.length_scale: must be",
+        ),
+        (
+            ("concurrency = 2", "concurrency = 2\n\n[emotions.sad]\npitch = 2"),
+            10,
+            "emotions.sad.pitch: unknown key",
+        ),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path, change, line, needle):
@@ -85,3 +95,11 @@ def test_cli_config_error_exit_2_and_nothing_written(tmp_path):
         f"tui-app: error: {path}:7: providers.sim.concurrency: must be an integer >= 1, got -1"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+def test_emotion_tables_reach_the_providers(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(BASE + "\n[emotions.sad]\nlength_scale = 1.4\n\n[emotions.dreamy]\nvolume = 0.5\n")
+    config = load_config(path)
+    assert config.emotions == {"sad": {"length_scale": 1.4}, "dreamy": {"volume": 0.5}}
+    assert config.providers["sim"].emotions == config.emotions

@@ -28,6 +28,7 @@ from .files import IntegrityError
 from .kinds import get_kind
 from .kinds.base import Kind
 from .project import HOST, Project, stale_workers
+from .providers import PROVIDER_KINDS
 from .settings import Config
 from .store import REVIEW_STATES, Item, Worker
 
@@ -242,6 +243,22 @@ def parse_overrides(kind: Kind, collection: str, assignments: Sequence[str], max
     return out
 
 
+def _check_provider_params(project: Project, collection: str, params: Mapping[str, Any]) -> None:
+    """Refuse parameters the collection's provider cannot honour (e.g. an emotion Piper has no
+    settings for), through its module's optional ``check_params(config, params)``.
+
+    Raises:
+        CommandError: one line naming the parameter.
+    """
+    pc = project.config.providers[project.config.collections[collection].provider]
+    check = getattr(PROVIDER_KINDS[pc.kind].load(), "check_params", None)
+    if check is not None:
+        try:
+            check(pc, params)
+        except ValueError as exc:
+            raise CommandError(f"{collection}: {exc}") from None
+
+
 # ---------------------------------------------------------------------- commands
 
 
@@ -268,6 +285,7 @@ def regenerate(
         **parse_overrides(get_kind(coll.kind), collection, assignments, max_chars),
         **(overrides or {}),
     }
+    _check_provider_params(project, collection, overrides)
     batch_id, queued = project.store.regenerate(
         [i.id for i in items],
         debounce_s=project.config.debounce_s,

@@ -19,6 +19,7 @@ from typing import Any
 
 from .kinds import KINDS
 from .providers import PROVIDER_KINDS, validate_provider_options
+from .providers.piper import EMOTION_RANGES
 from .settings import (
     MAX_SEED,
     CollectionConfig,
@@ -91,13 +92,13 @@ def load_config(path: Path | str) -> Config:
     check_values(path, text, data)
     root = path.resolve().parent
     top = TableReader(path, text, "", data)
-    top.used.update({"project", "collections", "providers", "presets"})
+    top.used.update({"project", "collections", "providers", "presets", "emotions"})
     for key in data:
         if key not in top.used:
             raise ConfigError(
                 path,
                 key,
-                "unknown top-level table (expected project, collections, providers, presets)",
+                "unknown top-level table (expected project, collections, providers, presets, emotions)",
                 find_line(text, key),
             )
 
@@ -126,6 +127,21 @@ def load_config(path: Path | str) -> Config:
         reader.check_unknown()
         presets[name] = preset
 
+    emotions: dict[str, dict[str, float]] = {}
+    for name, table in _table(path, text, data, "emotions").items():
+        reader = TableReader(
+            path, text, f"emotions.{name}", _require_table(path, text, f"emotions.{name}", table)
+        )
+        if not re.fullmatch(r"[a-z][a-z0-9_\-]*", name):
+            raise reader.error("", "emotion names are lower case: letters, digits, '_' and '-'")
+        settings = {}
+        for key, (low, high) in EMOTION_RANGES.items():
+            value = reader.number(key, None, minimum=low, maximum=high)
+            if value is not None:
+                settings[key] = float(value)
+        reader.check_unknown()
+        emotions[name] = settings
+
     providers: dict[str, ProviderConfig] = {}
     for name, table in _table(path, text, data, "providers").items():
         reader = TableReader(
@@ -152,6 +168,7 @@ def load_config(path: Path | str) -> Config:
             backoff_base_s=reader.number("backoff_base_s", 0.5),
             backoff_max_s=reader.number("backoff_max_s", 8.0),
             options=options,
+            emotions=emotions,
         )
         validate_provider_options(providers[name], reader.error)
 
@@ -193,6 +210,7 @@ def load_config(path: Path | str) -> Config:
         collections=collections,
         providers=providers,
         presets=presets,
+        emotions=emotions,
     )
 
 

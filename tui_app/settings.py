@@ -47,6 +47,8 @@ class ProviderConfig:
         timeout_s: seconds one request may take before it counts as a retryable timeout.
         backoff_base_s, backoff_max_s: exponential backoff start and cap, seconds.
         options: the remaining, provider-specific keys (voice, base_url, ...).
+        emotions: the config's ``[emotions.NAME]`` tables (``{name: {key: value}}``), for the
+            providers that map an emotion to synthesis settings (``piper``).
     """
 
     name: str
@@ -59,6 +61,7 @@ class ProviderConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    emotions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Config:
         collections: by name, in file order.
         providers: by name.
         presets: ``[presets.NAME]`` tables for variant slots.
+        emotions: ``[emotions.NAME]`` tables: Piper synthesis settings per emotion.
     """
 
     path: Path
@@ -109,6 +113,7 @@ class Config:
     presets: Mapping[str, Mapping[str, Any]]
     lease_s: float = 30.0
     heartbeat_s: float = 5.0
+    emotions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers
