@@ -337,3 +337,57 @@ def test_regenerate_refuses_an_emotion_piper_has_no_settings_for(tmp_path, capsy
     assert sql(tmp_path / "data" / "state.sqlite", "SELECT COUNT(*) FROM commands")[0][0] == 0
     code, out, _ = run_cli("regenerate", "dataset", "arctic_a0001", "--set", "emotion=dreamy", capsys=capsys)
     assert code == 0 and "with emotion=dreamy" in out
+
+
+def test_sweeps_make_n_kept_takes_with_distinct_seeds_or_stepped_values(project, capsys, monkeypatch):
+    generate(project, ["pages", "variants", "dataset"])
+    monkeypatch.chdir(project.root)
+    code, out, err = run_cli("regenerate", "pages", "page_000", "--takes", "3", capsys=capsys)
+    assert code == 0, err
+    assert "page_000 queued for 3 new takes (a seed each)" in out
+    variant = project.store.items("variants")[0].key
+    code, out, err = run_cli(
+        "regenerate", "variants", variant, "--sweep", "temperature=0.2,0.5,0.8", capsys=capsys
+    )
+    assert code == 0 and "3 new takes (temperature=0.2,0.5,0.8)" in out, err
+    code, out, err = run_cli(
+        "regenerate", "dataset", "arctic_a0001", "--sweep", "speed=0.8,1.25", capsys=capsys
+    )
+    assert code == 0, err
+    generate(project, ["pages", "variants", "dataset"])
+    page = project.store.find_item("pages", "page_000")
+    takes = project.store.takes(page.id)
+    assert [t.number for t in takes] == [1, 2, 3, 4] and page.status == "completed"
+    seeds = [t.seed for t in takes[1:]]
+    assert len(set(seeds)) == 3 and all(isinstance(s, int) for s in seeds)
+    assert project.store.get_take(page.current_take).number == 4 and page.overrides is None
+    swept = project.store.takes(project.store.find_item("variants", variant).id)
+    assert [t.params.get("temperature") for t in swept[1:]] == [0.2, 0.5, 0.8]
+    spoken = project.store.takes(project.store.find_item("dataset", "arctic_a0001").id)
+    assert [t.params.get("speed") for t in spoken[1:]] == [0.8, 1.25]
+    # every take of the sweep starts unreviewed, and accepting one makes it current
+    assert {t.review for t in takes} == {"unreviewed"}
+    assert run_cli("review", "pages", "page_000", "--accept", "--take", "2", capsys=capsys)[0] == 0
+    assert project.store.get_take(project.store.find_item("pages", "page_000").current_take).number == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset", "arctic_a0001", "--takes", "3"], "takes have no seed, so 3 takes would be the same"),
+        (["pages", "page_000", "--sweep", "seed=1"], "expected NAME=V1,V2,... (two values or more)"),
+        (
+            ["pages", "page_000", "--sweep", "seed=1,2", "--takes", "3"],
+            "--takes 3 does not match the 2 values",
+        ),
+        (["pages", "page_000", "--sweep", "mood=1,2"], "pages (pages) takes prompt, seed"),
+        (["variants", "x", "--sweep", "temperature=0.2,7"], "not a valid value"),
+    ],
+)
+def test_bad_sweeps_are_refused_with_one_line(project, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(project.root)
+    if args[1] == "x":
+        args = [args[0], project.store.items("variants")[0].key, *args[2:]]
+    code, _, err = run_cli("regenerate", *args, capsys=capsys)
+    assert code == 2 and message in err.strip().splitlines()[-1], err
+    assert sql(project.config.state_path, "SELECT COUNT(*) FROM items WHERE sweep IS NOT NULL")[0][0] == 0

@@ -337,8 +337,22 @@ def _worker_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         action="append",
         default=[],
-        help="an override for the new take: emotion (dataset); prompt, seed (pages); temperature, seed "
-        "(variants)",
+        help="an override for the new take: emotion, speed (dataset); prompt, seed (pages); temperature, "
+        "seed (variants)",
+    )
+    rg.add_argument(
+        "--takes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="make N new takes per item, each with a seed of its own (pages, variants); all are kept: "
+        "compare them, then tui-app review ... --accept --take K picks one",
+    )
+    rg.add_argument(
+        "--sweep",
+        metavar="NAME=V1,V2,...",
+        help="one new take per value of one override, e.g. emotion=neutral,sad,happy or "
+        "temperature=0.2,0.5,0.8",
     )
     keyed("cancel", "cancel queued or in-flight items", "Cancel queued or in-flight items." + queued)
     keyed(
@@ -699,7 +713,9 @@ def _apply(config: Config, args: argparse.Namespace) -> int:
 
     def apply(project: Project) -> commands.Outcome:
         if args.command == "regenerate":
-            return commands.regenerate(project, args.target, args.keys, args.overrides)
+            return commands.regenerate(
+                project, args.target, args.keys, args.overrides, takes=args.takes, sweep=args.sweep
+            )
         if args.command == "cancel":
             return commands.cancel(project, args.target, args.keys)
         if args.command == "front":

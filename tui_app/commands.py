@@ -269,33 +269,49 @@ def regenerate(
     assignments: Sequence[str] = (),
     *,
     overrides: Mapping[str, Any] | None = None,
+    takes: int = 1,
+    sweep: str | None = None,
 ) -> Outcome:
     """Queue the items of ``keys`` for a new take, before the rest of the queue, with the overrides
     ``assignments`` (``NAME=VALUE``, parsed here) or ``overrides`` (already parsed, as the TUI's
     dialog gives them). Requests within ``[project] debounce_ms`` of each other, from any process,
     form one batch, served once the window closes.
 
+    A sweep makes several takes per item, all kept: ``takes`` N > 1 makes N, each with a seed of
+    its own (kinds with a seed); ``sweep`` ``NAME=V1,V2,...`` makes one take per value of one
+    override (e.g. ``emotion=neutral,sad,happy``, ``speed=0.9,1,1.1``, ``temperature=0.2,0.5,0.8``).
+
     Raises:
-        CommandError: an unknown collection, key or override.
+        CommandError: an unknown collection, key or override; a sweep of a kind without that
+            override, ``takes`` below 1 or not matching the sweep's values, or ``takes`` > 1 on a
+            kind without seeds and no sweep.
     """
     items = _items(project, collection, keys)
     coll = project.config.collections[collection]
+    kind = get_kind(coll.kind)
     max_chars = int(coll.params.get("max_text_chars", 2000))
     overrides = {
-        **parse_overrides(get_kind(coll.kind), collection, assignments, max_chars),
+        **parse_overrides(kind, collection, assignments, max_chars),
         **(overrides or {}),
     }
     _check_provider_params(project, collection, overrides)
+    plan = sweep_plan(kind, collection, takes, sweep, max_chars)
+    for step in plan or []:
+        _check_provider_params(project, collection, {**overrides, **step})
     batch_id, queued = project.store.regenerate(
         [i.id for i in items],
         debounce_s=project.config.debounce_s,
         priority=REGENERATE_PRIORITY,
         overrides=overrides,
+        sweep=plan,
     )
     done = [i.key for i in queued]
     with_ = f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""
+    what = "a new take"
+    if plan:
+        what = f"{len(plan)} new takes" + (f" ({sweep})" if sweep else " (a seed each)")
     outcome = Outcome(
-        [f"{collection}: {_keys(done)} queued for a new take{with_} (batch {batch_id}, ahead of the queue)"]
+        [f"{collection}: {_keys(done)} queued for {what}{with_} (batch {batch_id}, ahead of the queue)"]
         if done
         else [f"{collection}: nothing queued"]
     )
@@ -303,8 +319,40 @@ def regenerate(
     if missed:
         outcome.notes.append(f"{_keys(missed)}: no longer in the source, not queued")
     outcome.notes += _serving_notes(project, [collection])
-    args = {"collection": collection, "keys": [i.key for i in items], "overrides": overrides}
+    args: dict[str, Any] = {"collection": collection, "keys": [i.key for i in items], "overrides": overrides}
+    if plan:
+        args["sweep"] = plan
     return _record(project, "regenerate", args, outcome)
+
+
+def sweep_plan(
+    kind: Kind, collection: str, takes: int = 1, sweep: str | None = None, max_chars: int = 2000
+) -> list[dict[str, Any]] | None:
+    """The overrides of each take of a sweep (see :func:`regenerate`), or None for one take.
+
+    Raises:
+        CommandError: see :func:`regenerate`.
+    """
+    if takes < 1:
+        raise CommandError(f"--takes must be 1 or more, not {takes}")
+    if sweep is None:
+        if takes == 1:
+            return None
+        if not any(f.name == "seed" for f in kind.override_fields):
+            sweepable = ", ".join(f.name for f in kind.override_fields)
+            raise CommandError(
+                f"{collection} ({kind.name}) takes have no seed, so {takes} takes would be the same: "
+                f"sweep a parameter instead (--sweep NAME=V1,V2,...; {sweepable})"
+            )
+        return [{} for _ in range(takes)]
+    name, sep, values = sweep.partition("=")
+    name = name.strip()
+    steps = [v.strip() for v in values.split(",")]
+    if not sep or not name or len(steps) < 2 or not all(steps):
+        raise CommandError(f"--sweep {sweep!r}: expected NAME=V1,V2,... (two values or more)")
+    if takes not in (1, len(steps)):
+        raise CommandError(f"--takes {takes} does not match the {len(steps)} values of --sweep {name}")
+    return [parse_overrides(kind, collection, [f"{name}={v}"], max_chars) for v in steps]
 
 
 def cancel(project: Project, collection: str, keys: Sequence[str | int]) -> Outcome:

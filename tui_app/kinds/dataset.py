@@ -17,6 +17,14 @@ from .columns import kilobytes, qa_or_error, seconds
 _COLUMN_NAMES = {"id", "text", "normalized", "emotion", "ignore"}
 
 
+def _speed(text: str) -> float:
+    """A speaking-rate override: a factor from 0.1 to 10 (1 = the voice's own pace)."""
+    value = float(text)
+    if not 0.1 <= value <= 10:
+        raise ValueError(text)
+    return value
+
+
 class DatasetKind(Kind):
     """Speech clips of a voice dataset: one WAV take per entry, with QA metrics."""
 
@@ -38,6 +46,7 @@ class DatasetKind(Kind):
     )
     override_fields = (
         OverrideField("emotion", "emotion (e.g. happy, sad, angry; empty = as in the source)"),
+        OverrideField("speed", "speed factor 0.1..10 (empty = the collection's)", _speed),
     )
 
     def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

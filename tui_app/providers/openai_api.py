@@ -103,7 +103,7 @@ class OpenAIProvider(HttpProvider):
             "input": request.text,
             "voice": str(request.options.get("voice") or o.get("voice", "alloy")),
             "response_format": fmt,
-            "speed": float(request.options.get("speed", 1.0)),
+            "speed": float(p.get("speed") or request.options.get("speed", 1.0)),
         }
         emotion = p.get("emotion")
         mode = o.get("instructions", "auto")

@@ -316,7 +316,7 @@ class PiperProvider:
 
     async def generate(self, request: Request) -> Output:
         """Synthesize ``request.text`` in a worker thread."""
-        speed = float(request.options.get("speed", 1.0))
+        speed = float(request.params.get("speed") or request.options.get("speed", 1.0))
         path = self.voice_path(request.options)
         emotion = emotion_for(request.params.get("emotion"), self.emotions)
         return await anyio.to_thread.run_sync(

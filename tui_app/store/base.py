@@ -284,6 +284,7 @@ class Store(Protocol):
         debounce_s: float,
         priority: int,
         overrides: Mapping[str, Any] | None = None,
+        sweep: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[int, list[Item]]:
         """Queue items for a new take in the open regenerate batch (one per debounce window)."""
         ...

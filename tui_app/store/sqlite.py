@@ -43,7 +43,7 @@ from .rows import (
     Worker,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS items (
     chosen       INTEGER NOT NULL DEFAULT 0,  -- variants: 1 chosen, -1 set aside, 0 undecided
     worker_id    TEXT,                        -- the lease: who holds the item while generating
     lease_until  REAL,                        -- ... and until when (unix time); renewed by heartbeats
+    sweep        TEXT,                        -- JSON list: the overrides of the sweep's takes still to make
     updated_at   REAL    NOT NULL,
     UNIQUE (collection, key)
 );
@@ -192,6 +193,10 @@ ALTER TABLE takes ADD COLUMN review TEXT NOT NULL DEFAULT 'unreviewed';
 ALTER TABLE takes ADD COLUMN review_note TEXT;
 ALTER TABLE takes ADD COLUMN reviewed_at REAL;
 ALTER TABLE takes ADD COLUMN asr_at REAL;
+""",
+    # 8 -> 9: sweeps (several takes per request, each with its own overrides).
+    8: """
+ALTER TABLE items ADD COLUMN sweep TEXT;
 """,
 }
 
@@ -720,17 +725,23 @@ class SqliteStore:
         batch_id: int | None,
         priority: int,
         overrides: Mapping[str, Any] | None,
+        sweep: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Item]:
         now = time.time()
+        rest = None
+        if sweep:
+            base = dict(overrides or {})
+            overrides = {**base, **dict(sweep[0])}
+            rest = json.dumps([{**base, **dict(s)} for s in sweep[1:]]) if len(sweep) > 1 else None
         ov = json.dumps(dict(overrides)) if overrides is not None else None
         out = []
         for item_id in item_ids:
             row = c.execute(
                 "UPDATE items SET status='pending', priority=?, batch_id=?, attempts=0, not_before=0,"
                 " last_error=NULL, overrides=COALESCE(?, overrides), generation=generation+1,"
-                " worker_id=NULL, lease_until=NULL,"
+                " worker_id=NULL, lease_until=NULL, sweep=?,"
                 f" updated_at=? WHERE id=? AND retired=0 RETURNING {_ITEM_COLS}",
-                (priority, batch_id, ov, now, item_id),
+                (priority, batch_id, ov, rest, now, item_id),
             ).fetchone()
             if row:
                 out.append(_item(row))
@@ -987,14 +998,22 @@ class SqliteStore:
                 "UPDATE takes SET cache_uses = cache_uses + 1, cache_last_used=? WHERE id=?",
                 (now, take.cached_from),
             )
-        c.execute(
-            "UPDATE items SET status='completed', current_take=?, last_error=NULL,"
-            " overrides=NULL, priority=0, worker_id=NULL, lease_until=NULL, updated_at=?"
-            " WHERE id=? AND generation=? AND status='generating'",
+        # a sweep's next take is queued at once, with its own overrides, in the same batch and priority
+        left = c.execute(
+            "UPDATE items SET current_take=?, last_error=NULL, worker_id=NULL, lease_until=NULL,"
+            " updated_at=?, status = CASE WHEN sweep IS NULL THEN 'completed' ELSE 'pending' END,"
+            " overrides = CASE WHEN sweep IS NULL THEN NULL ELSE json_extract(sweep, '$[0]') END,"
+            " priority = CASE WHEN sweep IS NULL THEN 0 ELSE priority END,"
+            " attempts = CASE WHEN sweep IS NULL THEN attempts ELSE 0 END,"
+            " sweep = CASE WHEN json_array_length(sweep) > 1 THEN json_remove(sweep, '$[0]') END"
+            " WHERE id=? AND generation=? AND status='generating'"
+            " RETURNING CASE WHEN status = 'pending' THEN 1 + IFNULL(json_array_length(sweep), 0) END",
             (take_id, now, item.id, item.generation),
-        )
+        ).fetchone()
         how = ", from the generation cache" if take.cached_from is not None else ""
         message = f"{item.key} completed ({describe_take(take)}, {take.elapsed_s:.2f} s{how})"
+        if left and left[0]:
+            message += f"; sweep: {left[0]} more {'take' if left[0] == 1 else 'takes'} queued"
         self._event(c, "info", "completed", item.collection, item.key, message, now)
         return take_id
 
@@ -1057,7 +1076,7 @@ class SqliteStore:
             for item_id in item_ids:
                 row = c.execute(
                     "UPDATE items SET status='cancelled', generation=generation+1, updated_at=?,"
-                    " worker_id=NULL, lease_until=NULL "
+                    " worker_id=NULL, lease_until=NULL, sweep=NULL "
                     "WHERE id=? AND status IN ('pending','generating') RETURNING collection, key",
                     (time.time(), item_id),
                 ).fetchone()
@@ -1191,13 +1210,16 @@ class SqliteStore:
         debounce_s: float,
         priority: int,
         overrides: Mapping[str, Any] | None = None,
+        sweep: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[int, list[Item]]:
         """Queue items for a new take in the open regenerate batch, whatever process sent it.
 
         Requests closer together than ``debounce_s`` seconds share one batch: the first
         opens it, each one keeps it open ``debounce_s`` longer, and its items are claimed
-        once it closes (claims skip open batches). Durable at once. Returns
-        ``(batch id, queued items)``.
+        once it closes (claims skip open batches). Durable at once. With ``sweep`` (a list of
+        overrides, one per take), each item gets ``len(sweep)`` new takes, one after the other,
+        each with ``overrides`` updated by its entry; every take is kept and the last one made
+        is current. Returns ``(batch id, queued items)``.
         """
         now = time.time()
         with self._transaction() as c:
@@ -1217,7 +1239,7 @@ class SqliteStore:
             else:
                 batch_id = int(row[0])
                 c.execute("UPDATE batches SET open_until=? WHERE id=?", (now + debounce_s, batch_id))
-            items = self._request(c, item_ids, batch_id, priority, overrides)
+            items = self._request(c, item_ids, batch_id, priority, overrides, sweep)
             n = int(c.execute("SELECT COUNT(*) FROM items WHERE batch_id=?", (batch_id,)).fetchone()[0])
             note = f"{n} {'regeneration' if n == 1 else 'regenerations'} queued as batch {batch_id}"
             c.execute("UPDATE batches SET note=? WHERE id=?", (note, batch_id))
