@@ -257,3 +257,23 @@ def test_a_version_2_state_file_migrates_and_keeps_staleness(tmp_path):
     assert store.get_item(items["arctic_a0001"].id).stale
     store.close()
     assert open_store(path).schema_version() == SCHEMA_VERSION  # opening again changes nothing
+
+
+def test_asr_checks_are_claimed_once_taken_over_when_cut_short_and_recorded(tmp_path):
+    store = _store(tmp_path, n=3)
+    for i in range(3):
+        item = store.claim_next("c")
+        store.complete(item, _take())
+    assert store.checks_left(["c"]) == 3
+    first = store.claim_checks(["c"], 2, hold_s=60)
+    assert [t.key for t in first] == ["k2", "k1"]  # newest first
+    # claimed takes are left alone by the others while held ...
+    assert [t.key for t in store.claim_checks(["c"], 5, hold_s=0.01)] == ["k0"]
+    assert store.claim_checks(["c"], 5, hold_s=60) == []
+    time.sleep(0.02)
+    # ... and taken over once the hold expires (a check cut short by a crash is done again)
+    assert [t.key for t in store.claim_checks(["c"], 5, hold_s=60)] == ["k0"]
+    assert store.record_check(first[0].take.id, {"wer": 0.25, "asr_text": "text two"}, "asr_mismatch")
+    done = store.get_take(first[0].take.id)
+    assert done.qa == {"wer": 0.25, "asr_text": "text two"}  # merged into its (empty) QA metrics
+    assert done.qa_flags == "asr_mismatch" and store.checks_left(["c"]) == 2

@@ -333,6 +333,18 @@ class Store(Protocol):
         the take's number, or None without such a take."""
         ...
 
+    def claim_checks(self, collections: Sequence[str], count: int, hold_s: float) -> list[TakeFile]:
+        """Claim up to ``count`` takes whose ASR check has not run, for ``hold_s`` seconds."""
+        ...
+
+    def record_check(self, take_id: int, metrics: Mapping[str, Any], flags: str | None) -> bool:
+        """Store a take's ASR check (metrics merged into its QA metrics, flags replaced)."""
+        ...
+
+    def checks_left(self, collections: Sequence[str]) -> int:
+        """Takes whose ASR check has not finished."""
+        ...
+
     def review_counts(self, collections: Sequence[str]) -> dict[str, dict[str, int]]:
         """``{collection: {review state: count}}`` over current takes."""
         ...

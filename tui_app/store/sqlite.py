@@ -251,6 +251,12 @@ def _item(row: Sequence[Any], next_take: int = 0) -> Item:
     )
 
 
+def _take_file(r: Sequence[Any]) -> TakeFile:
+    """A take row followed by its item's collection, key, status and whether the take is current."""
+    w = _TAKE_WIDTH
+    return TakeFile(_take(r[:w]), r[w], r[w + 1], r[w + 2], bool(r[w + 3]))
+
+
 def _take(row: Sequence[Any]) -> Take:
     return Take(
         id=row[0],
@@ -1392,6 +1398,51 @@ class SqliteStore:
             self._event(c, "info", "reviewed", collection, key, message, now)
         return int(take_number)
 
+    def claim_checks(self, collections: Sequence[str], count: int, hold_s: float) -> list[TakeFile]:
+        """Take up to ``count`` takes of ``collections`` whose ASR check has not run, for ``hold_s``
+        seconds (``asr_at`` holds ``-(expiry)`` meanwhile, so another worker leaves them alone until
+        then, and takes them over after: a check cut short by a crash is done again), newest first.
+
+        Returns the claimed takes with their item's collection and key.
+        """
+        if not collections or count < 1:
+            return []
+        now = time.time()
+        with self._transaction() as c:
+            rows = c.execute(
+                f"SELECT {_TAKE_COLS}, i.collection, i.key, i.status, (i.current_take = t.id)"
+                " FROM takes t JOIN items i ON i.id = t.item_id"
+                f" WHERE (t.asr_at IS NULL OR (t.asr_at < 0 AND -t.asr_at < ?))"
+                f" AND i.collection IN ({_marks(len(collections))}) ORDER BY t.id DESC LIMIT ?",
+                (now, *collections, count),
+            ).fetchall()
+            c.executemany("UPDATE takes SET asr_at = ? WHERE id = ?", [(-(now + hold_s), r[0]) for r in rows])
+        return [_take_file(r) for r in rows]
+
+    def record_check(self, take_id: int, metrics: Mapping[str, Any], flags: str | None) -> bool:
+        """Store a take's ASR check: ``metrics`` merged into its QA metrics, its QA flags replaced by
+        ``flags`` (None: none), ``asr_at`` set to now. False when the take no longer exists."""
+        now = time.time()
+        with self._transaction() as c:
+            cur = c.execute(
+                "UPDATE takes SET qa = json_patch(IFNULL(qa, '{}'), ?), qa_flags = ?, asr_at = ?"
+                " WHERE id = ?",
+                (json.dumps(dict(metrics)), flags, now, take_id),
+            )
+            return cur.rowcount > 0
+
+    def checks_left(self, collections: Sequence[str]) -> int:
+        """Takes of ``collections`` whose ASR check has not finished (waiting or under way)."""
+        if not collections:
+            return 0
+        return int(
+            self._conn.execute(
+                "SELECT COUNT(*) FROM takes t JOIN items i ON i.id = t.item_id WHERE"
+                f" (t.asr_at IS NULL OR t.asr_at < 0) AND i.collection IN ({_marks(len(collections))})",
+                list(collections),
+            ).fetchone()[0]
+        )
+
     def review_counts(self, collections: Sequence[str]) -> dict[str, dict[str, int]]:
         """``{collection: {review state: count}}`` over the current takes of the non-retired items
         (items without a take are not counted); every state present."""
@@ -1417,11 +1468,7 @@ class SqliteStore:
         if collection:
             sql += " WHERE i.collection=?"
             args = (collection,)
-        w = _TAKE_WIDTH
-        return [
-            TakeFile(_take(r[:w]), r[w], r[w + 1], r[w + 2], bool(r[w + 3]))
-            for r in self._conn.execute(sql + " ORDER BY t.item_id, t.number", args)
-        ]
+        return [_take_file(r) for r in self._conn.execute(sql + " ORDER BY t.item_id, t.number", args)]
 
     def completed_without_take(self) -> list[Item]:
         """Completed items whose current take is missing."""
