@@ -9,7 +9,7 @@ import pytest
 from conftest import sql
 
 from tui_app.sources import make_item
-from tui_app.store import SCHEMA_VERSION, Event, SqliteStore, TakeRecord, open_store
+from tui_app.store import SCHEMA_VERSION, Claim, Event, SqliteStore, TakeRecord, open_store
 
 
 def _take(n: int = 1) -> TakeRecord:
@@ -137,16 +137,16 @@ def test_claim_many_in_one_transaction_within_the_shared_limit_and_group_commit(
     last = store.find_item("c", "k5")
     store.request([last.id], batch_id=None, priority=10)
     # served in claim order: priority first, then source order
-    first = store.claim("c", 3, worker_id="w1", lease_s=30)
+    first = store.claim("c", 3, Claim(worker_id="w1", lease_s=30))
     assert [i.key for i in first] == ["k5", "k0", "k1"]
     assert all(i.status == "generating" and i.worker_id == "w1" for i in first)
     # w1 holds 3 live leases: with a limit of 4, w2 may take 1 more, whatever it asks for
-    assert [i.key for i in store.claim("c", 3, worker_id="w2", lease_s=30, limit=4)] == ["k2"]
-    assert store.claim("c", 3, worker_id="w2", lease_s=30, limit=3) == []
+    assert [i.key for i in store.claim("c", 3, Claim(worker_id="w2", lease_s=30, limit=4))] == ["k2"]
+    assert store.claim("c", 3, Claim(worker_id="w2", lease_s=30, limit=3)) == []
     # the cover-first gate sees the state before the claim: a cover is claimed alone
     pages = open_store(tmp_path / "p.sqlite")
     pages.import_items("p", [make_item(f"page_{i:03d}", i, "t", {}) for i in range(3)])
-    assert [i.key for i in pages.claim("p", 3, cover_first=True)] == ["page_000"]
+    assert [i.key for i in pages.claim("p", 3, Claim(cover_first=True))] == ["page_000"]
     # a group commit guards every take on its own
     store.request([first[1].id], batch_id=None, priority=10)  # k0 regenerated while in flight
     ids = store.complete_many([(i, _take(n)) for n, i in enumerate(first, 1)])
@@ -156,14 +156,14 @@ def test_claim_many_in_one_transaction_within_the_shared_limit_and_group_commit(
 
 def test_a_paced_claim_is_the_providers_next_start_and_takes_none_without_an_item(tmp_path):
     store = _store(tmp_path, n=1)
-    items, wait = store.claim_turn("c", 60.0, provider="p")
+    items, wait = store.claim_turn("c", 60.0, Claim(provider="p"))
     assert [i.key for i in items] == ["k0"] and wait == 0.0
     # the next start is 60 s away, for every worker: no claim before then
-    items, wait = store.claim_turn("c", 60.0, provider="p")
+    items, wait = store.claim_turn("c", 60.0, Claim(provider="p"))
     assert items == [] and 59 < wait <= 60
     # nothing to claim: no start is taken, so a worker with no work delays no one
     other = _store(tmp_path / "other", n=0)
-    assert other.claim_turn("c", 60.0, provider="p") == ([], 0.0)
+    assert other.claim_turn("c", 60.0, Claim(provider="p")) == ([], 0.0)
     assert other.reserve_start("p", 1.0) == 0.0
 
 
@@ -261,7 +261,7 @@ def test_a_version_2_state_file_migrates_and_keeps_staleness(tmp_path):
 
 def test_asr_checks_are_claimed_once_taken_over_when_cut_short_and_recorded(tmp_path):
     store = _store(tmp_path, n=3)
-    for i in range(3):
+    for _ in range(3):
         item = store.claim_next("c")
         store.complete(item, _take())
     assert store.checks_left(["c"]) == 3

@@ -33,7 +33,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -44,7 +44,7 @@ from ..project import HOST, Project, new_worker_id
 from ..providers import Output, Provider, ProviderError, build_provider
 from ..settings import CollectionConfig
 from ..storage_errors import storage_error
-from ..store import Event, Final, Item, Take, Worker
+from ..store import Claim, Event, Final, Item, Take, Worker
 from .finals import FinalBuilder
 from .retry import RetryPolicy
 from .takes import WRITER_THREADS, CachedTake, TakeWriter, request_cache_key
@@ -391,7 +391,7 @@ class Engine:
                 if self._stopping:
                     throttle.release()
                     break
-                options: dict[str, Any] = dict(
+                how = Claim(
                     worker_id=self.worker_id,
                     lease_s=self.config.lease_s,
                     provider=coll.provider,
@@ -406,7 +406,7 @@ class Engine:
                 # waiting for the throttle, and a worker with nothing to claim takes no one's turn
                 turned = asked = False
                 if throttle.pacing:
-                    items, asked = await self._claim_turn(coll.name, throttle, options)
+                    items, asked = await self._claim_turn(coll.name, throttle, how)
                     turned = bool(items)
                 if not asked:
                     # the free slots at once, in one claim transaction (the store's writes are the
@@ -422,7 +422,7 @@ class Engine:
                     # concurrency over every live lease: what the others hold, plus this worker's
                     # own requests (the slots just taken not included) stays within the provider's limit
                     items = self.store.claim(
-                        coll.name, slots, limit=throttle.limit - (throttle.in_use - slots), **options
+                        coll.name, slots, replace(how, limit=throttle.limit - (throttle.in_use - slots))
                     )
                 for _ in range(slots - len(items)):
                     throttle.release()
@@ -442,9 +442,7 @@ class Engine:
                     stats.note_start(time.monotonic())
                     tg.start_soon(self._run_item, coll, item, provider, throttle, turned)
 
-    async def _claim_turn(
-        self, collection: str, throttle: Throttle, options: dict[str, Any]
-    ) -> tuple[list[Item], bool]:
+    async def _claim_turn(self, collection: str, throttle: Throttle, how: Claim) -> tuple[list[Item], bool]:
         """Claim one item of a paced provider as its next request start (:meth:`Store.claim_turn`),
         once the throttle lets a request start. Returns the item (or none) and whether the store
         was asked at all (False: the provider stopped pacing meanwhile; claim as usual)."""
@@ -456,7 +454,7 @@ class Engine:
             asked = True
             # the slot this dispatcher holds is in in_use: the others may hold the rest
             limit = throttle.limit - throttle.in_use + 1
-            got, wait = self.store.claim_turn(collection, interval_s, limit=limit, **options)
+            got, wait = self.store.claim_turn(collection, interval_s, replace(how, limit=limit))
             items.extend(got)
             return wait if wait > 0 else (0.0 if got else -1.0)
 

@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .rows import (
+    NO_GATES,
     Batch,
     Choice,
+    Claim,
     DiskState,
     Event,
     Final,
@@ -166,51 +168,18 @@ class Store(Protocol):
         """Queue every failed item again; returns how many."""
         ...
 
-    def claim_next(
-        self,
-        collection: str,
-        *,
-        worker_id: str = "",
-        lease_s: float = 30.0,
-        provider: str = "",
-        limit: int | None = None,
-        shared_with: Sequence[str] = (),
-        cover_first: bool = False,
-        min_priority: int = 0,
-    ) -> Item | None:
-        """Claim the next item (``generating``, under ``worker_id``'s lease for ``lease_s`` seconds),
-        unless paused or ``limit`` leases of the provider's collections are live; or None."""
+    def claim_next(self, collection: str, **gates: Any) -> Item | None:
+        """:meth:`claim` of one item (``gates``: the fields of :class:`~.rows.Claim`), or None."""
         ...
 
-    def claim(
-        self,
-        collection: str,
-        count: int,
-        *,
-        worker_id: str = "",
-        lease_s: float = 30.0,
-        provider: str = "",
-        limit: int | None = None,
-        shared_with: Sequence[str] = (),
-        cover_first: bool = False,
-        min_priority: int = 0,
-    ) -> list[Item]:
-        """Claim up to ``count`` items in one transaction, at most ``limit`` minus the live leases
-        of other workers on the provider's collections; none while paused."""
+    def claim(self, collection: str, count: int, how: Claim = NO_GATES) -> list[Item]:
+        """Claim up to ``count`` items in one transaction (``generating``, under ``how.worker_id``'s
+        lease), at most ``how.limit`` minus the live leases of other workers on the provider's
+        collections; none while paused."""
         ...
 
     def claim_turn(
-        self,
-        collection: str,
-        interval_s: float,
-        *,
-        worker_id: str = "",
-        lease_s: float = 30.0,
-        provider: str = "",
-        limit: int | None = None,
-        shared_with: Sequence[str] = (),
-        cover_first: bool = False,
-        min_priority: int = 0,
+        self, collection: str, interval_s: float, how: Claim = NO_GATES
     ) -> tuple[list[Item], float]:
         """A paced provider's claim of one item that is also its next request start across every
         worker: ``(items, 0.0)``, or ``([], seconds to wait)`` when the start is not due yet."""

@@ -7,7 +7,7 @@ decoded. Times are unix seconds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -332,6 +332,34 @@ class SourceItem:
     text: str
     params: Mapping[str, Any]
     input_hash: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who claims items and the gates a claim passes (see :meth:`~tui_app.store.base.Store.claim`).
+
+    Attributes:
+        worker_id: the claiming worker: the lease's owner.
+        lease_s: the lease's length, seconds (renewed by heartbeats).
+        provider: the collection's provider (a pause of it holds the claim).
+        limit: the provider's concurrency minus this worker's own requests in flight: at most
+            ``limit`` minus the live leases of the other workers are claimed (None: no limit).
+        shared_with: the collections sharing the provider (the leases counted against ``limit``).
+        cover_first: items with ordinal > 0 wait until ordinal 0 is no longer pending or generating.
+        min_priority: claim only items of at least this priority (1: requested ones only).
+    """
+
+    worker_id: str = ""
+    lease_s: float = 30.0
+    provider: str = ""
+    limit: int | None = None
+    shared_with: Sequence[str] = ()
+    cover_first: bool = False
+    min_priority: int = 0
+
+
+#: A claim by no particular worker through no gates (tests, tools).
+NO_GATES = Claim()
 
 
 @dataclass(frozen=True)

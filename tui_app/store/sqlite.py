@@ -24,10 +24,12 @@ from typing import Any
 
 from ..redact import redact
 from .rows import (
+    NO_GATES,
     REVIEW_STATES,
     STATUSES,
     Batch,
     Choice,
+    Claim,
     DiskState,
     Event,
     Final,
@@ -768,95 +770,41 @@ class SqliteStore:
                 self._event(c, "info", "batch", None, None, message, now)
             return cur.rowcount
 
-    def claim_next(
-        self,
-        collection: str,
-        *,
-        worker_id: str = "",
-        lease_s: float = 30.0,
-        provider: str = "",
-        limit: int | None = None,
-        shared_with: Sequence[str] = (),
-        cover_first: bool = False,
-        min_priority: int = 0,
-    ) -> Item | None:
-        """:meth:`claim` of one item: the claimed item, or None when nothing is claimable now."""
-        items = self.claim(
-            collection,
-            1,
-            worker_id=worker_id,
-            lease_s=lease_s,
-            provider=provider,
-            limit=limit,
-            shared_with=shared_with,
-            cover_first=cover_first,
-            min_priority=min_priority,
-        )
+    def claim_next(self, collection: str, **gates: Any) -> Item | None:
+        """:meth:`claim` of one item (``gates``: the fields of :class:`Claim`): the claimed item, or
+        None when nothing is claimable now."""
+        items = self.claim(collection, 1, Claim(**gates))
         return items[0] if items else None
 
-    def claim(
-        self,
-        collection: str,
-        count: int,
-        *,
-        worker_id: str = "",
-        lease_s: float = 30.0,
-        provider: str = "",
-        limit: int | None = None,
-        shared_with: Sequence[str] = (),
-        cover_first: bool = False,
-        min_priority: int = 0,
-    ) -> list[Item]:
+    def claim(self, collection: str, count: int, how: Claim = NO_GATES) -> list[Item]:
         """Atomically take up to ``count`` claimable items of ``collection``: ``generating`` under a lease.
 
         Order: highest priority first, then source order. Items still backing off
         (``not_before`` in the future), in a debounce window that is still open, or
-        retired are skipped. Nothing is claimed while the collection, its ``provider`` or
-        everything (``*``) is paused. ``limit`` bounds the claim by the live leases other
-        workers hold on items of the provider's collections (``shared_with``, this one
+        retired are skipped. Nothing is claimed while the collection, its provider or
+        everything (``*``) is paused. ``how.limit`` bounds the claim by the live leases other
+        workers hold on items of the provider's collections (``how.shared_with``, this one
         included): at most ``limit - others`` items are claimed, so ``limit`` is the
         provider's concurrency minus the requests this worker already has in flight
-        (the caller counts its own). With ``cover_first``, items with ordinal > 0 wait until
+        (the caller counts its own). With ``how.cover_first``, items with ordinal > 0 wait until
         ordinal 0 (the cover) is no longer pending or generating (the subquery sees the
-        state before the claim, so a cover is claimed alone). With ``min_priority`` > 0 only
+        state before the claim, so a cover is claimed alone). With ``how.min_priority`` > 0 only
         explicitly requested items (regenerations, retries) are claimed.
 
-        The claim writes ``worker_id`` and a lease expiry ``lease_s`` seconds from now in
+        The claim writes ``how.worker_id`` and a lease expiry ``how.lease_s`` seconds from now in
         the same guarded statement (one transaction for all ``count`` items); the worker
         renews it with :meth:`heartbeat`.
 
         Returns the claimed items in claim order (each with ``generation`` incremented and
-        ``next_take`` set), possibly none. A claim is not an attempt: ``attempts`` counts
-        only the failures :meth:`fail` records, so a crash or an interrupted try costs none.
+        ``next_take`` set), possibly none. A claim is not an attempt: ``attempts`` counts only
+        the failures :meth:`fail` records, so a crash or an interrupted try costs none.
         """
         now = time.time()
         with self._transaction() as c:
-            return self._claim(
-                c,
-                now,
-                collection,
-                count,
-                worker_id=worker_id,
-                lease_s=lease_s,
-                provider=provider,
-                limit=limit,
-                shared_with=shared_with,
-                cover_first=cover_first,
-                min_priority=min_priority,
-            )
+            return self._claim(c, now, collection, count, how)
 
     def claim_turn(
-        self,
-        collection: str,
-        interval_s: float,
-        *,
-        worker_id: str = "",
-        lease_s: float = 30.0,
-        provider: str = "",
-        limit: int | None = None,
-        shared_with: Sequence[str] = (),
-        cover_first: bool = False,
-        min_priority: int = 0,
+        self, collection: str, interval_s: float, how: Claim = NO_GATES
     ) -> tuple[list[Item], float]:
         """A paced provider's claim: one item, whose claim is also the provider's next request start
         across every worker (as :meth:`reserve_start`, in the same transaction).
@@ -868,6 +816,7 @@ class SqliteStore:
             with nothing to claim never delays the others.
         """
         now = time.time()
+        provider = how.provider
         with self._transaction() as c:
             c.execute("INSERT OR IGNORE INTO provider_state (provider) VALUES (?)", (provider,))
             nxt, cool = c.execute(
@@ -875,19 +824,7 @@ class SqliteStore:
             ).fetchone()
             if max(nxt, cool) > now:
                 return [], max(nxt, cool) - now
-            items = self._claim(
-                c,
-                now,
-                collection,
-                1,
-                worker_id=worker_id,
-                lease_s=lease_s,
-                provider=provider,
-                limit=limit,
-                shared_with=shared_with,
-                cover_first=cover_first,
-                min_priority=min_priority,
-            )
+            items = self._claim(c, now, collection, 1, how)
             if items:
                 c.execute(
                     "UPDATE provider_state SET next_start=? WHERE provider=?", (now + interval_s, provider)
@@ -895,39 +832,27 @@ class SqliteStore:
         return items, 0.0
 
     def _claim(
-        self,
-        c: sqlite3.Connection,
-        now: float,
-        collection: str,
-        count: int,
-        *,
-        worker_id: str,
-        lease_s: float,
-        provider: str,
-        limit: int | None,
-        shared_with: Sequence[str],
-        cover_first: bool,
-        min_priority: int,
+        self, c: sqlite3.Connection, now: float, collection: str, count: int, how: Claim
     ) -> list[Item]:
         """The claim of :meth:`claim`, inside the caller's transaction ``c``."""
         gates = ""
-        args: list[Any] = [now, worker_id, now + lease_s, collection, now, min_priority, now]
-        if cover_first:
+        args: list[Any] = [now, how.worker_id, now + how.lease_s, collection, now, how.min_priority, now]
+        if how.cover_first:
             gates += (
                 " AND (ordinal = 0 OR NOT EXISTS (SELECT 1 FROM items c WHERE c.collection = ?"
                 " AND c.ordinal = 0 AND c.retired = 0 AND c.status IN ('pending','generating')))"
             )
             args.append(collection)
         gates += " AND NOT EXISTS (SELECT 1 FROM pauses WHERE name IN ('*', ?, ?))"
-        args += [collection, provider or "*"]
-        if limit is not None:
-            colls = list(shared_with) or [collection]
+        args += [collection, how.provider or "*"]
+        if how.limit is not None:
+            colls = list(how.shared_with) or [collection]
             others = c.execute(
                 "SELECT COUNT(*) FROM items WHERE status = 'generating' AND lease_until > ?"
                 f" AND worker_id IS NOT ? AND collection IN ({_marks(len(colls))})",
-                (now, worker_id, *colls),
+                (now, how.worker_id, *colls),
             ).fetchone()[0]
-            count = min(count, limit - others)
+            count = min(count, how.limit - others)
         if count <= 0:
             return []
         rows = c.execute(
