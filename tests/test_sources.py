@@ -95,11 +95,41 @@ def test_story_demo_is_cover_plus_39_pages():
     assert len(items) == 40
     cover = items[0]
     assert cover.key == "page_000" and cover.params["title"] == "The Tale of Peter Rabbit"
-    assert cover.text.startswith("By Beatrix Potter")
+    # the byline paragraph's first sentence, without the file's note on its layout and source
+    assert cover.text == "By Beatrix Potter" and cover.params["author"] == "Beatrix Potter"
     assert items[1].text.startswith("Once upon a time there were four little Rabbits")
     assert items[39].text.startswith("But Flopsy, Mopsy, and Cotton-tail")
     assert items[5].params["seed"] == 15
     assert items[5].params["prompt"].startswith("watercolour. ")
+
+
+@pytest.mark.parametrize(
+    ("paragraph", "byline", "author"),
+    [
+        (
+            "By Beatrix Potter (1901 edition; public domain). One page per block.",
+            "By Beatrix Potter",
+            "Beatrix Potter",
+        ),
+        ("By J. M. Barrie. Pages are separated by ---.", "By J. M. Barrie", "J. M. Barrie"),
+        ("Written and illustrated by Mrs. Ewing", "Written and illustrated by Mrs. Ewing", "Mrs. Ewing"),
+        ("By A.A. Milne.", "By A.A. Milne", "A.A. Milne"),
+        ("Beatrix Potter", "Beatrix Potter", "Beatrix Potter"),
+    ],
+)
+def test_story_byline_and_author(tmp_path, paragraph, byline, author):
+    src = tmp_path / "s.md"
+    src.write_text(f"# A Tale\n\n{paragraph}\n\nOnce upon a time.\n\nStill page one.\n\n---\n\nTwo.\n")
+    cover, one, two = read_story(src, {})
+    assert (cover.text, cover.params["author"], cover.params["title"]) == (byline, author, "A Tale")
+    assert one.text == "Once upon a time.\n\nStill page one." and two.text == "Two."
+
+
+def test_story_title_without_byline_has_no_author(tmp_path):
+    src = tmp_path / "s.md"
+    src.write_text("# A Tale\n\nOnce upon a time.\n\n---\n\nTwo.\n")
+    cover, one, _ = read_story(src, {})
+    assert cover.text == "" and "author" not in cover.params and one.text == "Once upon a time."
 
 
 def test_story_without_title_starts_at_page_1(tmp_path):

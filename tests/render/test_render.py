@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
 from PIL import Image
 
+from tui_app.providers.base import Request
+from tui_app.providers.pillow import PillowProvider
 from tui_app.render.pages import mood, plain, render_page
 from tui_app.render.variants import analyse_photo, render_variant, slot_parameters
+from tui_app.settings import ProviderConfig
 
 PHOTOS = Path(__file__).resolve().parents[2] / "data" / "photos"
 TEXT = (
@@ -42,6 +46,39 @@ def test_cover_and_long_text_render():
     assert cover != _page(text="By Beatrix Potter")
     long = _page(text=" ".join([TEXT] * 12))
     assert Image.open(io.BytesIO(long)).size == (320, 240)
+
+
+CREAM = (250, 244, 228)  # a captioned draft's panel behind the text
+
+
+def _bottom_colours(data: bytes) -> set[tuple[int, int, int]]:
+    """Colours of the bottom fifth of a page (inside a captioned draft's caption panel)."""
+    with Image.open(io.BytesIO(data)) as img:
+        bottom = img.convert("RGB").crop((0, img.height * 4 // 5, img.width, img.height))
+    return {c for _, c in bottom.getcolors(1 << 20)}
+
+
+def test_bare_picture_has_no_caption_or_title():
+    captioned, bare = _page(), _page(caption=False)
+    assert CREAM in _bottom_colours(captioned) and CREAM not in _bottom_colours(bare)
+    with Image.open(io.BytesIO(bare)) as img:
+        assert img.size == (320, 240)
+    # text and title are not drawn: the same picture whatever they are
+    assert _page(caption=False, text="other", title="A Title") == bare
+
+
+def test_pillow_provider_makes_bare_pictures():
+    provider = PillowProvider(ProviderConfig("draw", "pillow"))
+    request = Request(
+        "pages",
+        "picture",
+        "page_001",
+        TEXT,
+        {"prompt": "watercolour. " + TEXT, "seed": 7},
+        {"width": 320, "height": 240},
+    )
+    out = anyio.run(provider.generate, request)
+    assert out.data == _page(caption=False) and (out.width, out.height, out.seed) == (320, 240, 7)
 
 
 def test_tiny_page_is_refused():

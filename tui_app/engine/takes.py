@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 
+from .. import pngmeta
 from ..files import atomic_write, free_take_path, link_or_copy
 from ..kinds import get_kind
 from ..providers import Output, Request
@@ -225,22 +226,53 @@ class TakeWriter:
         elapsed_s: float,
         cache_key: str,
     ) -> tuple[Path, TakeRecord]:
-        path, number, sha = await anyio.to_thread.run_sync(
-            _write_file,
-            coll.output,
-            item.key,
-            request.take_number,
-            output.suffix,
-            output.data,
-            limiter=self._threads,
-        )
+        params = {k: v for k, v in request.params.items() if k != "photo_sha256"}
+        seed = output.seed if output.seed is not None else request.params.get("seed")
+
+        def write() -> tuple[Path, int, str, bytes, str | None]:
+            """Write the file (a PNG with its parameters chunks, see :mod:`tui_app.pngmeta`);
+            returns (path, number, sha256, the bytes written, why a PNG was left unstamped)."""
+            data, unstamped = output.data, None
+            number = request.take_number
+            if output.suffix.lower() == ".png":
+                number = free_take_path(coll.output, item.key, number, output.suffix)[1]
+                chunks = pngmeta.take_chunks(
+                    provider=coll.provider,
+                    model=output.model,
+                    collection=coll.name,
+                    kind=coll.kind,
+                    key=item.key,
+                    take=number,
+                    task=request.task,
+                    text=request.text,
+                    params={**params, **dict(output.params)},
+                    options=request.options,
+                    seed=seed,
+                    width=output.width,
+                    height=output.height,
+                    source=request.source.name if request.source is not None else None,
+                )
+                try:
+                    data = pngmeta.add_text(output.data, chunks)
+                except ValueError as exc:
+                    unstamped = str(exc)
+            return (*_write_file(coll.output, item.key, number, output.suffix, data), data, unstamped)
+
+        path, number, sha, data, unstamped = await anyio.to_thread.run_sync(write, limiter=self._threads)
+        if unstamped is not None:
+            self.store.log(
+                "warning",
+                "png_metadata",
+                f"{item.key}: take {number} written without its parameters chunks: {unstamped}",
+                collection=coll.name,
+                key=item.key,
+            )
         # QA takes tens of microseconds of numpy per clip: cheaper here than contending for the GIL
         qa = get_kind(coll.kind).measure(output.data, request.text)
-        params = {k: v for k, v in request.params.items() if k != "photo_sha256"}
         record = TakeRecord(
             path=self._relative(path),
             sha256=sha,
-            bytes=len(output.data),
+            bytes=len(data),
             provider=coll.provider,
             elapsed_s=elapsed_s,
             number=number,
@@ -250,7 +282,7 @@ class TakeWriter:
             height=output.height,
             model=output.model,
             params={**params, **dict(output.params)},
-            seed=output.seed if output.seed is not None else request.params.get("seed"),
+            seed=seed,
             qa=qa,
             qa_flags=("; ".join(qa_flags(qa)) or None) if qa else None,
             cache_key=cache_key,

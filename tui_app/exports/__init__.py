@@ -18,8 +18,8 @@ Formats:
 * NeMo ASR/TTS manifest (NVIDIA NeMo docs, "Preparing Custom ASR Data"): JSON lines
   ``{"audio_filepath": ABSOLUTE_PATH, "duration": SECONDS, "text": TEXT}`` in
   ``manifest.json``.
-* Pages: ``page_000.png`` ... and ``book.pdf`` (one page per story page, the image
-  above its text).
+* Pages: ``page_000.png`` ... and ``book.pdf`` (fpdf2: a cover, then one page per story
+  page with its picture and its text once, in an embedded font; see :mod:`.book`).
 * Variants: the chosen variant of each photo as ``STEM.png`` (its final from
   ``OUTPUT/finals/`` when one is recorded for the current take; never an out-of-date one).
 """

@@ -1,9 +1,10 @@
 """The ``pillow`` provider: offline images with Pillow.
 
-* ``pages``: a deterministic **draft** illustration from (prompt, seed, size) with
-  the page text as a caption (:mod:`tui_app.render.pages`). It is a placeholder
-  renderer for laying out a book and testing a pipeline, not an image model; real
-  illustrations come from the HTTP providers (``openai``, ``a1111``).
+* ``pages``: a deterministic **draft** illustration from (prompt, seed, size), marked
+  DRAFT (:mod:`tui_app.render.pages`). It is a placeholder renderer for laying out a
+  book and testing a pipeline, not an image model; real illustrations come from the
+  HTTP providers (``openai``, ``a1111``). Like theirs, its pictures hold no text: the
+  picture book export sets each page's title and text beside the picture, once.
 * ``variants``: real photo processing (autocontrast, denoise, sharpen, colour,
   tone) whose strength follows the slot's temperature and whose random choices
   follow its seed (:mod:`tui_app.render.variants`). Each photo is analysed once
@@ -56,6 +57,7 @@ class PillowProvider:
             width=width,
             height=height,
             title=p.get("title"),
+            caption=False,
         )
         return Output(
             data,

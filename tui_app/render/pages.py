@@ -2,9 +2,14 @@
 
 This is not an image model. It paints a simple procedural landscape (sky
 gradient, sun or moon, clouds, layered hills, trees) whose palette and layout
-follow the prompt's keywords and the seed, and sets the page text as a
-caption, so a picture book can be laid out and a pipeline exercised offline.
-Real illustrations come from the HTTP providers (``openai``, ``a1111``).
+follow the prompt's keywords and the seed, marked DRAFT, so a picture book can
+be laid out and a pipeline exercised offline. Real illustrations come from the
+HTTP providers (``openai``, ``a1111``).
+
+Like those, the ``pillow`` provider's pages are bare pictures (``caption=False``):
+the picture book (:mod:`tui_app.exports.book`) sets the title and text itself, once.
+With ``caption=True`` the page text is set below the picture as a caption (and a
+cover's title over it), for a self-contained draft page.
 
 Same inputs, same bytes: every random draw comes from
 ``random.Random(f"{seed}:{prompt}")`` (never Python's per-process salted ``hash``),
@@ -193,26 +198,36 @@ def _caption(draw: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, int
 
 
 def render_page(
-    *, text: str, prompt: str, seed: int, width: int, height: int, title: str | None = None
+    *,
+    text: str,
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    title: str | None = None,
+    caption: bool = True,
 ) -> bytes:
-    """PNG bytes of a ``width`` x ``height`` RGB draft page.
+    """PNG bytes of a ``width`` x ``height`` RGB draft page (``width``, ``height`` in px).
 
-    The illustration fills the top ~72 %; a cream panel below holds ``text``
-    (shrunk to fit, ellipsized as a last resort). With ``title`` (the cover)
-    the title is set large over the picture and ``text`` is the byline.
+    With ``caption`` the illustration fills the top ~72 %; a cream panel below holds
+    ``text`` (shrunk to fit, ellipsized as a last resort), and with ``title`` (the
+    cover) the title is set large over the picture and ``text`` is the byline. Without
+    ``caption`` the illustration fills the page and no text is set (``text`` and
+    ``title`` are ignored): the bare picture a book sets its own text beside.
 
     Raises:
         ValueError: ``width`` or ``height`` below 64 px.
     """
     if width < 64 or height < 64:
         raise ValueError(f"page size {width}x{height} is too small (at least 64x64 px)")
-    caption_h = int(height * CAPTION_FRACTION)
+    caption_h = int(height * CAPTION_FRACTION) if caption else 0
     art_h = height - caption_h
     page = Image.new("RGB", (width, height), (250, 244, 228))
     page.paste(_illustration(prompt, seed, width, art_h), (0, 0))
     draw = ImageDraw.Draw(page, "RGBA")
-    draw.line((0, art_h, width, art_h), fill=(200, 186, 160), width=max(1, height // 200))
-    if title:
+    if caption:
+        draw.line((0, art_h, width, art_h), fill=(200, 186, 160), width=max(1, height // 200))
+    if title and caption:
         size = max(12, min(width // max(8, len(title) // 2 + 4), art_h // 5))
         font = _font(size)
         lines = wrap(plain(title), font, width * 0.86)
@@ -223,7 +238,7 @@ def render_page(
         for line in lines:
             draw.text(((width - font.getlength(line)) / 2, ty), line, fill=(70, 40, 30), font=font)
             ty += int(size * 1.3)
-    if text:
+    if text and caption:
         _caption(draw, plain(text), (0, art_h, width, height))
     mark = _font(max(8, height // 40))
     draw.text((width - mark.getlength("DRAFT") - 6, 4), "DRAFT", fill=(255, 255, 255, 170), font=mark)

@@ -4,13 +4,21 @@ Layout::
 
     # The Tale of Peter Rabbit          <- title: makes the cover, page 0
 
-    By Beatrix Potter.                  <- optional byline: the cover's text, when the
-                                           first block has more than one paragraph
+    By Beatrix Potter (1901 edition).   <- optional byline paragraph, when the first block
+    One page per block; ...                has more than one paragraph after the title
+
     Once upon a time there were ...     <- page 1 (the first block's last paragraphs)
 
     ---
 
     They lived with their Mother ...    <- page 2
+
+The byline paragraph's first sentence is the byline: the cover's text, without its
+parenthesized remarks and final full stop (``By Beatrix Potter``); the author is the
+byline after its ``by`` (``Beatrix Potter``). The rest of that paragraph is a note
+about the file (how it is laid out, where it comes from) and is not part of the book.
+A full stop after an initial (``J. M. Barrie``) or a title (``Mrs.``) does not end
+the sentence.
 
 Within a page, paragraphs are kept (joined by a blank line) and the lines of
 one paragraph are joined by spaces. Without a ``# `` title there is no cover
@@ -21,6 +29,7 @@ collection's ``max_text_chars`` characters.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +41,54 @@ from . import DEFAULT_MAX_TEXT_CHARS, SourceError, control_name, first_control, 
 def page_key(number: int) -> str:
     """Item key of page ``number``: ``page_000`` is the cover."""
     return f"page_{number:03d}"
+
+
+#: Words whose full stop does not end a byline's sentence (besides single-letter initials).
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "mme", "mlle", "dr", "prof", "rev", "st", "sr", "jr"})
+#: Initials before a full stop: ``J``, ``A.A``.
+_INITIALS = re.compile(r"(?:[A-Z]\.)*[A-Z]")
+#: A parenthesized remark with the space before it.
+_REMARK = re.compile(r"\s*\([^()]*\)")
+#: Everything up to and including the first "by " of a byline ("By ", "Written and illustrated by ").
+_BY = re.compile(r"^.*?\bby\s+", re.IGNORECASE)
+
+
+def _is_abbreviation(before: str) -> bool:
+    """True when the word ending ``before`` (just before a full stop) is an initial or a title."""
+    words = before.split()
+    word = words[-1].lstrip("(\"'\u2018\u201c") if words else ""
+    return _INITIALS.fullmatch(word) is not None or word.lower() in _ABBREVIATIONS
+
+
+def _first_sentence(paragraph: str) -> str:
+    """The paragraph up to its first sentence end (``.``, ``!`` or ``?`` before a space or the end,
+    outside parentheses, not after an initial or a title); the whole paragraph when it has none."""
+    depth = 0
+    for index, char in enumerate(paragraph):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char in ".!?" and depth == 0:
+            if index + 1 < len(paragraph) and not paragraph[index + 1].isspace():
+                continue
+            if char == "." and _is_abbreviation(paragraph[:index]):
+                continue
+            return paragraph[: index + 1]
+    return paragraph
+
+
+def byline_and_author(paragraph: str) -> tuple[str, str]:
+    """(byline, author) of a story's byline paragraph (see the module docstring).
+
+    ``"By Beatrix Potter (1901 edition; public domain). One page per block."`` gives
+    ``("By Beatrix Potter", "Beatrix Potter")``; a byline without ``by`` is its own author.
+    """
+    byline = _REMARK.sub("", _first_sentence(paragraph)).strip()
+    if byline.endswith(".") and not _is_abbreviation(byline[:-1]):
+        byline = byline[:-1].rstrip()
+    author = _BY.sub("", byline, count=1) if _BY.match(byline) else byline
+    return byline, author.rstrip("!?").strip()
 
 
 def _blocks(text: str) -> list[tuple[int, list[tuple[int, str]]]]:
@@ -71,8 +128,9 @@ def _blocks(text: str) -> list[tuple[int, list[tuple[int, str]]]]:
 def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
     """Read pages; params are the collection's (``style``, ``seed``, ``max_text_chars``).
 
-    Each page item: key ``page_NNN``, ordinal = page number, text = page text,
-    params = {page, prompt (style + text), seed (collection seed + page number), title (cover)}.
+    Each page item: key ``page_NNN``, ordinal = page number, text = page text (the cover's:
+    its byline), params = {page, prompt (style + text), seed (collection seed + page number),
+    title and, with a byline, author (cover)}.
 
     Raises:
         SourceError: no pages, an empty page (with its line), a control character other than
@@ -93,11 +151,14 @@ def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
     blocks = _blocks(text)
     pages: list[tuple[int, str, str | None]] = []  # (line, text, title)
     title = None
+    author = ""
     first_line, first = blocks[0]
     if first and first[0][1].startswith("# "):
         title_line, title = first[0][0], first[0][1][2:].strip()
         rest = first[1:]
-        byline = rest[0][1] if len(rest) > 1 else ""
+        byline = ""
+        if len(rest) > 1:
+            byline, author = byline_and_author(rest[0][1])
         pages.append((title_line, byline, title))
         blocks[0] = (first_line, rest[1:] if len(rest) > 1 else rest)
     for number, (line, paragraphs) in enumerate(blocks):
@@ -126,6 +187,8 @@ def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
         }
         if page_title:
             item_params["title"] = page_title
+            if author:
+                item_params["author"] = author
         items.append(make_item(page_key(number), number, page_text, item_params))
     if len(items) <= (1 if title is not None else 0):
         raise SourceError(path, "no pages found (separate pages with a line holding only ---)")
