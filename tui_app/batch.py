@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import deque
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -42,7 +41,11 @@ from .signals import console as pipe_console
 from .signals import deliver_to_loop, signal_name
 from .storage_errors import StorageError, storage_error
 from .store import Event
+from .views import Throughput
 from .workers import Helpers, limit_threads, split_limit, threads_note, uses_onnxruntime
+
+#: with helper processes, how often the store's counts are read for items/s (seconds)
+SAMPLE_S = 1.0
 
 
 @dataclass
@@ -77,7 +80,17 @@ class BatchResult:
 
 
 class _Display:
-    """Live progress: rich bars on a terminal, periodic plain lines otherwise."""
+    """Live progress: rich bars on a terminal, periodic plain lines otherwise.
+
+    Items/s come from :class:`~tui_app.views.Throughput` (completions counted per time bucket, right
+    at any speed): fed with this engine's ``completed`` events, or with helper processes with the
+    growth of the store's completed count. While a collection has items in flight the rate is the
+    recent one; once nothing is in flight it is frozen at the run's rate (it does not decay).
+
+    With ``limit`` (``--limit N``: N items per collection, over every process of the run) the
+    progress and the ETA are for this run's items (N, or fewer when fewer are pending), not for the
+    whole collection, which the plain line still names.
+    """
 
     def __init__(
         self,
@@ -88,20 +101,34 @@ class _Display:
         quiet: bool,
         interval_s: float = 5.0,
         shared: bool = False,
+        limit: int | None = None,
     ):
         self.engine, self.names, self.console, self.quiet = engine, names, console, quiet
         self.interval_s = interval_s
         # with helper processes, in-flight counts and rates come from the store, not this engine
         self.shared = shared
-        self._samples: dict[str, deque[tuple[float, int]]] = {n: deque() for n in names}
+        self.limit = limit
+        self.throughput = {n: Throughput() for n in names}
+        self.at_start: dict[str, dict[str, int]] = {}  # the store's counts when the run started
+        #: with ``limit``: the items this run is to do, per collection (N, or the pending ones if fewer)
+        self.targets: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # shared: the completed count last fed to the throughput
         self.rich = console.is_terminal and not quiet
         self.progress: Progress | None = None
         self.tasks: dict[str, Any] = {}
         self.started = time.monotonic()
         self._last_plain = self.started  # first plain line after one interval; the summary covers the end
+        self._sampled = self.started
 
     def __enter__(self) -> _Display:
         counts = self.engine.store.counts(self.names)
+        begun = time.time()
+        for name in self.names:
+            self.at_start[name] = dict(counts[name])
+            self._seen[name] = counts[name]["completed"]
+            self.throughput[name].begin(begun)
+            if self.limit is not None:
+                self.targets[name] = min(self.limit, counts[name]["pending"])
         if self.rich:
             self.progress = Progress(
                 TextColumn("[bold]{task.description:<12}"),
@@ -114,12 +141,12 @@ class _Display:
                 refresh_per_second=8,
             )
             for name in self.names:
-                total = sum(counts[name].values())
+                total, done, failed = self.progress_of(name, counts[name])
                 self.tasks[name] = self.progress.add_task(
-                    name,
+                    name if self.limit is None else f"{name} (--limit {self.limit})",
                     total=total,
-                    completed=counts[name]["completed"],
-                    failed=counts[name]["failed"],
+                    completed=done,
+                    failed=failed,
                     inflight=0,
                     rate=0.0,
                     eta="-",
@@ -133,6 +160,8 @@ class _Display:
             self.progress.stop()
 
     def on_event(self, event: Event) -> None:
+        if event.kind == "completed" and not self.shared and event.collection in self.throughput:
+            self.throughput[event.collection].note(event.ts)
         if event.kind in ("failed", "cooldown", "discarded") and not self.quiet:
             style = "red" if event.kind == "failed" else "yellow"
             self.console.print(f"[{style}]{event.message}[/]", markup=True, highlight=False)
@@ -141,50 +170,91 @@ class _Display:
         """Items in flight: this engine's, or with helper processes every worker's (the store's)."""
         return c["generating"] if self.shared else self.engine.stats[name].in_flight
 
-    def shared_rate(self, name: str, completed: int, now: float, window_s: float = 30.0) -> float:
-        """Items completed per second over the last ``window_s`` seconds, from the store's counts."""
-        samples = self._samples[name]
-        samples.append((now, completed))
-        while len(samples) > 2 and now - samples[1][0] >= window_s:
-            samples.popleft()
-        then, before = samples[0]
-        return (completed - before) / (now - then) if now - then >= 1.0 else 0.0
+    def this_run(self, name: str, c: dict[str, int]) -> tuple[int, int]:
+        """Items completed and failed in this run: this engine's, or with helper processes the growth
+        of the store's counts since the start."""
+        if self.shared:
+            start = self.at_start[name]
+            return max(0, c["completed"] - start["completed"]), max(0, c["failed"] - start["failed"])
+        stats = self.engine.stats[name]
+        return stats.completed, stats.failed
+
+    def progress_of(self, name: str, c: dict[str, int]) -> tuple[int, int, int]:
+        """(total, done, failed) for the bar: the whole collection, or with ``limit`` this run's items."""
+        if self.limit is None:
+            return sum(c.values()), c["completed"], c["failed"]
+        completed, failed = self.this_run(name, c)
+        done = completed + failed
+        return max(self.targets[name], done), done, failed
+
+    def remaining(self, name: str, c: dict[str, int]) -> int:
+        """Items still to do (in flight included): in the collection, or with ``limit`` in this run."""
+        if self.limit is None:
+            return c["pending"] + c["generating"]
+        total, done, _ = self.progress_of(name, c)
+        return max(0, total - done)
+
+    def rate(self, name: str, c: dict[str, int], now: float) -> float:
+        """Items/s: recent while items are in flight; the run's, frozen, once none is."""
+        return self.throughput[name].rate(now, busy=self.in_flight(name, c) > 0)
 
     def line(self, name: str, c: dict[str, int], rate: float, eta: str) -> str:
         total = sum(c.values())
+        inflight = self.in_flight(name, c)
+        if self.limit is None:
+            return (
+                f"{name}: {c['completed']}/{total} completed, {c['failed']} failed, "
+                f"{inflight} in flight, {rate:.1f} items/s, ETA {eta}"
+            )
+        target, done, failed = self.progress_of(name, c)
         return (
-            f"{name}: {c['completed']}/{total} completed, {c['failed']} failed, "
-            f"{self.in_flight(name, c)} in flight, {rate:.1f} items/s, ETA {eta}"
+            f"{name}: {done}/{target} this run (--limit {self.limit}), {failed} failed, "
+            f"{inflight} in flight, {rate:.1f} items/s, ETA {eta}; {c['completed']}/{total} in all"
         )
 
+    def _sample(self, counts: dict[str, dict[str, int]], now: float) -> None:
+        """With helper processes: feed the growth of the store's completed counts to the throughput."""
+        for name in self.names:
+            completed = counts[name]["completed"]
+            if completed > self._seen[name]:
+                self.throughput[name].note(now, completed - self._seen[name])
+            self._seen[name] = completed
+
     def refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        plain_due = not self.rich and not self.quiet and (force or now - self._last_plain >= self.interval_s)
+        mono = time.monotonic()
+        plain_due = not self.rich and not self.quiet and (force or mono - self._last_plain >= self.interval_s)
+        sample_due = self.shared and (force or mono - self._sampled >= SAMPLE_S)
+        if not self.rich and not plain_due and not sample_due:
+            return
+        now = time.time()
+        counts = self.engine.store.counts(self.names)
+        if self.shared:
+            self._sampled = mono
+            self._sample(counts, now)
         if not self.rich and not plain_due:
             return
-        counts = self.engine.store.counts(self.names)
         for name in self.names:
             c = counts[name]
-            stats = self.engine.stats[name]
-            rate = self.shared_rate(name, c["completed"], now) if self.shared else stats.rate(now)
-            if rate == 0.0 and stats.completed and not self.shared:
-                rate = stats.completed / max(now - self.started, 1e-6)
-            remaining = c["pending"] + c["generating"]
-            eta = format_eta(remaining / rate) if rate > 0 else ("0s" if remaining == 0 else "-")
+            rate = self.rate(name, c, now)
+            remaining = self.remaining(name, c)
+            eta = "0s" if remaining == 0 else (format_eta(remaining / rate) if rate > 0 else "-")
             if self.progress is not None:
+                total, done, failed = self.progress_of(name, c)
                 self.progress.update(
                     self.tasks[name],
-                    total=sum(c.values()),
-                    completed=c["completed"],
-                    failed=c["failed"],
+                    total=total,
+                    completed=done,
+                    failed=failed,
                     inflight=self.in_flight(name, c),
                     rate=rate,
                     eta=eta,
                 )
             elif plain_due:
-                self.console.print(self.line(name, c, rate, eta), highlight=False, markup=False)
+                # one line each, however narrow the console thinks it is (a log file: 80 columns)
+                line = self.line(name, c, rate, eta)
+                self.console.print(line, highlight=False, markup=False, soft_wrap=True)
         if plain_due:
-            self._last_plain = now
+            self._last_plain = mono
 
 
 def run_batch(
@@ -254,7 +324,9 @@ def run_batch(
             if helpers is not None:
                 helpers.start()
             try:
-                interrupted = anyio.run(_run, engine, names, limits[0], console, progress_interval_s, helpers)
+                interrupted = anyio.run(
+                    _run, engine, names, limits[0], console, progress_interval_s, helpers, limit
+                )
             except BaseException as exc:  # noqa: BLE001 - only a storage failure is handled here
                 problem = storage_error(exc, path=config.state_path)
                 if problem is None:
@@ -297,9 +369,11 @@ async def _run(
     console: Console,
     interval_s: float,
     helpers: Helpers | None = None,
+    total_limit: int | None = None,
 ) -> bool:
     """Prepare the providers and run (then wait for the ``helpers``); True when SIGINT or SIGTERM
-    stopped it (at any point in here)."""
+    stopped it (at any point in here). ``limit`` is this process's part of ``total_limit`` (``--limit``,
+    which the progress shows)."""
     signalled: list[int] = []
     stop = anyio.Event()
 
@@ -323,7 +397,13 @@ async def _run(
                 tg.start_soon(watch_signals)
                 await engine.prepare(names)
                 display = _Display(
-                    engine, names, console, quiet=False, interval_s=interval_s, shared=helpers is not None
+                    engine,
+                    names,
+                    console,
+                    quiet=False,
+                    interval_s=interval_s,
+                    shared=helpers is not None,
+                    limit=total_limit,
                 )
                 engine.subscribe(display.on_event)
                 with display:

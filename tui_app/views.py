@@ -13,8 +13,9 @@ events, counts, pauses, leases.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 from .store import Item, Row, RowFilter, Store, Take
 
@@ -32,12 +33,17 @@ class RowSource:
         qa_only: only rows whose current take has QA flags.
     """
 
-    def __init__(self, store: Store, collection: str):
+    def __init__(self, store: Store, collection: str, *, take_params: bool = False):
         self.store = store
         self.collection = collection
         self.text_filter = ""
         self.status_filter = ""
         self.qa_only = False
+        #: give each row its current take's parameters (:class:`TakeRow`), for columns that show
+        #: what the take was made with (an override included) rather than the item's configuration
+        self.take_params = take_params
+        # a take never changes: its parameters are read once (keyed by what tells a reused number apart)
+        self._take_params: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def where(self) -> RowFilter:
         """The current filters as a :class:`RowFilter`."""
@@ -57,11 +63,38 @@ class RowSource:
 
     def rows(self, offset: int, limit: int, *, dense: bool = False) -> list[Row]:
         """Rows ``offset`` .. ``offset + limit - 1`` in source order (see :meth:`Store.rows`)."""
-        return self.store.rows(self.collection, self.where(), offset, limit, dense=dense)
+        rows = self.store.rows(self.collection, self.where(), offset, limit, dense=dense)
+        return [self._with_take(r) for r in rows] if self.take_params else rows
+
+    def _with_take(self, row: Row) -> Row:
+        """``row`` as a :class:`TakeRow` carrying its current take's parameters (read once per take:
+        a take is immutable)."""
+        params = None
+        if row.take_number:
+            key = (row.id, row.take_number, row.seed, row.bytes)
+            params = self._take_params.get(key)
+            if params is None:
+                take = next((t for t in self.store.takes(row.id) if t.number == row.take_number), None)
+                if take is not None:
+                    if len(self._take_params) >= 20_000:
+                        self._take_params.clear()
+                    params = self._take_params[key] = dict(take.params)
+        return TakeRow(**{f.name: getattr(row, f.name) for f in fields(Row)}, take_params=params)
 
     def ids(self) -> list[int]:
         """Ids of every matching row (for "mark all visible")."""
         return self.store.row_ids(self.collection, self.where())
+
+
+@dataclass(frozen=True)
+class TakeRow(Row):
+    """A table row with the parameters its current take was made with (None without a take).
+
+    Stopgap until the store's :class:`~tui_app.store.Row` carries them (``Row.take_params``): cells
+    read them with ``getattr(row, "take_params", None)`` (:class:`tui_app.kinds.columns.TakeParam`),
+    so they work with either."""
+
+    take_params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,35 +114,97 @@ def take_details(store: Store, item_id: int) -> ItemDetails | None:
 
 
 class Throughput:
-    """Completions per second of one collection, over every worker, from the store's ``completed`` events.
+    """Completions per second of one collection, over every worker, counted per time bucket.
 
-    Fed with the events' times (unix seconds) as they are read from the store, in id order.
+    Fed with completion times (unix seconds, in any order) as they are read, one at a time
+    (the store's ``completed`` events) or several at once (a count that grew). Completions
+    are kept as counts in ``buckets`` buckets of ``window_s / buckets`` seconds (each with its
+    first and last time), never one entry per item: memory and the cost of :meth:`rate` stay
+    the same at 1 item/s and at 50,000, and no speed is capped.
+
+    A *stretch* is a spell of work: it starts at :meth:`begin` when the caller knows when
+    (``--batch``: its start), else at its first completion after ``window_s`` without any.
+
     While the collection has items in flight, the rate is the completions of the last
-    ``window_s`` seconds over the time since the first of them (at least 1 s); once
-    nothing is in flight, the rate of the finished stretch, so it does not decay with
-    idle time.
+    ``window_s`` seconds of the stretch over that time (at least 1 s). Once nothing is in
+    flight it is frozen at the rate of the finished stretch, from its start to its last
+    completion: it does not decay with idle time (the TUI hides it then; ``--batch`` shows
+    it for a collection that is done).
     """
 
-    def __init__(self, window_s: float = 30.0):
+    def __init__(self, window_s: float = 30.0, buckets: int = 60):
         self.window_s = window_s
-        self._times: deque[float] = deque()
+        self.bucket_s = window_s / buckets
+        self._keep = buckets + 2  # the window's buckets, plus the one it cuts at each end
+        self._buckets: dict[int, list[float]] = {}  # bucket index -> [count, first ts, last ts]
+        self._begun: float | None = None  # the stretch's start, when the caller said (begin)
+        self._first: float | None = None  # the stretch's first completion
+        self._last: float | None = None  # the newest completion
+        self._total = 0  # completions of the stretch
 
-    def note(self, ts: float) -> None:
-        """An item completed at unix time ``ts``."""
-        times = self._times
-        times.append(ts)
-        while times and times[0] < ts - self.window_s:
-            times.popleft()
+    def begin(self, ts: float) -> None:
+        """Work (re)started at unix time ``ts``: a new stretch; earlier completions no longer count."""
+        self._buckets.clear()
+        self._begun, self._first, self._last, self._total = ts, None, None, 0
+
+    def note(self, ts: float, n: int = 1) -> None:
+        """``n`` items completed at unix time ``ts``."""
+        if n <= 0:
+            return
+        if self._last is not None and ts - self._last > self.window_s and self._begun is None:
+            self._buckets.clear()  # a new stretch after an idle spell: the old one no longer counts
+            self._first, self._total = None, 0
+        if self._begun is not None and ts < self._begun:
+            ts = self._begun  # counted before begin() by a caller whose clock reads a little late
+        index = math.floor(ts / self.bucket_s)
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            self._buckets[index] = [float(n), ts, ts]
+        else:
+            bucket[0] += n
+            bucket[1], bucket[2] = min(bucket[1], ts), max(bucket[2], ts)
+        self._first = ts if self._first is None else min(self._first, ts)
+        self._last = ts if self._last is None else max(self._last, ts)
+        self._total += n
+        newest = math.floor(self._last / self.bucket_s)
+        if len(self._buckets) > self._keep:
+            for old in [i for i in self._buckets if i < newest - self._keep]:
+                del self._buckets[old]
+
+    def _since(self, lo: float, hi: float) -> tuple[float, float | None]:
+        """Completions in ``(lo, hi]`` (a bucket the bound cuts counts in proportion) and the first time
+        among them (None when none)."""
+        count, first = 0.0, None
+        for n, begin, end in self._buckets.values():
+            if end <= lo or begin > hi:
+                continue
+            if begin > lo or end == begin:
+                part, start = n, begin
+            else:  # the window starts inside this bucket: its completions are taken as evenly spread
+                part, start = n * (end - lo) / (end - begin), lo
+            count += part
+            first = start if first is None else min(first, start)
+        return count, first
 
     def rate(self, now: float, *, busy: bool) -> float:
         """Items per second at unix time ``now``; ``busy``: the collection has items in flight."""
-        times = self._times
-        if busy:
-            recent = [t for t in times if t >= now - self.window_s]
-            return len(recent) / max(now - recent[0], 1.0) if recent else 0.0
-        if len(times) < 2:
+        if self._last is None:
             return 0.0
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+        if busy:
+            lo = now - self.window_s
+            if self._begun is not None:
+                lo = max(lo, self._begun)
+            count, first = self._since(lo, now)
+            if not count or first is None:
+                return 0.0
+            since = lo if self._begun is not None else max(lo, first)
+            return count / max(now - since, 1.0)
+        # idle: the finished stretch, from its start to its last completion
+        if self._begun is not None:
+            return self._total / max(self._last - self._begun, 1e-6)
+        if self._total < 2 or self._first is None:
+            return 0.0
+        return (self._total - 1) / max(self._last - self._first, 1e-6)
 
 
 @dataclass(frozen=True)
@@ -161,4 +256,4 @@ class QueueView:
         return ""
 
 
-__all__ = ["ItemDetails", "QueueView", "Row", "RowSource", "Throughput", "take_details"]
+__all__ = ["ItemDetails", "QueueView", "Row", "RowSource", "TakeRow", "Throughput", "take_details"]

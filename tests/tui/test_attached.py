@@ -139,7 +139,8 @@ async def test_quitting_releases_only_the_apps_own_items(tmp_path):
     async with app.run_test(size=(140, 30)) as pilot:
         proc = _external(tmp_path, "--batch", "--collection", "pages")
         try:
-            await pilot.press("g")  # this app's worker: everything pending in the dataset
+            # this app's worker: every dataset row, as requests (`g` would start the pages here too)
+            await pilot.press("a", "r")
             external: set[int] = set()
 
             def both_busy() -> bool:

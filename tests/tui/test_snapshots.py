@@ -56,3 +56,10 @@ def test_log_tab(snap_compare, tmp_path):
 def test_regenerate_dialog(snap_compare, tmp_path):
     app = build_app(_project(tmp_path), clock_free=True, import_in_background=False)
     assert snap_compare(app, terminal_size=SIZE, press=["2", "down", "R"])
+
+
+def test_last_row_after_end_in_a_wide_terminal(snap_compare, tmp_path):
+    """At 160 x 45 (no horizontal scrollbar) ``end`` shows the last row, highlighted, above the footer."""
+    config = load_config(write_project(tmp_path, entries=60, pages=1, photos=1))
+    app = build_app(config, clock_free=True, import_in_background=False)
+    assert snap_compare(app, terminal_size=(160, 45), press=["end"])

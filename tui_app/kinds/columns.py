@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..store.rows import Row
 
 
@@ -27,3 +30,33 @@ def qa_or_error(row: Row) -> str:
     if row.stale:
         return "stale: text changed"
     return row.qa_flags or ("ok" if row.take_number else "")
+
+
+class TakeParam:
+    """A cell showing one parameter the row's current take was made with (an override included).
+
+    The parameters come from ``row.take_params`` when the row carries them (a
+    :class:`tui_app.views.TakeRow`, or a store row that has them); without a take, or on a row
+    that does not carry them, the item's own parameter is shown (what its next take will use
+    unless overridden). Tables give a column of this type its take's parameters
+    (:attr:`tui_app.views.RowSource.take_params`).
+
+    Args:
+        name: the parameter (``temperature``).
+        show: turns a present value into the cell text.
+        default: the cell when neither the take nor the item has the parameter.
+    """
+
+    def __init__(self, name: str, show: Callable[[Any], str] = str, default: str = ""):
+        self.name = name
+        self.show = show
+        self.default = default
+
+    def __call__(self, row: Row) -> str:
+        """The cell text for ``row``."""
+        take_params = getattr(row, "take_params", None)
+        if take_params is not None and self.name in take_params:
+            value = take_params[self.name]
+        else:
+            value = row.params.get(self.name)
+        return self.default if value is None else self.show(value)

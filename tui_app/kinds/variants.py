@@ -11,7 +11,7 @@ from ..settings import CollectionConfig, TableReader, show
 from ..sources.photos import read_photos
 from ..store.rows import Item, Row, SourceItem
 from .base import Column, Kind, OverrideField
-from .columns import error
+from .columns import TakeParam, error
 
 #: The slots every project has; ``preset:NAME`` or ``NAME`` refers to a ``[presets.NAME]`` table.
 BUILTIN_SLOTS = ("forensic", "balanced", "creative")
@@ -39,7 +39,8 @@ class VariantsKind(Kind):
         Column("photo", 16, lambda r: r.params.get("photo", r.text)),
         Column("slot", 4, lambda r: str(r.params.get("slot", ""))),
         Column("variant", 10, lambda r: str(r.params.get("preset") or r.params.get("variant", ""))),
-        Column("temp", 5, lambda r: f"{float(r.params.get('temperature', 0)):.2f}"),
+        # what the current take was made with (a regenerate's override included), not the slot's
+        Column("temp", 5, TakeParam("temperature", lambda v: f"{float(v):.2f}", default="0.00")),
         Column(
             "seed", 11, lambda r: str(r.seed if r.seed is not None else (r.params.get("seed") or "random"))
         ),

@@ -13,9 +13,10 @@ By default the app also runs a worker of its own: an engine with its own
 connection, on an event loop in a thread of its own, so that its store queries
 never hold up a key press. It at first generates only explicitly requested
 items (regenerate, retry, front); ``g`` lets it generate everything pending in
-the current collection. Every action of the app is written to the store through
-the app's own connection (:attr:`TuiApp.control`, an engine that never runs),
-where the workers, this one included, act on it within 0.1 s. Without a worker
+every collection, until that run is over (then it serves requests only again).
+Every action of the app is written to the store through the app's own connection
+(:attr:`TuiApp.control`, an engine that never runs), where the workers, this one
+included, act on it within 0.1 s. Without a worker
 (``build_app(..., worker=False)``, ``--no-worker``) the app is a viewer and
 controller of the project's other workers.
 """
@@ -48,6 +49,7 @@ from ..display import format_eta
 from ..engine import Engine
 from ..exit_codes import ExitCode
 from ..kinds import get_kind
+from ..kinds.columns import TakeParam
 from ..project import Project, read_sources, stale_workers
 from ..settings import Config
 from ..storage_errors import storage_error
@@ -128,9 +130,18 @@ class TuiApp(App[int]):
         self._engine_run: Future[None] | None = None
         self._engine_error = ""  # why the worker stopped, set in its thread, said on the next tick
         self.clock_free = clock_free  # hide time-dependent text (snapshot tests)
-        self.sources = {name: RowSource(self.reader, name) for name in config.collections}
+        self.sources = {
+            name: RowSource(
+                self.reader,
+                name,
+                # a column showing what the current take was made with: the rows carry its parameters
+                take_params=any(isinstance(c.value, TakeParam) for c in get_kind(coll.kind).columns),
+            )
+            for name, coll in config.collections.items()
+        }
         self._dirty: set[str] = set(config.collections)
         self._recount: set[str] = set()  # collections whose row count may have changed (import, filters)
+        self._refiltered: set[str] = set()  # collections whose filter changed: show the first match
         self._version = self.reader.data_version()  # changes whenever another connection commits
         self._more_events = False  # the last read of the events stopped at EVENT_PAGE
         self._last_event_id = 0
@@ -286,9 +297,12 @@ class TuiApp(App[int]):
             self._dirty.update(self.config.collections)
         dirty, self._dirty = self._dirty, set()
         recount, self._recount = self._recount, set()
-        for name in dirty | recount:
+        refiltered, self._refiltered = self._refiltered, set()
+        for name in dirty | recount | refiltered:
             # only the visible rows are read again (and compared); a hidden table just drops its cache
-            self.tables[name].reload(recount=name in recount)
+            self.tables[name].reload(recount=name in recount or name in refiltered)
+            if name in refiltered:
+                self.tables[name].to_top()  # the first match, at the top (not the old scroll position)
         if dirty or self._more_events:
             self._read_events()
         now = time.monotonic()
@@ -393,16 +407,17 @@ class TuiApp(App[int]):
         counts = self._counts[name]
         total = sum(counts.values())
         in_flight = counts["generating"]
-        rate = self.throughput[name].rate(time.time(), busy=in_flight > 0)
-        remaining = counts["pending"] + in_flight
-        eta = format_eta(remaining / rate) if rate > 0 else "-"
         first = [
             f"[b]{counts['completed']}/{total}[/b] completed",
             f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "0 failed",
             f"{in_flight} in flight",
         ]
-        if not self.clock_free:
-            first += [f"{rate:.1f} items/s", f"ETA {eta}"]
+        if not self.running(name):
+            first.append("idle")  # no rate nor ETA of a run that is over
+        elif not self.clock_free:
+            rate = self.throughput[name].rate(time.time(), busy=True)
+            remaining = counts["pending"] + in_flight
+            first += [f"{rate:.1f} items/s", f"ETA {format_eta(remaining / rate) if rate > 0 else '-'}"]
         queue = self.queue_view(name)
         reason = queue.reason(clock_free=self.clock_free)
         waiting = f"{queue.pending} pending" + (f": {reason}" if reason else "")
@@ -446,11 +461,33 @@ class TuiApp(App[int]):
         self._counts = self.reader.counts(list(self.config.collections))
         self._paused = self.reader.paused()
         for name in self.config.collections:
+            self._note_busy(name, now)  # first: the summary says at once when a run is over
+            self._end_serving_all(name)
             self.summaries[name].update(self.summary_text(name))
             table = self.tables[name]
             if not table.source.filtered() and sum(self._counts[name].values()) != table.count:
                 self._recount.add(name)  # rows added or retired (an import by another process)
-            self._note_busy(name, now)
+
+    def running(self, name: str) -> bool:
+        """True while a run of collection ``name`` goes on (in any worker): items are in flight, or were
+        less than QUIET_S ago (a fast provider's items between two claims)."""
+        return bool(self._counts.get(name, {}).get("generating")) or self._busy[name]
+
+    def _end_serving_all(self, name: str) -> None:
+        """Once the run that ``g`` started is over (nothing pending, nothing in flight), the app's own
+        worker serves requests only again, as when the app opened (and the summary says so)."""
+        counts = self._counts[name]
+        if (
+            self.own_worker
+            and self.engine.min_priority.get(name, 1) == 0
+            and not self.running(name)
+            and not counts["pending"]
+        ):
+            self._on_engine_loop(self._serve_requests_only, name)
+
+    def _serve_requests_only(self, name: str) -> None:
+        """On the worker's loop: serve only requested items of ``name`` (undoes ``serve_all``)."""
+        self.engine.min_priority[name] = 1
 
     def _note_busy(self, name: str, now: float) -> None:
         """Notify "Batch finished" once nothing of the collection has been in flight for QUIET_S."""
@@ -564,14 +601,21 @@ class TuiApp(App[int]):
         return [name] if name else list(self.config.collections)
 
     def action_generate_pending(self) -> None:
-        names = self._current_or_all()
+        """Let the app's own worker generate everything pending, in every collection (whichever tab is
+        shown); each collection goes back to ``requests only`` when its run is over."""
+        names = list(self.config.collections)
         if not self.own_worker:
             n = len(self.live_workers())
             self.notify(f"no worker in this app: the project's workers ({n} live) serve everything pending")
             return
         self._on_engine_loop(self.engine.serve_all, names)
-        pending = sum(self.store.counts(names)[n]["pending"] for n in names)
-        self.notify(f"generating {pending} pending items in {', '.join(names)}")
+        counts = self.store.counts(names)
+        waiting = {n: counts[n]["pending"] for n in names if counts[n]["pending"]}
+        if waiting:
+            where = ", ".join(f"{n} {k}" for n, k in waiting.items())
+            self.notify(f"generating {sum(waiting.values())} pending items ({where})")
+        else:
+            self.notify("nothing pending in any collection")
         self._dirty.update(names)
 
     def action_retry_failed(self) -> None:
@@ -715,9 +759,9 @@ class TuiApp(App[int]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         name = self.current_collection()
-        if event.input.id == "filter-input" and name:
+        if event.input.id == "filter-input" and name and self.sources[name].text_filter != event.value:
             self.sources[name].text_filter = event.value
-            self._recount.add(name)
+            self._refiltered.add(name)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter-input":
@@ -745,7 +789,7 @@ class TuiApp(App[int]):
         source = self.sources[name]
         source.qa_only = value == "qa"
         source.status_filter = "" if value in ("", "qa") else value
-        self._recount.add(name)
+        self._refiltered.add(name)
 
     def action_sync(self) -> None:
         findings = self.project.sync(fix=True)

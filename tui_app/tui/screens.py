@@ -105,6 +105,8 @@ class ConfirmScreen(ModalScreen[bool]):
 class DetailScreen(ModalScreen[int | None]):
     """Full text, every take with its parameters, the last error. ``v`` reverts to the highlighted take.
 
+    The take list has the focus when the screen opens, its cursor on the current take: ``up``/``down``
+    pick another, ``v`` makes it current. ``v`` on the current take changes nothing (it says so).
     Returns the take number to revert to, or None.
     """
 
@@ -136,7 +138,7 @@ class DetailScreen(ModalScreen[int | None]):
             lines += ["", "params: " + json.dumps(item.params, ensure_ascii=False)]
         if item.last_error:
             lines += ["", f"[red]last error: {item.last_error}[/red]"]
-        lines += ["", f"{len(takes)} take(s); highlight one and press [b]v[/b] to make it current:"]
+        lines += ["", f"{len(takes)} take(s); pick one with up/down and press [b]v[/b] to make it current:"]
         with Vertical():
             with VerticalScroll():
                 yield Static("\n".join(lines), markup=True)
@@ -163,15 +165,42 @@ class DetailScreen(ModalScreen[int | None]):
                 )
             yield OptionList(*options, id="takes")
 
+    def current_number(self) -> int | None:
+        """The number of the item's current take (None when it has none)."""
+        current = self.details.item.current_take
+        return next((t.number for t in self.details.takes if t.id == current), None)
+
+    def on_mount(self) -> None:
+        """Focus the take list, its cursor on the current take (the newest when there is none)."""
+        takes = self.query_one("#takes", OptionList)
+        takes.focus()
+        if takes.option_count:
+            number = self.current_number()
+            index = takes.get_option_index(str(number)) if number is not None else 0
+            takes.highlighted = index
+            takes.scroll_to_highlight()
+
     def action_close(self) -> None:
         self.dismiss(None)
 
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        """Enter on the take list closes the screen, as Enter does anywhere on it (``v`` reverts)."""
+        event.stop()
+        self.dismiss(None)
+
     def action_revert(self) -> None:
+        """Make the take under the cursor current (closing the screen); nothing when it already is."""
         takes = self.query_one("#takes", OptionList)
-        if takes.highlighted is not None:
-            option = takes.get_option_at_index(takes.highlighted)
-            if option.id is not None:
-                self.dismiss(int(option.id))
+        if takes.highlighted is None:
+            return
+        option = takes.get_option_at_index(takes.highlighted)
+        if option.id is None:
+            return
+        number = int(option.id)
+        if number == self.current_number():
+            self.notify(f"take {number} is already current: pick another with up/down", severity="warning")
+            return
+        self.dismiss(number)
 
 
 class PreviewScreen(ModalScreen[None]):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
-from textual.geometry import Region, Size
+from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -166,22 +166,42 @@ class ItemTable(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------------ cursor and marks
 
+    @property
+    def visible_rows(self) -> int:
+        """How many rows are on screen: the table's height less a horizontal scrollbar's (at least 1)."""
+        return max(1, self.scrollable_content_region.height)
+
     def move_to(self, index: int) -> None:
-        """Put the cursor on ``index`` (clamped) and scroll it into view."""
+        """Put the cursor on ``index`` (clamped) and scroll it into view: the cursor row is always one
+        of the :attr:`visible_rows` (never under a scrollbar or past the bottom edge)."""
         old = self.cursor
         self.cursor = max(0, min(index, self.count - 1)) if self.count else 0
-        self.scroll_to_region(Region(0, self.cursor, 1, 1), animate=False, force=True)
+        top = round(self.scroll_target_y)
+        rows = self.visible_rows
+        if self.cursor < top:
+            top = self.cursor
+        elif self.cursor >= top + rows:
+            top = self.cursor - rows + 1
+        if top != self.scroll_target_y:
+            self.scroll_to(y=top, animate=False, force=True, immediate=True)
         if old != self.cursor:
             # the two lines whose highlight changed (a scroll repaints the whole view by itself)
             self.refresh_line(old)
             self.refresh_line(self.cursor)
+
+    def to_top(self) -> None:
+        """Scroll to the first row and put the cursor on it (after a filter changed: its first match)."""
+        self._anchor = None
+        self.scroll_to(y=0, animate=False, force=True, immediate=True)
+        self.move_to(0)
+        self.refresh()
 
     def action_cursor(self, delta: int) -> None:
         self._anchor = None
         self.move_to(self.cursor + delta)
 
     def action_page(self, direction: int) -> None:
-        self.move_to(self.cursor + direction * max(1, self.size.height - 1))
+        self.move_to(self.cursor + direction * max(1, self.visible_rows - 1))
 
     def action_jump(self, where: int) -> None:
         self.move_to(self.count - 1 if where < 0 else 0)
@@ -226,6 +246,16 @@ class ItemTable(ScrollView, can_focus=True):
         self.marks.clear()
         self._anchor = None
         self._marks_changed()
+
+    def on_resize(self) -> None:
+        """Keep the cursor row on screen when the terminal (or the table) changes size: once the new
+        size is laid out, the view scrolls to it (a smaller view would otherwise hide it)."""
+        self.call_after_refresh(self._show_cursor)
+
+    def _show_cursor(self) -> None:
+        """Scroll the cursor row (where it is now) into view (not while the table is hidden: no size)."""
+        if self.scrollable_content_region.height > 0:
+            self.move_to(self.cursor)
 
     def on_focus(self) -> None:
         self.refresh()
