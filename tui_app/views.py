@@ -14,8 +14,7 @@ events, counts, pauses, leases.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from .store import Item, Row, RowFilter, Store, Take
 
@@ -33,17 +32,12 @@ class RowSource:
         qa_only: only rows whose current take has QA flags.
     """
 
-    def __init__(self, store: Store, collection: str, *, take_params: bool = False):
+    def __init__(self, store: Store, collection: str):
         self.store = store
         self.collection = collection
         self.text_filter = ""
         self.status_filter = ""
         self.qa_only = False
-        #: give each row its current take's parameters (:class:`TakeRow`), for columns that show
-        #: what the take was made with (an override included) rather than the item's configuration
-        self.take_params = take_params
-        # a take never changes: its parameters are read once (keyed by what tells a reused number apart)
-        self._take_params: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def where(self) -> RowFilter:
         """The current filters as a :class:`RowFilter`."""
@@ -63,38 +57,11 @@ class RowSource:
 
     def rows(self, offset: int, limit: int, *, dense: bool = False) -> list[Row]:
         """Rows ``offset`` .. ``offset + limit - 1`` in source order (see :meth:`Store.rows`)."""
-        rows = self.store.rows(self.collection, self.where(), offset, limit, dense=dense)
-        return [self._with_take(r) for r in rows] if self.take_params else rows
-
-    def _with_take(self, row: Row) -> Row:
-        """``row`` as a :class:`TakeRow` carrying its current take's parameters (read once per take:
-        a take is immutable)."""
-        params = None
-        if row.take_number:
-            key = (row.id, row.take_number, row.seed, row.bytes)
-            params = self._take_params.get(key)
-            if params is None:
-                take = next((t for t in self.store.takes(row.id) if t.number == row.take_number), None)
-                if take is not None:
-                    if len(self._take_params) >= 20_000:
-                        self._take_params.clear()
-                    params = self._take_params[key] = dict(take.params)
-        return TakeRow(**{f.name: getattr(row, f.name) for f in fields(Row)}, take_params=params)
+        return self.store.rows(self.collection, self.where(), offset, limit, dense=dense)
 
     def ids(self) -> list[int]:
         """Ids of every matching row (for "mark all visible")."""
         return self.store.row_ids(self.collection, self.where())
-
-
-@dataclass(frozen=True)
-class TakeRow(Row):
-    """A table row with the parameters its current take was made with (None without a take).
-
-    Stopgap until the store's :class:`~tui_app.store.Row` carries them (``Row.take_params``): cells
-    read them with ``getattr(row, "take_params", None)`` (:class:`tui_app.kinds.columns.TakeParam`),
-    so they work with either."""
-
-    take_params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -256,4 +223,4 @@ class QueueView:
         return ""
 
 
-__all__ = ["ItemDetails", "QueueView", "Row", "RowSource", "TakeRow", "Throughput", "take_details"]
+__all__ = ["ItemDetails", "QueueView", "Row", "RowSource", "Throughput", "take_details"]

@@ -307,8 +307,9 @@ async def test_variants_temp_column_shows_the_temperature_the_current_take_used(
 
 
 def test_take_param_cells_fall_back_to_the_items_parameters():
+    from dataclasses import replace
+
     from tui_app.kinds import get_kind
-    from tui_app.views import TakeRow
 
     temp = next(c for c in get_kind("variants").columns if c.title == "temp")
     row = Row(
@@ -329,7 +330,7 @@ def test_take_param_cells_fall_back_to_the_items_parameters():
         qa_flags=None,
     )
     assert temp.value(row) == "0.10"  # a store row without take parameters: the item's
-    taken = TakeRow(**{**row.__dict__, "take_params": {"temperature": 0.65}})
+    taken = replace(row, take_params={"temperature": 0.65})
     assert temp.value(taken) == "0.65"
 
 

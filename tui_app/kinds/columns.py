@@ -35,11 +35,8 @@ def qa_or_error(row: Row) -> str:
 class TakeParam:
     """A cell showing one parameter the row's current take was made with (an override included).
 
-    The parameters come from ``row.take_params`` when the row carries them (a
-    :class:`tui_app.views.TakeRow`, or a store row that has them); without a take, or on a row
-    that does not carry them, the item's own parameter is shown (what its next take will use
-    unless overridden). Tables give a column of this type its take's parameters
-    (:attr:`tui_app.views.RowSource.take_params`).
+    The parameters come from ``row.take_params``; without a take the item's own parameter is
+    shown (what its next take will use unless overridden).
 
     Args:
         name: the parameter (``temperature``).
@@ -54,9 +51,8 @@ class TakeParam:
 
     def __call__(self, row: Row) -> str:
         """The cell text for ``row``."""
-        take_params = getattr(row, "take_params", None)
-        if take_params is not None and self.name in take_params:
-            value = take_params[self.name]
+        if row.take_params is not None and self.name in row.take_params:
+            value = row.take_params[self.name]
         else:
             value = row.params.get(self.name)
         return self.default if value is None else self.show(value)

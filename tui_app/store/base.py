@@ -310,6 +310,10 @@ class Store(Protocol):
         """Store a take's ASR check (metrics merged into its QA metrics, flags replaced)."""
         ...
 
+    def release_check(self, take_id: int) -> None:
+        """Give back a claimed ASR check that was not done."""
+        ...
+
     def checks_left(self, collections: Sequence[str]) -> int:
         """Takes whose ASR check has not finished."""
         ...

@@ -299,6 +299,8 @@ class Row:
     seed: int | None
     qa_flags: str | None
     review: str | None = None  # the current take's review state; None without a take
+    take_params: dict[str, Any] | None = None  # the parameters the current take was made with
+    take_qa: dict[str, Any] | None = None  # the current take's QA metrics (speech), or None
 
 
 @dataclass(frozen=True)

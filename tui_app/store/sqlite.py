@@ -225,7 +225,7 @@ _FINAL_SELECT = (
 _ROW_SELECT = (
     "SELECT i.id, i.key, i.ordinal, i.text, i.params, i.status, i.attempts, i.last_error,"
     " (t.id IS NOT NULL AND IFNULL(t.input_hash, '') <> i.input_hash), i.chosen,"
-    " t.number, t.bytes, t.duration_s, t.seed, t.qa_flags, t.review"
+    " t.number, t.bytes, t.duration_s, t.seed, t.qa_flags, t.review, t.params, t.qa"
     " FROM items i LEFT JOIN takes t ON t.id = i.current_take"
 )
 
@@ -314,6 +314,8 @@ def _table_row(r: Sequence[Any]) -> Row:
         seed=r[13],
         qa_flags=r[14],
         review=r[15],
+        take_params=json.loads(r[16]) if r[16] else None,
+        take_qa=json.loads(r[17]) if r[17] else None,
     )
 
 
@@ -1355,6 +1357,11 @@ class SqliteStore:
                 (json.dumps(dict(metrics)), flags, now, take_id),
             )
             return cur.rowcount > 0
+
+    def release_check(self, take_id: int) -> None:
+        """Give back a claimed ASR check that was not done (a worker stopping): claimable at once."""
+        with self._transaction() as c:
+            c.execute("UPDATE takes SET asr_at = NULL WHERE id = ? AND asr_at < 0", (take_id,))
 
     def checks_left(self, collections: Sequence[str]) -> int:
         """Takes of ``collections`` whose ASR check has not finished (waiting or under way)."""

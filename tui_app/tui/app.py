@@ -49,7 +49,6 @@ from ..display import format_eta
 from ..engine import Engine
 from ..exit_codes import ExitCode
 from ..kinds import get_kind
-from ..kinds.columns import TakeParam
 from ..project import Project, read_sources, stale_workers
 from ..settings import Config
 from ..storage_errors import storage_error
@@ -130,15 +129,7 @@ class TuiApp(App[int]):
         self._engine_run: Future[None] | None = None
         self._engine_error = ""  # why the worker stopped, set in its thread, said on the next tick
         self.clock_free = clock_free  # hide time-dependent text (snapshot tests)
-        self.sources = {
-            name: RowSource(
-                self.reader,
-                name,
-                # a column showing what the current take was made with: the rows carry its parameters
-                take_params=any(isinstance(c.value, TakeParam) for c in get_kind(coll.kind).columns),
-            )
-            for name, coll in config.collections.items()
-        }
+        self.sources = {name: RowSource(self.reader, name) for name in config.collections}
         self._dirty: set[str] = set(config.collections)
         self._recount: set[str] = set()  # collections whose row count may have changed (import, filters)
         self._refiltered: set[str] = set()  # collections whose filter changed: show the first match
