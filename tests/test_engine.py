@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import anyio
-import pytest
 from conftest import write_project
 
 from tui_app.config import load_config
@@ -231,22 +230,6 @@ def test_collections_sharing_a_provider_take_turns(tmp_path):
     order = [k for k, _ in provider.calls]
     assert order.index("page_000") < 5  # not starved until the 40 entries are done
     assert engine.store.counts(["pages"])["pages"]["completed"] == 3
-
-
-def test_rate_counts_only_the_current_stretch_of_work():
-    from tui_app.engine.core import RunStats
-
-    stats = RunStats()
-    stats.note_start(0.0)
-    for t in (1.0, 2.0, 3.0):
-        stats.note_done(t)
-    stats.in_flight = 0
-    assert stats.rate(now=10.0) == pytest.approx(1.0)  # idle: the finished stretch's rate, not decaying
-    assert stats.rate(now=100.0) == pytest.approx(1.0)  # ... however long the pause
-    stats.note_start(20.0)  # a new stretch after a pause: the old completions must not dilute it
-    for t in (20.5, 21.0, 21.5, 22.0):
-        stats.note_done(t)
-    assert stats.rate(now=22.0) == pytest.approx(2.0)
 
 
 def test_outputs_waiting_for_the_disk_are_bounded(tmp_path, monkeypatch):

@@ -280,6 +280,8 @@ def test_worker_with_two_processes_stops_its_child_however_it_ends(tmp_path, pro
         procs.append(parent)
         rows = wait_for(lambda: len(workers(tmp_path)) == 2 and workers(tmp_path), what="2 workers")
         (child,) = [pid for _, pid in rows if pid != parent.pid]
+        if how == signal.SIGINT:  # a clean stop once the work is done; a kill whenever
+            wait_for(lambda: count(tmp_path, "completed") == 6, what="the 6 takes")
         code = stop(parent, how)
         assert code == (0 if how == signal.SIGINT else -signal.SIGKILL)
         wait_for(lambda: not alive(child), timeout=5, what="the child's end")  # noqa: B023

@@ -580,17 +580,23 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
 
     try:
         with Project.open(config, must_exist=True) as project:
-            flagged = project.qa_report() if qa else []
+            flagged = project.qa_report() if qa else {}
             counts = project.counts()
     except NoStateError:
-        flagged, counts = [], empty_counts(config)
+        flagged, counts = {}, empty_counts(config)
     if qa:
         if as_json:
-            print(json.dumps(flagged, indent=2))
+            shape = {
+                c: {k: {"flags": f["flags"], "qa": f["qa"]} for k, f in takes.items()}
+                for c, takes in flagged.items()
+            }
+            print(json.dumps(shape, indent=2))
         else:
-            for f in flagged:
-                print(f"{f['collection']}/{f['key']}: {f['flags']}")
-            print(f"{len(flagged)} entries flagged", file=sys.stderr)
+            for name, takes in flagged.items():
+                for key, found in takes.items():
+                    print(f"{name}/{key}: {', '.join(found['flags'])}: {'; '.join(found['why'])}")
+            n = sum(len(takes) for takes in flagged.values())
+            print(f"{n} {'take' if n == 1 else 'takes'} flagged", file=sys.stderr)
         return int(ExitCode.OK)
 
     if as_json:

@@ -17,9 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .asr import parse_asr_table
 from .kinds import KINDS
 from .providers import PROVIDER_KINDS, validate_provider_options
 from .providers.piper import EMOTION_RANGES
+from .qa import parse_qa_table
 from .settings import (
     MAX_SEED,
     CollectionConfig,
@@ -92,13 +94,13 @@ def load_config(path: Path | str) -> Config:
     check_values(path, text, data)
     root = path.resolve().parent
     top = TableReader(path, text, "", data)
-    top.used.update({"project", "collections", "providers", "presets", "emotions"})
+    top.used.update({"project", "collections", "providers", "presets", "emotions", "qa"})
     for key in data:
         if key not in top.used:
             raise ConfigError(
                 path,
                 key,
-                "unknown top-level table (expected project, collections, providers, presets, emotions)",
+                "unknown top-level table (expected project, collections, providers, presets, emotions, qa)",
                 find_line(text, key),
             )
 
@@ -126,6 +128,17 @@ def load_config(path: Path | str) -> Config:
                 preset[key] = value
         reader.check_unknown()
         presets[name] = preset
+
+    qa_table = dict(_table(path, text, data, "qa"))
+    asr_table = qa_table.pop("asr", {})
+    if not isinstance(asr_table, dict):
+        raise ConfigError(path, "qa.asr", "must be a table ([qa.asr])", find_line(text, "asr"))
+    for prefix, table, parse in (("qa", qa_table, parse_qa_table), ("qa.asr", asr_table, parse_asr_table)):
+        try:
+            parse(table)
+        except ValueError as exc:
+            key, _, why = str(exc).partition(": ")
+            raise ConfigError(path, f"{prefix}.{key}", why or str(exc), find_line(text, key)) from None
 
     emotions: dict[str, dict[str, float]] = {}
     for name, table in _table(path, text, data, "emotions").items():
@@ -211,6 +224,8 @@ def load_config(path: Path | str) -> Config:
         providers=providers,
         presets=presets,
         emotions=emotions,
+        qa_table=qa_table,
+        asr_table=asr_table,
     )
 
 

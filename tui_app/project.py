@@ -29,6 +29,7 @@ from typing import Any
 from .exports import ExportOptions, ExportReport
 from .files import IntegrityError, remove_temp_files, verify_file
 from .kinds import collection_of_kind, get_kind
+from .qa import collection_flags, dataset_stats, describe, parse_qa_table
 from .settings import CollectionConfig, Config
 from .store import STATUSES, Choice, ImportReport, Store, Take, Worker, open_store
 from .store.rows import SourceItem
@@ -249,17 +250,29 @@ class Project:
         """The absolute path of a take's file."""
         return self.root / take.path
 
-    def qa_report(self) -> list[dict[str, Any]]:
-        """Flagged takes: ``[{"collection", "key", "flags", "qa"}]`` for current takes with QA flags."""
-        out = []
+    def qa_report(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The flagged current takes of the speech collections, judged now with the ``[qa]`` limits:
+        ``{collection: {key: {"flags": [codes], "qa": {metric: value}, "why": [lines]}}}``.
+
+        Codes come from each take's metrics (:func:`tui_app.qa.take_flags`, the ASR check's
+        included once it ran) and from the collection itself (:func:`tui_app.qa.dataset_flags`:
+        words/s and loudness outliers); ``why`` says each code's reason with its values
+        (:func:`tui_app.qa.describe`). Every measured collection is present, possibly empty.
+        """
+        thresholds = parse_qa_table(self.config.qa_table)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
         for coll in self.collections():
             if not get_kind(coll.kind).measured:
                 continue
-            for key, take in self.store.current_takes(coll.name):
-                if take.qa_flags:
-                    out.append(
-                        {"collection": coll.name, "key": key, "flags": take.qa_flags, "qa": take.qa or {}}
-                    )
+            takes = {key: take for key, take in self.store.current_takes(coll.name) if take.qa}
+            metrics = {key: dict(take.qa or {}) for key, take in takes.items()}
+            texts = {i.key: i.text for i in self.store.items(coll.name) if i.key in takes}
+            stats = dataset_stats(metrics, texts, thresholds)
+            flagged = out[coll.name] = {}
+            for key, codes in collection_flags(metrics, texts, thresholds).items():
+                if codes:
+                    why = [describe(code, metrics[key], thresholds, stats) for code in codes]
+                    flagged[key] = {"flags": codes, "qa": metrics[key], "why": why}
         return out
 
     # ------------------------------------------------------------------ state changes outside generation

@@ -102,6 +102,9 @@ class Config:
         providers: by name.
         presets: ``[presets.NAME]`` tables for variant slots.
         emotions: ``[emotions.NAME]`` tables: Piper synthesis settings per emotion.
+        qa_table: the ``[qa]`` table, checked, without its ``asr`` sub-table: the limits of the QA
+            flags (:func:`tui_app.qa.parse_qa_table` makes them).
+        asr_table: the ``[qa.asr]`` table, checked: the ASR check (:func:`tui_app.asr.parse_asr_table`).
     """
 
     path: Path
@@ -114,6 +117,8 @@ class Config:
     lease_s: float = 30.0
     heartbeat_s: float = 5.0
     emotions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    qa_table: Mapping[str, Any] = field(default_factory=dict)
+    asr_table: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers

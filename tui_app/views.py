@@ -40,8 +40,15 @@ class RowSource:
         self.qa_only = False
 
     def where(self) -> RowFilter:
-        """The current filters as a :class:`RowFilter`."""
-        return RowFilter(self.text_filter, self.status_filter, self.qa_only)
+        """The current filters as a :class:`RowFilter`. The text filter ``qa:CODE`` keeps the rows
+        whose current take has that QA flag code, ``review:STATE`` those in that review state
+        (``review:accepted``); any other text is a substring of the text or key."""
+        text, code, review = self.text_filter, "", ""
+        field, sep, value = text.strip().partition(":")
+        if sep and field.lower() in ("qa", "review") and value.strip():
+            text = ""
+            code, review = (value.strip(), "") if field.lower() == "qa" else ("", value.strip().lower())
+        return RowFilter(text, self.status_filter, self.qa_only, code, review)
 
     def count(self) -> int:
         """Rows matching the filters."""

@@ -79,6 +79,8 @@ def http_project(
     for name in dict.fromkeys(p for p in (dataset, pages, variants) if p in tables):
         text += tables[name] + common + "\n"
     text += providers
+    # the loopback server's speech is a tone, not words: no ASR round trip (tests/test_qa_step.py has it)
+    text += '\n[qa.asr]\nengine = "none"\n'
     config = root / "config.toml"
     config.write_text(text)
     return config

@@ -147,11 +147,10 @@ def _complete(display: batch._Display, clock: _Clock, n: int, seconds: float, *,
     counts = display.engine.store.value["dataset"]
     begin = clock.now
     if not stats.in_flight:
-        stats.note_start(begin)  # the run's first claim; claims keep an item in flight from then on
+        stats.in_flight += 1  # the run's first claim; claims keep an item in flight from then on
     for i in range(n):
         clock.now = begin + (i + 1) * seconds / n
         stats.completed += 1
-        stats.note_done(clock.now)
         counts["pending"] -= 1
         counts["completed"] += 1
         display.on_event(Event(start_id + i, clock.now, "info", "completed", "dataset", f"k{i}", "done"))

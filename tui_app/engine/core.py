@@ -31,9 +31,8 @@ import functools
 import math
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -42,9 +41,11 @@ from ..files import IntegrityError
 from ..kinds import get_kind
 from ..project import HOST, Project, new_worker_id
 from ..providers import Output, Provider, ProviderError, build_provider
+from ..qa import preload as qa_preload
 from ..settings import CollectionConfig
 from ..storage_errors import storage_error
 from ..store import Claim, Event, Final, Item, Take, Worker
+from .checks import Checker, build_checker
 from .finals import FinalBuilder
 from .retry import RetryPolicy
 from .takes import WRITER_THREADS, CachedTake, TakeWriter, request_cache_key
@@ -58,42 +59,12 @@ WATCH_S = 0.1
 
 @dataclass
 class RunStats:
-    """Live counters of one collection during this process's run (not stored: the DB holds the truth)."""
+    """Live counters of one collection during this process's run (not stored: the DB holds the truth;
+    rates and ETAs are the front ends' :class:`tui_app.views.Throughput`)."""
 
     in_flight: int = 0
     completed: int = 0
     failed: int = 0
-    _done_times: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
-
-    _busy_since: float = -math.inf
-
-    def note_start(self, now: float) -> None:
-        """An item was claimed; the first after an idle spell starts a new stretch (for :meth:`rate`)."""
-        if self.in_flight == 0:
-            self._busy_since = now
-        self.in_flight += 1
-
-    def note_done(self, now: float) -> None:
-        """An item completed at ``now`` (monotonic seconds)."""
-        self._done_times.append(now)
-
-    def rate(self, now: float | None = None, window_s: float = 30.0) -> float:
-        """Items completed per second over the last ``window_s`` seconds of the current stretch of work.
-
-        While work is in flight: completions since ``max(now - window_s, stretch start)`` over that
-        time (at least 1 s). Once idle: the rate of the finished stretch, not decaying with idle time.
-        An earlier stretch never counts, so an ETA after a pause is not diluted by it.
-        """
-        now = time.monotonic() if now is None else now
-        # idle: the window ends at the last completion, so the rate does not decay with idle time
-        end = now if self.in_flight or not self._done_times else self._done_times[-1]
-        times = [t for t in self._done_times if end - t <= window_s and t >= self._busy_since]
-        if self.in_flight:
-            begin = max(now - window_s, self._busy_since)
-            return len(times) / max(now - begin, 1.0) if times else 0.0
-        if len(times) < 2:
-            return 0.0
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
 
 
 #: Items one claim transaction takes at most (as many as there are free slots, up to this)
@@ -118,6 +89,8 @@ class Engine:
         self.stats = {name: RunStats() for name in self.config.collections}
         self.takes = TakeWriter(self.config, self.store)
         self.finals = FinalBuilder(self.config, self.store)
+        #: the ASR check of speech takes (built by :meth:`run`; None: not built yet)
+        self.checker: Checker | None = None
         self._wake: dict[str, anyio.Event] = {}
         self._stopping = False
         #: per collection, the lowest priority served: 0 = everything pending, 1 = only
@@ -174,9 +147,11 @@ class Engine:
                 await prepare(dict(coll.params))  # the collection's parameters (e.g. its voice)
 
     async def aclose(self) -> None:
-        """Close every provider."""
+        """Close every provider and the ASR check's transcriber."""
         for provider in self.providers.values():
             await provider.aclose()
+        if self.checker is not None:
+            await self.checker.aclose()
 
     # ------------------------------------------------------------------ requests
 
@@ -281,9 +256,15 @@ class Engine:
         """
         self._stopping = False
         colls = self.project.collections(names)
+        if any(get_kind(c.kind).measured for c in colls):
+            # the loudness meter (scipy) takes about 1 s to import: here, not in the first take's QA
+            await anyio.to_thread.run_sync(qa_preload)
         self.store.register_worker(self.worker_id, HOST, os.getpid(), [c.name for c in colls])
         self._reclaim()
         self._adopt_paces()
+        if self.checker is None:
+            self.checker = build_checker(self.project)
+        checked = self.checker.collections(names) if self.checker.transcriber is not None else []
         try:
             await self.build_finals(names)  # finals a crash or an earlier run left out of date
             with anyio.CancelScope() as scope:
@@ -293,9 +274,16 @@ class Engine:
                     if any(get_kind(c.kind).choosable for c in colls):
                         self._finals_due = anyio.Event()
                         outer.start_soon(self._watch_finals, names)
-                    async with anyio.create_task_group() as tg:
-                        for coll in colls:
-                            tg.start_soon(self._dispatch, coll, limit, until_idle)
+                    async with anyio.create_task_group() as checks:
+                        if checked:  # the ASR check, beside generation, at its own concurrency
+                            checks.start_soon(functools.partial(self.checker.run, names, until_idle=False))
+                        async with anyio.create_task_group() as tg:
+                            for coll in colls:
+                                tg.start_soon(self._dispatch, coll, limit, until_idle)
+                        if checked and until_idle and not self._stopping:
+                            self.checker.drain()  # a --batch ends once what is left is checked
+                        else:
+                            checks.cancel_scope.cancel()
                     outer.cancel_scope.cancel()
         finally:
             self._cancel_scope = None
@@ -439,7 +427,7 @@ class Engine:
                     continue
                 for item in items:
                     claimed += 1
-                    stats.note_start(time.monotonic())
+                    stats.in_flight += 1
                     tg.start_soon(self._run_item, coll, item, provider, throttle, turned)
 
     async def _claim_turn(self, collection: str, throttle: Throttle, how: Claim) -> tuple[list[Item], bool]:
@@ -518,7 +506,8 @@ class Engine:
                         elapsed = time.perf_counter() - started
                         if await self.takes.write(coll, item, request, result, elapsed, cache_key):
                             stats.completed += 1
-                            stats.note_done(time.monotonic())
+                            if self.checker is not None:
+                                self.checker.notify()
                             rebuild_final = get_kind(coll.kind).choosable  # the chosen one may have changed
                     except OSError as exc:
                         # a full, read-only or over-quota disk is not this item's fault: the item goes

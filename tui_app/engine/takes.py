@@ -27,7 +27,7 @@ from .. import pngmeta
 from ..files import atomic_write, free_take_path, link_or_copy
 from ..kinds import get_kind
 from ..providers import Output, Request
-from ..qa import flags as qa_flags
+from ..qa import parse_qa_table, take_flags
 from ..settings import CollectionConfig, Config, ProviderConfig
 from ..store import Item, Store, Take, TakeRecord
 
@@ -108,6 +108,7 @@ class TakeWriter:
         self._root_prefix = str(config.root) + os.sep
         self._cache_keys: set[str] | None = None
         self._threads = anyio.CapacityLimiter(WRITER_THREADS)
+        self._thresholds = parse_qa_table(config.qa_table)  # the [qa] limits of the flags
         self._group: list[_Pending] = []  # takes waiting for the next group commit (:meth:`_record`)
 
     def cached(self, cache_key: str) -> CachedTake | None:
@@ -284,7 +285,7 @@ class TakeWriter:
             params={**params, **dict(output.params)},
             seed=seed,
             qa=qa,
-            qa_flags=("; ".join(qa_flags(qa)) or None) if qa else None,
+            qa_flags=(", ".join(take_flags(qa, self._thresholds)) or None) if qa else None,
             cache_key=cache_key,
         )
         return path, record

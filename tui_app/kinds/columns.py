@@ -32,6 +32,26 @@ def qa_or_error(row: Row) -> str:
     return row.qa_flags or ("ok" if row.take_number else "")
 
 
+#: How a take's review state shows in a table: accepted, rejected; unreviewed is blank.
+REVIEW_MARKS = {"accepted": "✓", "rejected": "✗"}
+
+
+def review(row: Row) -> str:
+    """The current take's review state as one mark (blank: unreviewed, or no take)."""
+    return REVIEW_MARKS.get(row.review or "", "")
+
+
+def qa_metric(name: str, digits: int) -> Callable[[Row], str]:
+    """A cell showing one QA metric of the current take (``wer``, ``loudness_lufs``), blank when
+    the take has none (not measured yet, or no take)."""
+
+    def cell(row: Row) -> str:
+        value = (row.take_qa or {}).get(name)
+        return "" if value is None else f"{float(value):.{digits}f}"
+
+    return cell
+
+
 class TakeParam:
     """A cell showing one parameter the row's current take was made with (an override included).
 

@@ -12,7 +12,7 @@ from ..sources import DEFAULT_MAX_TEXT_CHARS
 from ..sources.dataset import read_dataset
 from ..store.rows import Item, SourceItem
 from .base import Column, Kind, OverrideField
-from .columns import kilobytes, qa_or_error, seconds
+from .columns import kilobytes, qa_metric, qa_or_error, review, seconds
 
 _COLUMN_NAMES = {"id", "text", "normalized", "emotion", "ignore"}
 
@@ -42,7 +42,10 @@ class DatasetKind(Kind):
         Column("dur s", 6, lambda r: seconds(r.duration_s)),
         Column("KB", 5, lambda r: kilobytes(r.bytes)),
         Column("take", 4, lambda r: str(r.take_number or "")),
-        Column("QA or error", 40, qa_or_error),
+        Column("rv", 2, review),
+        Column("WER", 4, qa_metric("wer", 2)),
+        Column("LUFS", 5, qa_metric("loudness_lufs", 1)),
+        Column("QA or error", 34, qa_or_error),
     )
     override_fields = (
         OverrideField("emotion", "emotion (e.g. happy, sad, angry; empty = as in the source)"),

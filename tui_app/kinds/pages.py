@@ -11,7 +11,7 @@ from ..sources import DEFAULT_MAX_TEXT_CHARS
 from ..sources.story import read_story
 from ..store.rows import SourceItem
 from .base import Column, Kind, OverrideField
-from .columns import error, kilobytes
+from .columns import error, kilobytes, review
 
 
 class PagesKind(Kind):
@@ -26,6 +26,7 @@ class PagesKind(Kind):
         Column("status", 10, lambda r: r.status),
         Column("KB", 5, lambda r: kilobytes(r.bytes)),
         Column("take", 4, lambda r: str(r.take_number or "")),
+        Column("rv", 2, review),
         Column("seed", 10, lambda r: str(r.seed if r.seed is not None else r.params.get("seed", ""))),
         Column("error", 40, error),
     )

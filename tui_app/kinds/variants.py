@@ -11,7 +11,7 @@ from ..settings import CollectionConfig, TableReader, show
 from ..sources.photos import read_photos
 from ..store.rows import Item, Row, SourceItem
 from .base import Column, Kind, OverrideField
-from .columns import TakeParam, error
+from .columns import TakeParam, error, review
 
 #: The slots every project has; ``preset:NAME`` or ``NAME`` refers to a ``[presets.NAME]`` table.
 BUILTIN_SLOTS = ("forensic", "balanced", "creative")
@@ -46,6 +46,7 @@ class VariantsKind(Kind):
         ),
         Column("status", 10, lambda r: r.status),
         Column("take", 4, lambda r: str(r.take_number or "")),
+        Column("rv", 2, review),
         Column("chosen", 9, _chosen),
         Column("error", 40, error),
     )

@@ -311,15 +311,23 @@ class RowFilter:
         text: substring of the text or the key (case-insensitive, ``%`` and ``_`` literal); empty = all.
         status: one of :data:`STATUSES`; empty = all.
         qa_only: only items whose current take has QA flags.
+        qa_code: only items whose current take has this QA flag code (``asr_mismatch``, ...).
+        review: only items whose current take has this review state (``accepted``, ...).
     """
 
     text: str = ""
     status: str = ""
     qa_only: bool = False
+    qa_code: str = ""
+    review: str = ""
 
     def active(self) -> bool:
         """True when any filter is set."""
-        return bool(self.text or self.status or self.qa_only)
+        return bool(self.text or self.status or self.qa_only or self.qa_code or self.review)
+
+    def joins_take(self) -> bool:
+        """True when the filter reads the current take (QA flags, review state)."""
+        return bool(self.qa_only or self.qa_code or self.review)
 
 
 @dataclass(frozen=True)

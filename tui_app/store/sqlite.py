@@ -646,12 +646,18 @@ class SqliteStore:
             args += [like, like]
         if where.qa_only:
             sql += " AND t.qa_flags IS NOT NULL"
+        if where.qa_code:  # flags are ', '-joined codes
+            sql += " AND (', ' || t.qa_flags || ',') LIKE ?"
+            args.append(f"%, {where.qa_code},%")
+        if where.review:
+            sql += " AND t.review = ?"
+            args.append(where.review)
         return sql, args
 
     def count_rows(self, collection: str, where: RowFilter) -> int:
         """How many rows of ``collection`` match ``where``."""
         sql, args = self._where(collection, where)
-        join = " LEFT JOIN takes t ON t.id = i.current_take" if where.qa_only else ""
+        join = " LEFT JOIN takes t ON t.id = i.current_take" if where.joins_take() else ""
         return int(self._conn.execute(f"SELECT COUNT(*) FROM items i{join}{sql}", args).fetchone()[0])
 
     def is_dense(self, collection: str) -> bool:
@@ -685,7 +691,7 @@ class SqliteStore:
     def row_ids(self, collection: str, where: RowFilter) -> list[int]:
         """Ids of every matching item, in source order (for "mark all visible")."""
         sql, args = self._where(collection, where)
-        join = " LEFT JOIN takes t ON t.id = i.current_take" if where.qa_only else ""
+        join = " LEFT JOIN takes t ON t.id = i.current_take" if where.joins_take() else ""
         return [
             r[0] for r in self._conn.execute(f"SELECT i.id FROM items i{join}{sql} ORDER BY i.ordinal", args)
         ]

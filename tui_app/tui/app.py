@@ -89,6 +89,9 @@ class TuiApp(App[int]):
         Binding("p", "play", "Play/preview", id="play"),
         Binding("c", "choose", "Choose variant", id="choose"),
         Binding("x", "cancel_items", "Cancel", id="cancel_items"),
+        Binding("y", "review('accepted')", "Accept", id="accept"),
+        Binding("n", "review('rejected')", "Reject", id="reject"),
+        Binding("N", "review('rejected', True)", "Reject + regenerate", id="reject_regenerate"),
         Binding("P", "pause", "Pause/resume", id="pause"),
         Binding("F", "front", "To front", id="front"),
         Binding("slash", "filter", "Filter", id="filter"),
@@ -138,6 +141,7 @@ class TuiApp(App[int]):
         self._last_event_id = 0
         self._last_summary = -math.inf
         self._counts: dict[str, dict[str, int]] = {}
+        self._reviews: dict[str, dict[str, int]] = {}  # review states of the current takes
         self._paused: set[str] = set()
         self._live: list[Worker] = []  # live workers, this app's own left out
         self._live_at = -math.inf
@@ -403,6 +407,9 @@ class TuiApp(App[int]):
             f"[red]{counts['failed']} failed[/red]" if counts["failed"] else "0 failed",
             f"{in_flight} in flight",
         ]
+        reviews = self._reviews.get(name, {})
+        if reviews.get("accepted") or reviews.get("rejected"):
+            first.append(f"review ✓{reviews['accepted']} ✗{reviews['rejected']} ?{reviews['unreviewed']}")
         if not self.running(name):
             first.append("idle")  # no rate nor ETA of a run that is over
         elif not self.clock_free:
@@ -450,6 +457,7 @@ class TuiApp(App[int]):
         """Re-read the counts (one query for every collection) and the pauses; repaint every summary."""
         self._last_summary = now = time.monotonic()
         self._counts = self.reader.counts(list(self.config.collections))
+        self._reviews = self.reader.review_counts(list(self.config.collections))
         self._paused = self.reader.paused()
         for name in self.config.collections:
             self._note_busy(name, now)  # first: the summary says at once when a run is over
@@ -689,6 +697,21 @@ class TuiApp(App[int]):
         except Exception as exc:  # noqa: BLE001 - any failure of the upscaler is shown, never a crash
             self.notify(f"{key}: cannot finalize: {getattr(exc, 'message', exc)}", severity="error")
         self._dirty.add(name)
+
+    def action_review(self, state: str, regenerate: bool = False) -> None:
+        """Accept or reject the current takes of the marked rows (or the cursor row); with
+        ``regenerate``, rejected items are queued for a new take too (as ``tui-app review``)."""
+        name, table = self.current_collection(), self.current_table()
+        if not name or table is None:
+            return
+        ids = table.selected_ids()
+        if not ids:
+            return
+        title = "Accept" if state == "accepted" else "Reject"
+        self._command(title, commands.review, self.project, name, ids, state, regenerate_rejected=regenerate)
+        table.action_clear_marks()
+        self._dirty.add(name)
+        self._last_summary = -math.inf  # the review counts on the next tick
 
     def action_cancel_items(self) -> None:
         name, table = self.current_collection(), self.current_table()
