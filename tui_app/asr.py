@@ -35,11 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from .media import wav_info
 from .providers.base import ProviderError
-from .providers.http import HttpClient, json_body, read_secret
 
 #: The sample rate pocketsphinx's bundled en-US model was trained at, Hz.
 ASR_RATE = 16_000
@@ -180,6 +177,8 @@ def pcm16k(wav: bytes) -> bytes:
     Raises:
         ValueError: the bytes are not a 16-bit PCM WAV.
     """
+    import numpy as np  # loaded when a take is transcribed, not with the config
+
     soxr = importlib.import_module("soxr")  # no type hints
 
     info = wav_info(wav)
@@ -200,20 +199,36 @@ def pcm16k(wav: bytes) -> bytes:
 class PocketsphinxTranscriber:
     """Offline ASR with pocketsphinx's bundled en-US models (see the module docstring).
 
-    The decoder is loaded once, on the first call (about 0.5 s), and shared: calls are
+    The decoder is loaded once, on the first call (about 0.3 to 0.5 s), and shared: calls are
     serialized by a lock (one decoder decodes one utterance at a time), so several threads
     share one core's worth of decoding. For more, use one transcriber per worker process.
+
+    Each take is decoded from the same state (the feature extractor, with its cepstral mean and
+    noise estimates, is reset first: ``reinit_feat``), so a take's transcript does not depend on
+    the takes decoded before it. pocketsphinx holds the GIL while it decodes: by default the
+    audio goes in 0.1 s pieces, so an event loop in another thread keeps running between them.
 
     Args:
         hmm, lm, dict: paths of another acoustic model folder, language model and pronunciation
             dictionary (default: the bundled en-US ones).
+        whole_utterance: decode the take in one call, normalizing with the cepstral mean of the
+            whole take (a little more accurate: mean CER 0.150 against 0.157 on 100 Piper clips)
+            while holding the GIL for the whole decode (0.3 to 0.5 s): for a worker process.
 
     Raises:
         ImportError: on the first call, pocketsphinx is not installed.
     """
 
-    def __init__(self, *, hmm: str | None = None, lm: str | None = None, dict: str | None = None):
+    def __init__(
+        self,
+        *,
+        hmm: str | None = None,
+        lm: str | None = None,
+        dict: str | None = None,
+        whole_utterance: bool = False,
+    ):
         self._options = {k: v for k, v in {"hmm": hmm, "lm": lm, "dict": dict}.items() if v}
+        self.whole_utterance = whole_utterance
         self._decoder: Any = None
         self._lock = threading.Lock()
 
@@ -231,12 +246,13 @@ class PocketsphinxTranscriber:
             ValueError: the bytes are not a 16-bit PCM WAV.
         """
         pcm = pcm16k(wav)
-        step = 2 * CHUNK_SAMPLES
+        step = (len(pcm) or 1) if self.whole_utterance else 2 * CHUNK_SAMPLES
         with self._lock:
             decoder = self._load()
+            decoder.reinit_feat()  # the same starting state for every take: order-independent
             decoder.start_utt()
             for start in range(0, len(pcm), step):
-                decoder.process_raw(pcm[start : start + step], False, False)
+                decoder.process_raw(pcm[start : start + step], False, self.whole_utterance)
             decoder.end_utt()
             hyp = decoder.hyp()
         return " ".join(hyp.hypstr.split()) if hyp is not None else ""
@@ -281,6 +297,8 @@ class HttpTranscriber:
         max_attempts: int = 3,
         name: str = "asr",
     ):
+        from .providers.http import HttpClient, read_secret  # httpx: loaded only for an HTTP ASR
+
         key = read_secret(api_key_env, name)
         self.model = model
         self.language = language
@@ -319,6 +337,8 @@ class HttpTranscriber:
                     raise
                 await anyio.sleep(_backoff(attempt, exc.retry_after_s))
                 attempt += 1
+        from .providers.http import json_body
+
         answer = json_body(response, "the transcription")
         text = answer.get("text") if isinstance(answer, dict) else None
         if not isinstance(text, str):

@@ -21,7 +21,7 @@ from .asr import parse_asr_table
 from .kinds import KINDS
 from .providers import PROVIDER_KINDS, validate_provider_options
 from .providers.piper import EMOTION_RANGES
-from .qa import parse_qa_table
+from .qa_limits import parse_qa_table
 from .settings import (
     MAX_SEED,
     CollectionConfig,

@@ -29,7 +29,8 @@ from typing import Any
 from .exports import ExportOptions, ExportReport
 from .files import IntegrityError, remove_temp_files, verify_file
 from .kinds import collection_of_kind, get_kind
-from .qa import collection_flags, dataset_stats, describe, parse_qa_table
+from .qa import collection_flags, dataset_stats, describe
+from .qa_limits import parse_qa_table
 from .settings import CollectionConfig, Config
 from .store import STATUSES, Choice, ImportReport, Store, Take, Worker, open_store
 from .store.rows import SourceItem

@@ -24,7 +24,8 @@ from ..asr import asr_metrics, make_transcriber, parse_asr_table
 from ..kinds import get_kind
 from ..project import Project
 from ..providers import ProviderError
-from ..qa import parse_qa_table, take_flags
+from ..qa import take_flags
+from ..qa_limits import parse_qa_table
 from ..store import TakeFile
 
 #: Takes one claim of checks takes at most, per slot of the ASR's concurrency.

@@ -27,7 +27,8 @@ from .. import pngmeta
 from ..files import atomic_write, free_take_path, link_or_copy
 from ..kinds import get_kind
 from ..providers import Output, Request
-from ..qa import parse_qa_table, take_flags
+from ..qa import take_flags
+from ..qa_limits import parse_qa_table
 from ..settings import CollectionConfig, Config, ProviderConfig
 from ..store import Item, Store, Take, TakeRecord
 

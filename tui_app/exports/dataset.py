@@ -50,8 +50,10 @@ import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from ..settings import CollectionConfig, Config
 from ..store import Store
@@ -90,6 +92,8 @@ class PreparedAudio:
 
 def _decode(wav: bytes) -> tuple[np.ndarray, int]:
     """``(float64 samples of shape (frames, channels), full scale 1.0; rate Hz)`` of a 16-bit PCM WAV."""
+    import numpy as np  # loaded when audio is processed, not with the config
+
     try:
         with wave.open(io.BytesIO(wav), "rb") as w:
             width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
@@ -103,6 +107,8 @@ def _decode(wav: bytes) -> tuple[np.ndarray, int]:
 
 
 def _encode(x: np.ndarray, rate: int) -> bytes:
+    import numpy as np  # loaded when audio is processed, not with the config
+
     pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
@@ -116,6 +122,8 @@ def _encode(x: np.ndarray, rate: int) -> bytes:
 def speech_bounds(x: np.ndarray, rate: int) -> tuple[int, int] | None:
     """``(first, end)`` sample indices of the speech in ``x`` (frames, channels; full scale 1.0):
     from the first speech frame's start to the last one's end, or None without speech."""
+    import numpy as np  # loaded when audio is processed, not with the config
+
     window = max(1, int(round(rate * _WINDOW_S)))
     mono = x.mean(axis=1)
     n = mono.size // window
@@ -137,6 +145,8 @@ def integrated_loudness(x: np.ndarray, rate: int) -> float:
     """BS.1770-4 integrated loudness of ``x`` (frames, channels; full scale 1.0), LUFS, via pyloudnorm;
     -inf when every block is below the absolute gate. Clips shorter than 400 ms are measured
     repeated up to 400 ms (the same mean square)."""
+    import numpy as np  # loaded when audio is processed, not with the config
+
     pyloudnorm = importlib.import_module("pyloudnorm")  # no type hints
 
     if not x.shape[0]:
@@ -168,6 +178,8 @@ def prepare_audio(
     Raises:
         ValueError: the bytes are not a 16-bit PCM WAV.
     """
+    import numpy as np  # loaded when audio is processed, not with the config
+
     soxr = importlib.import_module("soxr")  # no type hints
 
     x, rate = _decode(wav)
