@@ -199,7 +199,7 @@ def test_pause_stops_new_starts_within_half_a_second_and_resume_restarts_them(tm
 
 
 def test_sigkill_of_one_worker_among_three_loses_nothing(tmp_path, procs):
-    make_project(tmp_path, entries=60, latency_ms=200, concurrency=6)
+    make_project(tmp_path, entries=60, latency_ms=400, concurrency=6)
     for n in range(3):
         procs.append(start("worker", "--collection", "dataset", cwd=tmp_path, log=f"worker{n}.log"))
         if n == 0:  # the first imports the sources

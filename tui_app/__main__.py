@@ -4,6 +4,7 @@ The signal policy is installed before the rest of tui_app loads, so a SIGINT or
 SIGTERM at any moment, start-up included, exits 130 without a traceback.
 """
 
+import signal
 import sys
 
 from . import signals
@@ -19,7 +20,12 @@ def run() -> int:
             raise
         signals.finish()  # the import was cut short by SIGINT or SIGTERM (maybe wrapped in another error)
         return 130
-    return main()
+    code = main()
+    # the command is over and its exit code known: a signal now would only turn the exit into a
+    # traceback (raised in ``sys.exit``), so the process ends with the command's code instead
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    return code
 
 
 if __name__ == "__main__":

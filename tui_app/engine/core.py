@@ -479,7 +479,9 @@ class Engine:
             result: Output | CachedTake | None = cached
             try:
                 if cached is None:
-                    if not turned:  # a cooldown may have begun since the claim: wait for it too
+                    if turned:
+                        await throttle.space_send()
+                    else:  # a cooldown may have begun since the claim: wait for it too
                         await throttle.wait_turn(functools.partial(self.store.reserve_start, coll.provider))
                     with anyio.fail_after(pc.timeout_s):
                         result = await provider.generate(request)

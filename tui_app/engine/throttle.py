@@ -64,6 +64,8 @@ class Throttle:
         self._waiters: deque[anyio.Event] = deque()
         self._gate = anyio.Lock()
         self._last_start = -math.inf
+        self._last_send = -math.inf  # when this process last sent a paced request (see space_send)
+        self._send_gate = anyio.Lock()
         self.starts: deque[float] = deque(maxlen=10_000)  # recent request starts on ``clock``
         self.learned_rps: float | None = None  # pace learned from 429s, requests/s at the last 429
         self._accepted: deque[float] = deque(maxlen=10_000)  # times of answers that were not 429
@@ -203,6 +205,17 @@ class Throttle:
             or self.learned_rps is not None
             or self.cooldown_until > self.clock()
         )
+
+    async def space_send(self) -> None:
+        """Right before sending a request whose turn was taken with its claim: at least the interval
+        after this process's previous paced send, so the scheduling between a claim and its send
+        (a busy event loop) cannot bunch two requests up at the server."""
+        async with self._send_gate:
+            rate = 60.0 / self.requests_per_minute if self.requests_per_minute > 0 else 0.0
+            wait = self._last_send + max(self._interval(self.clock()), rate) - self.clock()
+            if wait > 0:
+                await anyio.sleep(wait)
+            self._last_send = self.clock()
 
     async def wait_turn(self, reserve: Callable[[float], float] | None = None) -> bool:
         """Wait until a request may start (cooldown, min interval, rate, learned pace); take the start.
