@@ -602,19 +602,9 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     if as_json:
         print(json.dumps(counts, indent=2))
         return int(ExitCode.OK)
-    from rich.table import Table
-
-    from .signals import console
     from .store import STATUSES
 
-    table = Table(title=f"tui_app status: {config.state_path}")
-    table.add_column("collection")
-    for s in STATUSES:
-        table.add_column(s, justify="right")
-    table.add_column("total", justify="right")
-    for name, c in counts.items():
-        table.add_row(name, *(str(c[s]) for s in STATUSES), str(sum(c.values())))
-    console().print(table)
+    _print_counts(f"tui_app status: {config.state_path}", counts, STATUSES, total=True)
     if not config.state_path.exists():
         print("no state file yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
     return int(ExitCode.OK)
@@ -634,18 +624,27 @@ def _review_status(config: Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(counts, indent=2))
         return int(ExitCode.OK)
+    _print_counts(f"tui_app review: {config.state_path}", counts, REVIEW_STATES)
+    return int(ExitCode.OK)
+
+
+def _print_counts(
+    title: str, counts: dict[str, dict[str, int]], columns: Sequence[str], *, total: bool = False
+) -> None:
+    """A table of ``counts`` (``{collection: {column: n}}``), one row per collection."""
     from rich.table import Table
 
     from .signals import console
 
-    table = Table(title=f"tui_app review: {config.state_path}")
+    table = Table(title=title)
     table.add_column("collection")
-    for state in REVIEW_STATES:
-        table.add_column(state, justify="right")
+    for column in columns:
+        table.add_column(column, justify="right")
+    if total:
+        table.add_column("total", justify="right")
     for name, c in counts.items():
-        table.add_row(name, *(str(c[s]) for s in REVIEW_STATES))
+        table.add_row(name, *(str(c[k]) for k in columns), *([str(sum(c.values()))] if total else []))
     console().print(table)
-    return int(ExitCode.OK)
 
 
 def _maintain(config: Config, work: Callable[[Project], int]) -> int:
