@@ -149,7 +149,7 @@ def main() -> None:
     metrics_s = asr_s = 0.0
     asr_clips = 0
 
-    kept_path = args.cache / "transcripts-pocketsphinx-v2.json"  # v2: feature state reset per take
+    kept_path = args.cache / "transcripts-pocketsphinx-v3.json"  # v3: per-take state, CMN_START
     kept: dict[str, str] = json.loads(kept_path.read_text()) if kept_path.exists() else {}
 
     def measure(wav: bytes, text: str) -> dict:
