@@ -337,6 +337,17 @@ def describe_take(take: TakeRecord) -> str:
     return size
 
 
+def _statements(script: str) -> Iterator[str]:
+    """Split an SQL script into complete statements (``sqlite3.complete_statement``), trigger bodies whole."""
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                yield buffer
+            buffer = ""
+
+
 class SqliteStore:
     """A connection to ``state.sqlite`` with the project's transactions (see :class:`~.base.Store`).
 
@@ -369,7 +380,7 @@ class SqliteStore:
         if read_only:
             self._conn.execute("PRAGMA query_only = 1")
             return
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal()
         # NORMAL in WAL mode: a commit is durable against a process crash; a power
         # loss may drop the last commits but never corrupts the file (sqlite.org/wal.html).
         self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -398,20 +409,53 @@ class SqliteStore:
                 except Exception:  # noqa: BLE001 - a display bug must never undo or stop a state change
                     pass
 
+    def _use_wal(self) -> None:
+        """Switch the file to WAL mode (persistent), waiting out another process that creates it.
+
+        SQLite answers ``SQLITE_BUSY`` at once, without calling the busy handler, when the
+        journal mode cannot change because another connection holds the file, as happens when
+        two processes open a new project together; so this retries until ``busy_timeout_s``.
+        """
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                    return
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"{self.path}: schema version {version} is newer than this tui_app ({SCHEMA_VERSION})"
             )
-        if version < SCHEMA_VERSION:
-            fresh = not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name='items'").fetchone()
-            steps = "" if fresh else "".join(_MIGRATIONS[v] for v in range(max(version, 2), SCHEMA_VERSION))
-            # executescript() runs its own transaction: the migrations, the schema and version land together.
-            with self._lock:
-                self._conn.executescript(
-                    f"BEGIN IMMEDIATE;{steps}{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
-                )
+        if version == SCHEMA_VERSION:
+            return
+        with self._lock:
+            # Read the version again under the write lock: another process may have migrated meanwhile.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:
+                    self._conn.execute("COMMIT")
+                    return
+                fresh = not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name='items'").fetchone()
+                since = range(max(version, 2), SCHEMA_VERSION)
+                steps = "" if fresh else "".join(_MIGRATIONS[v] for v in since)
+                # One statement at a time (executescript() would commit the open transaction
+                # first): the migrations, the schema and the version land together.
+                for statement in _statements(f"{steps}{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};"):
+                    self._conn.execute(statement)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def reader(self) -> SqliteStore:
         """A second, read-only connection to the same file, for live views (never blocks the writer)."""
