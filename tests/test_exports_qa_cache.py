@@ -145,6 +145,16 @@ def test_qa_metrics_on_known_signals():
     assert count_words("Lord, but I'm glad to see you again, Phil.") == 9
 
 
+def test_qa_enabled_false_records_takes_without_metrics_or_flags(tmp_path):
+    measured = _engine(tmp_path / "on", entries=3)
+    anyio.run(lambda: measured.run(["dataset"]))
+    assert all(take.qa and "loudness_lufs" in take.qa for _, take in measured.store.current_takes("dataset"))
+    engine = _engine(tmp_path / "off", entries=3, extra="[qa]\nenabled = false\n")
+    anyio.run(lambda: engine.run(["dataset"]))
+    takes = engine.store.current_takes("dataset")
+    assert len(takes) == 3 and all(t.qa is None and t.qa_flags is None for _, t in takes)
+
+
 def test_generation_cache_reuses_identical_requests(tmp_path):
     engine = _engine(tmp_path, entries=3)
     store = engine.store

@@ -371,6 +371,7 @@ def test_parse_qa_table():
     assert (t.max_cer, t.max_lead_silence_s, t.rate_min_words) == (0.25, 2.0, 4)
     assert isinstance(t.max_lead_silence_s, float) and t.min_snr_db == QAThresholds().min_snr_db
     assert parse_qa_table({}) == QAThresholds()
+    assert parse_qa_table({"enabled": False}).enabled is False and QAThresholds().enabled
     bad = [
         ({"max_ceer": 0.3}, r"^max_ceer: unknown QA setting"),
         ({"max_cer": "0.3"}, r"^max_cer: must be a number"),
@@ -382,6 +383,7 @@ def test_parse_qa_table():
         ({"max_cer": math.nan}, r"^max_cer: must be a finite number"),
         ({"min_duration_s": 30.0}, r"^min_duration_s: must be below max_duration_s"),
         ({"asr": "pocketsphinx"}, r"^asr: unknown QA setting"),
+        ({"enabled": "no"}, r"^enabled: must be true or false"),
     ]
     for table, message in bad:
         with pytest.raises(ValueError, match=message):

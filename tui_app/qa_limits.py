@@ -19,6 +19,9 @@ class QAThresholds:
     """Limits of the QA flags; the defaults were calibrated with ``bench/qa.py`` (see the module doc).
 
     Attributes:
+        enabled: measure speech takes at all (true). False: no QA metrics, flags or ASR check,
+            for audio that is not speech, or the fastest runs (QA takes about 0.4 ms of CPU
+            per short clip, on the engine's event loop; ``bench/workers.py`` shows both).
         min_duration_s: ``too_short`` below this many seconds (0.3).
         max_duration_s: ``too_long`` above this many seconds (20.0; Piper's trainer and most TTS
             recipes drop clips longer than 15 to 20 s).
@@ -51,6 +54,7 @@ class QAThresholds:
         outlier_min_takes: dataset outliers are judged only among at least this many takes (20).
     """
 
+    enabled: bool = True
     min_duration_s: float = 0.3
     max_duration_s: float = 20.0
     max_lead_silence_s: float = 1.0
@@ -100,7 +104,7 @@ def parse_qa_table(table: Mapping[str, Any]) -> QAThresholds:
 
     Raises:
         ValueError: ``"KEY: what is wrong"`` for an unknown key, a value of the wrong type (a
-            number is expected; an integer for ``max_clip_runs``, ``rate_min_words`` and
+            boolean for ``enabled``, else a number; an integer for ``max_clip_runs``, ``rate_min_words`` and
             ``outlier_min_takes``), out of range, or ``min_duration_s >= max_duration_s``.
     """
     known = {f.name for f in fields(QAThresholds)}
@@ -110,6 +114,11 @@ def parse_qa_table(table: Mapping[str, Any]) -> QAThresholds:
             continue
         if key not in known:
             raise ValueError(f"{key}: unknown QA setting (known: {', '.join(sorted(known))})")
+        if key == "enabled":
+            if not isinstance(value, bool):
+                raise ValueError(f"enabled: must be true or false, got {value!r}")
+            values[key] = value
+            continue
         integer = key in _INTEGER_FIELDS
         if (
             isinstance(value, bool)

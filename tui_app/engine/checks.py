@@ -57,6 +57,8 @@ class Checker:
         """The selected collections whose takes are measured (speech), but for the simulated
         provider's (its tones are not speech)."""
         providers = self.project.config.providers
+        if not self.thresholds.enabled:
+            return []
         return [
             c.name
             for c in self.project.collections(names)

@@ -270,7 +270,7 @@ class TakeWriter:
                 key=item.key,
             )
         # QA takes tens of microseconds of numpy per clip: cheaper here than contending for the GIL
-        qa = get_kind(coll.kind).measure(output.data, request.text)
+        qa = get_kind(coll.kind).measure(output.data, request.text) if self._thresholds.enabled else None
         record = TakeRecord(
             path=self._relative(path),
             sha256=sha,
