@@ -54,7 +54,8 @@ from ..settings import Config
 from ..storage_errors import storage_error
 from ..store import Event, Worker
 from ..views import QueueView, RowSource, Throughput, take_details
-from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialog
+from .compare import CompareScreen
+from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialog, Regeneration
 from .table import ItemTable, header_text
 
 STATUS_CYCLE = ["", "pending", "generating", "completed", "failed", "cancelled", "qa"]
@@ -88,6 +89,7 @@ class TuiApp(App[int]):
         Binding("enter", "details", "Details", id="details"),
         Binding("p", "play", "Play/preview", id="play"),
         Binding("c", "choose", "Choose variant", id="choose"),
+        Binding("C", "compare", "Compare takes", id="compare"),
         Binding("x", "cancel_items", "Cancel", id="cancel_items"),
         Binding("y", "review('accepted')", "Accept", id="accept"),
         Binding("n", "review('rejected')", "Reject", id="reject"),
@@ -582,17 +584,31 @@ class TuiApp(App[int]):
             return
         fields = get_kind(self.config.collections[name].kind).override_fields
 
-        def queued(overrides: dict[str, Any] | None) -> None:
-            if overrides is None:
-                return
-            self._command("Regenerate", commands.regenerate, self.project, name, ids, overrides=overrides)
+        def queue(request: Regeneration) -> str | None:
+            """Queue it as ``tui-app regenerate --set ... --takes N --sweep ...`` does; the command's
+            one-line reason when it cannot apply (nothing was queued)."""
+            try:
+                outcome = commands.regenerate(
+                    self.project,
+                    name,
+                    ids,
+                    overrides=request.overrides,
+                    takes=request.takes,
+                    sweep=request.sweep,
+                )
+            except commands.CommandError as exc:
+                return str(exc)
+            self._show_outcome("Regenerate", outcome)
             table.action_clear_marks()
             self._dirty.add(name)
+            return None
 
         if dialog:
-            self.push_screen(RegenerateDialog(fields, len(ids)), queued)
+            self.push_screen(RegenerateDialog(fields, len(ids), queue))
         else:
-            queued({})
+            self._command("Regenerate", commands.regenerate, self.project, name, ids)
+            table.action_clear_marks()
+            self._dirty.add(name)
 
     def _current_or_all(self) -> list[str]:
         """The current tab's collection, or every collection on the Log tab."""
@@ -656,7 +672,12 @@ class TuiApp(App[int]):
         if found is None or name is None:
             return
         key, path = found
-        if get_kind(self.config.collections[name].kind).media != "audio":
+        self.play_file(name, path, key)
+
+    def play_file(self, collection: str, path: Path, key: str) -> None:
+        """Play an audio take of ``collection`` with the first system player found, or preview a
+        picture in the terminal; ``key`` names it in what is shown."""
+        if get_kind(self.config.collections[collection].kind).media != "audio":
             self.push_screen(PreviewScreen(path, key))
             return
         for cmd in AUDIO_PLAYERS:
@@ -679,13 +700,28 @@ class TuiApp(App[int]):
         if row is None or row.status != "completed":
             self.notify("only a completed variant can be chosen", severity="warning")
             return
-        if self._command("Choose", commands.choose, self.project, name, row.key) is None:
-            return
-        self._dirty.add(name)
+        self.choose_variant(name, row.id, row.key)
+
+    def choose_variant(self, collection: str, item_id: int, key: str) -> bool:
+        """Choose a variant as ``tui-app choose`` does and have its final built; False when the
+        command refused (its reason is shown)."""
+        if self._command("Choose", commands.choose, self.project, collection, key) is None:
+            return False
+        self._dirty.add(collection)
         # a running worker of the collection builds the final (it watches the store for choices,
         # the app's own too: it has a connection of its own); with none, the app builds it
-        if not self.own_worker and not any(name in w.collections for w in self.live_workers()):
-            self.finalize(name, row.id, row.key)
+        if not self.own_worker and not any(collection in w.collections for w in self.live_workers()):
+            self.finalize(collection, item_id, key)
+        return True
+
+    def action_compare(self) -> None:
+        """Compare the cursor row's takes side by side (a variant: its photo's variants); review,
+        revert, choose and play from there."""
+        name, table = self.current_collection(), self.current_table()
+        row = table.cursor_row if table else None
+        if row is None or name is None:
+            return
+        self.push_screen(CompareScreen(self, name, row.id))
 
     @work(group="finalize")
     async def finalize(self, name: str, item_id: int, key: str) -> None:
@@ -732,8 +768,22 @@ class TuiApp(App[int]):
         except commands.CommandError as exc:
             self.notify(str(exc), title=title, severity="error", timeout=8)
             return None
+        self._show_outcome(title, outcome)
+        return outcome
+
+    def _show_outcome(self, title: str, outcome: commands.Outcome) -> None:
+        """Notify what a command said (a warning when it has notes)."""
         text = "\n".join([*outcome.lines, *outcome.notes])
         self.notify(text, title=title, severity="warning" if outcome.notes else "information")
+
+    def run_command(
+        self, title: str, command: Callable[..., commands.Outcome], *args: Any, **kwargs: Any
+    ) -> commands.Outcome | None:
+        """Run a command for a screen (the compare screen), as the table's keys do: its outcome is
+        shown, the tables and the review counts are read again on the next tick."""
+        outcome = self._command(title, command, *args, **kwargs)
+        self._dirty.update(self.config.collections)
+        self._last_summary = -math.inf
         return outcome
 
     def action_pause(self) -> None:
