@@ -12,11 +12,12 @@ from textual.widgets import Input, Static
 from tui_app import commands
 from tui_app.config import load_config
 from tui_app.engine import Engine
+from tui_app.media import wav_bytes
 from tui_app.project import Project
 from tui_app.settings import Config
 from tui_app.tui import app as app_module
 from tui_app.tui.app import build_app
-from tui_app.tui.compare import CardView, CompareScreen, waveform_text
+from tui_app.tui.compare import CardView, CompareScreen, _load_waveforms, waveform_text
 from tui_app.tui.screens import RegenerateDialog
 from tui_app.waveform import BARS, Waveform
 
@@ -144,6 +145,19 @@ async def test_speech_takes_show_their_qa_figures_and_waveforms_and_play(generat
             assert len(rows[0]) == len(rows[2]) == SIZE[0] - 10
         await pilot.press("up", "p")  # play take 3
         assert played and played[-1][-1] == str(app.project.take_path(takes[2]))
+
+
+def test_waveforms_share_one_time_scale(tmp_path):
+    """A take half as long as the longest is drawn half as wide, so durations compare at a glance."""
+    tone = b"\x00\x40" * 16_000
+    (tmp_path / "long.wav").write_bytes(wav_bytes(tone, 16_000))
+    (tmp_path / "short.wav").write_bytes(wav_bytes(tone[: len(tone) // 2], 16_000))
+    (tmp_path / "bad.wav").write_bytes(b"RIFF")
+    files = [(n, tmp_path / f"{n}.wav") for n in ("long", "short", "bad")]
+    waves = dict(_load_waveforms(files, 60))
+    assert [len(row) for row in waves["long"].rows] == [60, 60]  # type: ignore[union-attr]
+    assert [len(row) for row in waves["short"].rows] == [30, 30]  # type: ignore[union-attr]
+    assert isinstance(waves["bad"], str) and waves["bad"].startswith("no waveform")
 
 
 def test_waveform_text_marks_leading_and_trailing_silence():

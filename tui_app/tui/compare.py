@@ -35,6 +35,7 @@ from textual.worker import get_current_worker
 from .. import commands
 from ..kinds import get_kind
 from ..kinds.columns import REVIEW_MARKS
+from ..media import wav_info
 from ..project import Project
 from ..store import Item, RowFilter, Take
 from ..waveform import Waveform, draw
@@ -237,12 +238,29 @@ def variant_ids(project: Project, collection: str, item: Item) -> list[int]:
     return [r.id for r in rows if r.params.get("photo", r.text) == photo]
 
 
-def _load_waveform(path: Path, width: int) -> Waveform | str:
-    """The waveform of a WAV file ``width`` columns wide, or why it cannot be drawn. Runs in a thread."""
-    try:
-        return draw(path.read_bytes(), width, WAVE_ROWS)
-    except (OSError, ValueError) as exc:
-        return f"no waveform: {exc}"
+def _load_waveforms(files: Sequence[tuple[str, Path]], width: int) -> list[tuple[str, Waveform | str]]:
+    """The waveforms of WAV files on one time scale (the longest fills ``width`` columns, a take
+    half as long half of them), or why one cannot be drawn: ``[(ident, waveform or message)]``.
+    Runs in a thread."""
+    clips: list[tuple[str, bytes | str, float]] = []
+    for ident, path in files:
+        try:
+            wav = path.read_bytes()
+            clips.append((ident, wav, wav_info(wav).duration_s))
+        except (OSError, ValueError) as exc:
+            clips.append((ident, f"no waveform: {exc}", 0.0))
+    longest = max((seconds for _, _, seconds in clips), default=0.0)
+    out: list[tuple[str, Waveform | str]] = []
+    for ident, data, seconds in clips:
+        if isinstance(data, str):
+            out.append((ident, data))
+            continue
+        columns = max(1, round(width * seconds / longest)) if longest > 0 else width
+        try:
+            out.append((ident, draw(data, columns, WAVE_ROWS)))
+        except ValueError as exc:
+            out.append((ident, f"no waveform: {exc}"))
+    return out
 
 
 class CardView(Vertical):
@@ -429,10 +447,10 @@ class CompareScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, group="compare-waves", exit_on_error=False)
     def load_waveforms(self, files: Sequence[tuple[str, Path]], width: int) -> None:
-        """Read each clip and draw its waveform ``width`` columns wide in this thread."""
+        """Read the clips and draw their waveforms on one time scale, the longest ``width``
+        columns wide, in this thread."""
         worker = get_current_worker()
-        for ident, path in files:
-            wave = _load_waveform(path, width)
+        for ident, wave in _load_waveforms(files, width):
             if worker.is_cancelled:
                 return
             self.app.call_from_thread(self._show_waveform, ident, wave)
