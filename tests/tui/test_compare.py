@@ -112,6 +112,41 @@ async def test_picking_a_variant_on_the_compare_screen_chooses_and_finalizes_it(
         assert app.store.find_item("variants", "astronaut.s2-creative").chosen == 1
 
 
+@pytest.fixture
+def swept_variants(tmp_path: Path) -> Config:
+    """One photo's variants generated, then a temperature sweep of its balanced variant (2 takes)."""
+    config = load_config(write_project(tmp_path, entries=1, pages=1, photos=1))
+    with Project.open(config) as project:
+        project.import_sources()
+        engine = Engine(project)
+        anyio.run(lambda: engine.run(["variants"]))
+        commands.regenerate(project, "variants", ["astronaut.s1-balanced"], sweep="temperature=0.2,0.9")
+        anyio.run(lambda: engine.run(["variants"]))
+    return config
+
+
+async def test_a_variants_sweep_is_compared_take_by_take_and_any_take_can_be_chosen(swept_variants):
+    """Every take of every variant is a card; `c` on a take that is not current makes it current,
+    then chooses it (its final is built from that take)."""
+    config = swept_variants
+    app = build_app(config, clock_free=True, worker=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await _open_compare(pilot, "3")
+        captions = _captions(app)
+        assert len(captions) == 1 + 3 + 2  # the photo, three variants' first takes, two sweep takes
+        balanced = [c for c in captions if c.startswith("s1 balanced")]
+        assert [("temp 0.20" in c, "temp 0.90" in c, "▶ current" in c) for c in balanced] == [
+            (False, False, False),
+            (True, False, False),
+            (False, True, True),
+        ]
+        await pilot.press("right", "right", "c")  # from forensic to balanced take 2 (temperature 0.2)
+        item = app.store.find_item("variants", "astronaut.s1-balanced")
+        assert item.chosen == 1 and _current(app, "variants", "astronaut.s1-balanced") == 2
+        final = config.collections["variants"].output / "finals" / "astronaut.s1-balanced.take2.png"
+        await until(pilot, final.exists)
+
+
 # ------------------------------------------------------------------------------------ speech
 
 

@@ -110,8 +110,9 @@ def review_word(take: Take | None) -> str:
     return REVIEW_WORDS.get(take.review, take.review) if take is not None else ""
 
 
-def variant_caption(item: Item, take: Take | None) -> str:
-    """Two lines for a variant: slot (index and name), temperature, seed; then take, review, choice.
+def variant_caption(item: Item, take: Take | None, current: bool = True) -> str:
+    """Two lines for a variant: slot (index and name), temperature, seed; then take (current or
+    not), review, choice (of the current take).
 
     The temperature and seed are the take's (an override included), else the slot's."""
     params = item.params
@@ -127,8 +128,8 @@ def variant_caption(item: Item, take: Take | None) -> str:
     if take is None:
         second = [item.status] + ([item.last_error] if item.status == "failed" and item.last_error else [])
     else:
-        second = [f"take {take.number}", review_word(take)]
-        second += [{1: "chosen", -1: "set aside"}.get(item.chosen, "")]
+        second = [f"take {take.number}" + (" ▶ current" if current else ""), review_word(take)]
+        second += [{1: "chosen", -1: "set aside"}.get(item.chosen, "") if current else ""]
     return " · ".join(first) + "\n" + " · ".join(s for s in second if s)
 
 
@@ -184,7 +185,7 @@ def collect_cards(
     project: Project, collection: str, item_id: int, variants: Sequence[int] | None = None
 ) -> list[Card]:
     """The cards of the compare screen for item ``item_id``: for a choosable kind the original photo
-    and every variant of its photo (each with its current take; ``variants``: their item ids, as
+    and every take of every variant of its photo (``variants``: their item ids, as
     :func:`variant_ids` finds them, looked up when None); otherwise every take of the item, oldest
     first. Reads the store (a few indexed queries); no file is read.
     """
@@ -201,19 +202,22 @@ def collect_cards(
             cards.append(Card(item.id, item.key, None, photo, f"original · {item.text}\nthe photo"))
         ids = variant_ids(project, collection, item) if variants is None else variants
         for row in filter(None, map(store.get_item, ids)):
-            take = store.get_take(row.current_take) if row.current_take is not None else None
-            path = project.take_path(take) if take is not None else None
-            cards.append(
-                Card(
-                    row.id,
-                    row.key,
-                    take.number if take else None,
-                    path,
-                    variant_caption(row, take),
-                    True,
-                    take,
+            takes = store.takes(row.id)  # every take: a sweep's are compared side by side too
+            if not takes:
+                cards.append(Card(row.id, row.key, None, None, variant_caption(row, None), False, None))
+            for take in takes:
+                current = take.id == row.current_take
+                cards.append(
+                    Card(
+                        row.id,
+                        row.key,
+                        take.number,
+                        project.take_path(take),
+                        variant_caption(row, take, current),
+                        current,
+                        take,
+                    )
                 )
-            )
         return cards
     caption = speech_caption if kind.media == "audio" else page_caption
     return [
@@ -533,13 +537,18 @@ class CompareScreen(ModalScreen[None]):
         self.refresh_cards()
 
     def action_choose(self) -> None:
-        """Choose the highlighted variant, as ``c`` on the table does (it is then finalized)."""
+        """Choose the highlighted variant take, as ``c`` on the table does (it is then finalized);
+        a take that is not its variant's current one is made current first (``tui-app revert``)."""
         if not self.kind.choosable:
             self.notify(f"{self.collection}: choose works on variants (y accepts a take)", severity="warning")
             return
         card = self._take()
-        if card is None:
+        if card is None or card.number is None:
             return
+        if not card.current and not self.host.run_command(
+            "Revert", commands.revert, self.host.project, self.collection, card.key, card.number
+        ):
+            return  # the take could not be made current: nothing is chosen
         self.host.choose_variant(self.collection, card.item_id, card.key)
         self.refresh_cards()
 
