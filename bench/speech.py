@@ -21,6 +21,7 @@ lengthen much) and the ASR step's rate in clips/s (checks recorded, first to las
 Usage:
     python bench/speech.py                     # 300 prompts, N = cores
     python bench/speech.py --n 100 --workers 2
+    python bench/speech.py --n 1132 --no-references   # the whole demo, with and without ASR
 
 Target on the 2-core reference machine: tui_app / faster reference <= 1.05.
 """
@@ -141,6 +142,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="prompts (default 300)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tui_app processes")
     parser.add_argument("--no-asr", action="store_true", help="skip the run with the ASR check")
+    parser.add_argument(
+        "--no-references", action="store_true", help="only the tui_app runs (e.g. the whole demo: --n 1132)"
+    )
     parser.add_argument("--speak", metavar="JSON", help=argparse.SUPPRESS)  # a reference process
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,19 +152,20 @@ def main() -> None:
         _speak(json.loads(Path(args.speak).read_text()), args.threads)
         return
     cores = os.cpu_count() or 1
-    results = {
-        "loop": (*reference(args.n, 1, None), ""),
-        "split": (*reference(args.n, cores, 1), ""),
-        "tui_app": tui_app_run(args.n, args.workers),
-    }
+    results: dict[str, tuple[float, float, str]] = {}
+    if not args.no_references:
+        results["loop"] = (*reference(args.n, 1, None), "")
+        results["split"] = (*reference(args.n, cores, 1), "")
+    results["tui_app"] = tui_app_run(args.n, args.workers)
     if not args.no_asr:
         results["tui_app+asr"] = tui_app_run(args.n, args.workers, asr=True)
     for name, (wall, cpu, note) in results.items():
         print(
             f"{name:11s} wall {wall:6.1f} s   CPU {cpu / args.n * 1000:6.0f} ms per clip   {note}", flush=True
         )
-    best = min(results["loop"][0], results["split"][0])
-    print(f"tui_app / faster reference: {results['tui_app'][0] / best:.3f}")
+    if not args.no_references:
+        best = min(results["loop"][0], results["split"][0])
+        print(f"tui_app / faster reference: {results['tui_app'][0] / best:.3f}")
 
 
 if __name__ == "__main__":
