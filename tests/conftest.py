@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,77 @@ def project(tmp_path: Path) -> Path:
 def anyio_backend() -> str:
     """Async tests (``pytest.mark.anyio``) run on asyncio, like Textual."""
     return "asyncio"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One PostgreSQL server for the test session (pgserver's binaries; see tests/pg.py), on 127.0.0.1
+    and a socket; skipped when pgserver or psycopg is not installed."""
+    import pg
+
+    if pg.MISSING:
+        pytest.skip(pg.MISSING)
+    server = pg.PgServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_uri(pg_server: Any) -> str:
+    """The TCP URI of a fresh, empty database on the session's server."""
+    return str(pg_server.uri(pg_server.create_database()))
+
+
+class StoreFactory:
+    """Opens stores of one backend for a test: each ``name`` is one state (a file, or a database).
+
+    Attributes:
+        backend: ``sqlite`` or ``postgres``.
+        bind_error: what binding a parameter of an unknown type raises on this backend.
+    """
+
+    def __init__(self, backend: str, tmp_path: Path, server: Any = None):
+        self.backend = backend
+        self.tmp_path = tmp_path
+        self.server = server
+        self._databases: dict[str, str] = {}
+        if backend == "sqlite":
+            self.bind_error: type[Exception] = sqlite3.Error
+        else:
+            import psycopg
+
+            self.bind_error = psycopg.Error
+
+    def location(self, name: str = "state") -> str:
+        """The path or URI of state ``name`` (a new database the first time)."""
+        if self.backend == "sqlite":
+            return str(self.tmp_path / f"{name}.sqlite")
+        if name not in self._databases:
+            self._databases[name] = self.server.create_database()
+        return str(self.server.uri(self._databases[name]))
+
+    def open(self, name: str = "state") -> Any:
+        """Open (creating) state ``name`` through :func:`tui_app.store.open_store`."""
+        from tui_app.store import open_store
+
+        return open_store(self.location(name))
+
+    def sql(self, statement: str, *args: Any, name: str = "state") -> list[tuple]:
+        """One statement (``?`` placeholders) behind the store's back, through a connection of its own."""
+        if self.backend == "sqlite":
+            return sql(self.location(name), statement, *args)
+        self.location(name)
+        return list(self.server.sql(self._databases[name], statement, *args))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """A :class:`StoreFactory` of each backend in turn (the store contract runs on both)."""
+    if request.param == "sqlite":
+        return StoreFactory("sqlite", tmp_path)
+    return StoreFactory("postgres", tmp_path, request.getfixturevalue("pg_server"))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 
 from tui_app.sources import make_item
-from tui_app.store import Batch, open_store
+from tui_app.store import Batch
 
 
-def test_requests_within_the_window_form_one_batch_across_connections(tmp_path):
-    path = tmp_path / "state.sqlite"
-    first = open_store(path)
+def test_requests_within_the_window_form_one_batch_across_connections(store_factory):
+    first = store_factory.open()
     first.import_items("c", [make_item(f"k{i}", i, f"text {i}", {}) for i in range(3)])
-    second = open_store(path)  # another process's connection
+    second = store_factory.open()  # another process's connection
     k0, k2 = first.find_item("c", "k0").id, first.find_item("c", "k2").id
     batch_id, _ = first.regenerate([k0], debounce_s=0.4, priority=10)
     again, _ = second.regenerate([k2], debounce_s=0.4, priority=10)

@@ -11,11 +11,14 @@ Loading never writes anything.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .asr import parse_asr_table
 from .kinds import KINDS
@@ -31,7 +34,9 @@ from .settings import (
     TableReader,
     check_values,
     find_line,
+    show,
 )
+from .store import POSTGRES_EXTRA, is_postgres_uri
 
 __all__ = ["CollectionConfig", "Config", "ConfigError", "ProviderConfig", "load_config"]
 
@@ -106,6 +111,7 @@ def load_config(path: Path | str) -> Config:
 
     project = TableReader(path, text, "project", _table(path, text, data, "project"))
     state = project.location("state", "data/state.sqlite")
+    state_uri, password_env = _state_database(project, state)
     debounce_ms = project.number("debounce_ms", 300, minimum=0)
     lease_s = project.number("lease_s", 30.0, minimum=1.0)
     heartbeat_s = project.number("heartbeat_s", 5.0, minimum=0.1)
@@ -210,7 +216,7 @@ def load_config(path: Path | str) -> Config:
         collections[name] = CollectionConfig(name, kind, source, output, provider, params)
     if not collections:
         raise ConfigError(path, "collections", "no collections configured", find_line(text, "collections"))
-    state_path = (root / state).resolve()
+    state_path = (root / ("data/state.sqlite" if state_uri else state)).resolve()
     _check_folders(path, text, root, state_path, collections)
 
     return Config(
@@ -226,7 +232,47 @@ def load_config(path: Path | str) -> Config:
         emotions=emotions,
         qa_table=qa_table,
         asr_table=asr_table,
+        state_uri=state_uri,
+        state_password_env=password_env,
     )
+
+
+def _state_database(project: TableReader, state: str) -> tuple[str | None, str | None]:
+    """``(uri, password_env)`` of a PostgreSQL state (``[project] state`` a ``postgresql://`` URI), or
+    ``(None, None)`` for a SQLite file.
+
+    Raises:
+        ConfigError: a password in the URI, ``state_password_env`` that is not the name of a set
+            environment variable or beside a file path, or psycopg not installed.
+    """
+    password_env = project.get("state_password_env", str, None, what="the name of an environment variable")
+    if password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env):
+        raise project.error(
+            "state_password_env",
+            f"must be the name of an environment variable (letters, digits, '_'), got {show(password_env)}",
+        )
+    if not is_postgres_uri(state):
+        if password_env is not None:
+            raise project.error("state_password_env", "only works with a postgresql:// state")
+        return None, None
+    try:
+        parts = urlsplit(state)
+        query = parse_qs(parts.query)
+    except ValueError as exc:
+        raise project.error("state", f"not a valid PostgreSQL URI: {exc}") from None
+    if parts.password or "password" in query:
+        raise project.error(
+            "state",
+            "a password does not belong in the config file: set state_password_env "
+            "to the name of an environment variable instead",
+        )
+    if not parts.path.strip("/"):
+        raise project.error("state", "the URI names no database (postgresql://USER@HOST:PORT/DATABASE)")
+    if password_env is not None and password_env not in os.environ:
+        raise project.error("state_password_env", f"the environment variable {password_env} is not set")
+    if importlib.util.find_spec("psycopg") is None:
+        raise project.error("state", f"a postgresql:// state needs psycopg 3: {POSTGRES_EXTRA}")
+    return state, password_env
 
 
 def _nested(a: Path, b: Path) -> bool:

@@ -123,9 +123,9 @@ class Project:
             NoStateError: ``must_exist`` and there is no state file.
             sqlite3.DatabaseError: the state file is not a tui_app database, or is newer than this code.
         """
-        if must_exist and not config.state_path.exists():
+        if must_exist and config.state_uri is None and not config.state_path.exists():
             raise NoStateError(f"{config.state_path}: no state file yet (run `tui-app --batch` first)")
-        return cls(config, open_store(config.state_path))
+        return cls(config, open_store(config.state_location, password_env=config.state_password_env))
 
     @classmethod
     def start(

@@ -93,7 +93,8 @@ class Config:
     Attributes:
         path: the config file.
         root: the project folder (the config file's folder); relative paths resolve here.
-        state_path: the SQLite state file (default ``data/state.sqlite``).
+        state_path: the SQLite state file (default ``data/state.sqlite``); with a PostgreSQL
+            state, where that file would be (its folder holds the orphans folder).
         debounce_s: quiet window that merges regenerate requests into one batch, seconds.
         lease_s: how long a claim holds an item without a heartbeat, seconds (then any worker
             may take it back).
@@ -105,6 +106,9 @@ class Config:
         qa_table: the ``[qa]`` table, checked, without its ``asr`` sub-table: the limits of the QA
             flags (:func:`tui_app.qa.parse_qa_table` makes them).
         asr_table: the ``[qa.asr]`` table, checked: the ASR check (:func:`tui_app.asr.parse_asr_table`).
+        state_uri: the PostgreSQL connection URI when ``[project] state`` is one, else None.
+        state_password_env: the name of the environment variable holding the PostgreSQL
+            password (``[project] state_password_env``), or None; never the password itself.
     """
 
     path: Path
@@ -119,6 +123,13 @@ class Config:
     emotions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     qa_table: Mapping[str, Any] = field(default_factory=dict)
     asr_table: Mapping[str, Any] = field(default_factory=dict)
+    state_uri: str | None = None
+    state_password_env: str | None = None
+
+    @property
+    def state_location(self) -> Path | str:
+        """What :func:`tui_app.store.open_store` opens: the PostgreSQL URI, else the SQLite file."""
+        return self.state_uri if self.state_uri is not None else self.state_path
 
 
 # --------------------------------------------------------------------------- helpers

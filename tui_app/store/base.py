@@ -2,9 +2,11 @@
 
 The store is the project's single source of truth and the only code that
 writes SQL. Implementations: :class:`~tui_app.store.sqlite.SqliteStore` (the
-default, one file). A backend keeps its specifics (PRAGMAs, locking,
-connection handling) inside its implementation; callers see only this
-protocol and the typed rows of :mod:`tui_app.store.rows`.
+default, one file) and :class:`~tui_app.store.postgres.PostgresStore` (one
+database shared by workers on several machines), both built on the shared
+transitions of :class:`~tui_app.store.sql.SqlStore`. A backend keeps its
+specifics (PRAGMAs, locking, connection handling) inside its implementation;
+callers see only this protocol and the typed rows of :mod:`tui_app.store.rows`.
 
 Item life cycle (DESIGN.md)::
 
@@ -279,7 +281,8 @@ class Store(Protocol):
         ...
 
     def data_version(self) -> int:
-        """Changes whenever another connection commits."""
+        """Changes whenever another connection commits (PostgreSQL: once its change notification
+        has arrived, a few milliseconds after the commit)."""
         ...
 
     # -- takes
