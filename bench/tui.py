@@ -69,8 +69,10 @@ REPAINT_SECONDS = 10.0  # length of the store-change-to-repaint phase
 VISIBLE_ROWS = 30  # the rows the repaint phase updates (all on screen at 160 x 45)
 
 
-def make_project(root: Path, n: int) -> Path:
+def make_project(root: Path, n: int, state: str | None = None) -> Path:
     (root / "data").mkdir(parents=True)
+    if state:  # the take folder is a shared one, which must be there (mounted) before any worker starts
+        (root / "data" / "out").mkdir()
     (root / "data" / "prompts.data").write_text(
         "".join(
             f'( LJ{i // 1000:03d}-{i % 1000:04d} "Sentence number {i} of a large dataset, read aloud." )\n'
@@ -88,16 +90,18 @@ def make_project(root: Path, n: int) -> Path:
         kind = "simulated"
         concurrency = 8
         """)
+        + (f'\n[project]\nstate = "{state}"\n' if state else "")
     )
     return config
 
 
-def setup(root: Path, n: int) -> None:
-    """Create the project and its state file (run in its own process)."""
+def setup(root: Path, n: int, state: str | None = None) -> None:
+    """Create the project and its state (run in its own process): the SQLite file, or the empty
+    PostgreSQL database ``state`` names."""
     from tui_app.config import load_config
     from tui_app.project import Project
 
-    with Project.open(load_config(make_project(root, n))) as project:
+    with Project.open(load_config(make_project(root, n, state))) as project:
         project.import_sources()
 
 
@@ -110,13 +114,29 @@ class AppDied(RuntimeError):
     pass
 
 
-def writer(db: Path, ids: list[int], rate: float, stop: Path, log: Path, seed: int) -> None:
+def writer(db: str, ids: list[int], rate: float, stop: Path, log: Path, seed: int) -> None:
     """The external writer (run in its own process): ``rate`` updates per second on ``ids`` until
     ``stop`` exists, each one transaction (the item and its event row, as a worker's completion);
-    then ``log`` gets ``[[item id, attempts after, monotonic commit time], ...]``."""
+    then ``log`` gets ``[[item id, attempts after, monotonic commit time], ...]``. ``db``: the
+    SQLite file, or a PostgreSQL URI (each transaction then also sends the store's change
+    notification, as every write of the PostgreSQL store does)."""
     rng = random.Random(seed)
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
-    keys = dict(conn.execute("SELECT id, key FROM items"))
+    postgres = db.startswith(("postgresql://", "postgres://"))
+    if postgres:
+        import psycopg
+
+        from tui_app.store.postgres import CHANNEL
+
+        conn = psycopg.connect(db, autocommit=True)
+        begin = "BEGIN"
+    else:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+        begin = "BEGIN IMMEDIATE"
+    update = "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=? RETURNING attempts"
+    insert = "INSERT INTO events (ts, level, kind, collection, item_key, message) VALUES (?,?,?,?,?,?)"
+    if postgres:
+        update, insert = update.replace("?", "%s"), insert.replace("?", "%s")
+    keys = dict(conn.execute("SELECT id, key FROM items").fetchall())
     done: list[tuple[int, int, float]] = []
     interval = 1.0 / rate
     next_at = time.monotonic()
@@ -126,13 +146,10 @@ def writer(db: Path, ids: list[int], rate: float, stop: Path, log: Path, seed: i
         status = rng.choice(["pending", "completed", "failed"])
         kind = {"pending": "released", "completed": "completed", "failed": "failed"}[status]
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        (attempts,) = conn.execute(
-            "UPDATE items SET status=?, attempts=attempts+1, updated_at=? WHERE id=? RETURNING attempts",
-            (status, now, item_id),
-        ).fetchone()
+        conn.execute(begin)
+        (attempts,) = conn.execute(update, (status, now, item_id)).fetchone()
         conn.execute(
-            "INSERT INTO events (ts, level, kind, collection, item_key, message) VALUES (?,?,?,?,?,?)",
+            insert,
             (
                 now,
                 "error" if status == "failed" else "info",
@@ -142,6 +159,9 @@ def writer(db: Path, ids: list[int], rate: float, stop: Path, log: Path, seed: i
                 f"{keys[item_id]} {status} (bench update)",
             ),
         )
+        if postgres:
+            note = {"collection": "dataset", "id": item_id, "key": keys[item_id], "kind": kind}
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(note)))
         conn.execute("COMMIT")
         done.append((item_id, attempts, time.monotonic()))
         next_at += interval
@@ -217,7 +237,7 @@ def scenario(
     def start_writer(ids: list[int], per_s: float, name: str) -> tuple[subprocess.Popen, Path, Path]:
         stop, log, id_file = root / f"{name}.stop", root / f"{name}.json", root / f"{name}.ids.json"
         id_file.write_text(json.dumps(ids))
-        args = [sys.executable, __file__, "--writer", str(config.state_path), "--rate", str(per_s)]
+        args = [sys.executable, __file__, "--writer", str(config.state_location), "--rate", str(per_s)]
         args += ["--stop", str(stop), "--log", str(log), "--ids", str(id_file)]
         return subprocess.Popen(args), stop, log
 
@@ -339,6 +359,78 @@ def _repaint_latencies(
     return latencies
 
 
+class BenchFailed(RuntimeError):
+    """A size's run failed: why, with the end of the child's stderr."""
+
+
+def run_size(
+    n: int,
+    *,
+    keys: int = 200,
+    rate: float = 500.0,
+    key_timeout: float = 1.0,
+    repaint_rate: float = 200.0,
+    no_worker: bool = False,
+    child_timeout: float = 300.0,
+    state: str | None = None,
+) -> dict:
+    """One size: a fresh project of ``n`` items set up in one process, the scenario run in another;
+    the scenario's result. ``state``: an empty PostgreSQL database's URI for the project's state
+    (default: the SQLite file in the project).
+
+    Raises:
+        BenchFailed: a child failed or overran ``child_timeout``.
+    """
+    root = Path(tempfile.mkdtemp(prefix="tui_app_tuibench_"))
+    try:
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--setup",
+                str(root),
+                "--n",
+                str(n),
+                *(["--state", state] if state else []),
+            ],
+            check=True,
+            timeout=child_timeout,
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(root),
+                "--n",
+                str(n),
+                "--keys",
+                str(keys),
+                "--rate",
+                str(rate),
+                "--key-timeout",
+                str(key_timeout),
+                "--repaint-rate",
+                str(repaint_rate),
+                "--child-timeout",
+                str(child_timeout),
+                *(["--no-worker"] if no_worker else []),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=child_timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr or b""
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
+        raise BenchFailed(f"FAILED, over {exc.timeout:.0f} s\n{err[-4000:]}") from None
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if out.returncode != 0:
+        raise BenchFailed(f"FAILED (exit {out.returncode})\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _ms(v: float) -> str:
     return "timeout" if math.isinf(v) else f"{v:.1f} ms"
 
@@ -370,13 +462,14 @@ def main() -> None:
     parser.add_argument("--child-timeout", type=float, default=300.0, help="seconds allowed per size")
     parser.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--writer", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--writer", help=argparse.SUPPRESS)
+    parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--stop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup:
-        setup(args.setup, args.n)
+        setup(args.setup, args.n, args.state)
         return
     if args.writer:
         writer(args.writer, json.loads(args.ids.read_text()), args.rate, args.stop, args.log, seed=1)
@@ -398,50 +491,20 @@ def main() -> None:
         return
     failed = False
     for n in [args.n] if args.n else [13_100, 100_000]:
-        root = Path(tempfile.mkdtemp(prefix="tui_app_tuibench_"))
         try:
-            subprocess.run(
-                [sys.executable, __file__, "--setup", str(root), "--n", str(n)],
-                check=True,
-                timeout=args.child_timeout,
+            r = run_size(
+                n,
+                keys=args.keys,
+                rate=args.rate,
+                key_timeout=args.key_timeout,
+                repaint_rate=args.repaint_rate,
+                no_worker=args.no_worker,
+                child_timeout=args.child_timeout,
             )
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    str(root),
-                    "--n",
-                    str(n),
-                    "--keys",
-                    str(args.keys),
-                    "--rate",
-                    str(args.rate),
-                    "--key-timeout",
-                    str(args.key_timeout),
-                    "--repaint-rate",
-                    str(args.repaint_rate),
-                    "--child-timeout",
-                    str(args.child_timeout),
-                    *(["--no-worker"] if args.no_worker else []),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=args.child_timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            err = exc.stderr or b""
-            err = err.decode(errors="replace") if isinstance(err, bytes) else err
-            print(f"N={n:>7}: FAILED, over {exc.timeout:.0f} s\n{err[-4000:]}", flush=True)
+        except BenchFailed as exc:
+            print(f"N={n:>7}: {exc}", flush=True)
             failed = True
             continue
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        if out.returncode != 0:
-            print(f"N={n:>7}: FAILED (exit {out.returncode})\n{out.stderr[-4000:]}", flush=True)
-            failed = True
-            continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"N={r['n']:>7}: first paint {r['first_paint_s']:.3f} s, key latency p50 {_ms(r['key_p50_ms'])} "
             f"p95 {_ms(r['key_p95_ms'])} max {_ms(r['key_max_ms'])} ({r['key_misses']}/{r['keys']} keys "

@@ -30,9 +30,15 @@ import time
 from pathlib import Path
 
 
-def make_project(root: Path, n: int, qa: bool = True) -> None:
-    """A project with ``n`` festvox prompts on a zero-latency simulated provider (speech QA on or off)."""
+def make_project(
+    root: Path, n: int, qa: bool = True, *, latency_ms: float = 0.0, state: str | None = None
+) -> None:
+    """A project with ``n`` festvox prompts on a simulated provider of ``latency_ms`` (default zero) at
+    concurrency 16 (speech QA on or off); its state in ``state`` (a PostgreSQL URI) when given, else
+    in the default SQLite file."""
     (root / "data").mkdir(parents=True)
+    if state:  # the take folder is a shared one, which must be there (mounted) before any worker starts
+        (root / "data" / "out").mkdir()
     (root / "data" / "prompts.data").write_text(
         "".join(f'( item_{i:06d} "Sentence number {i} of the benchmark." )\n' for i in range(n))
     )
@@ -46,23 +52,37 @@ def make_project(root: Path, n: int, qa: bool = True) -> None:
         kind = "simulated"
         concurrency = 16
         """)
+        + (f"latency_ms = {latency_ms}\n" if latency_ms else "")
         + ("" if qa else "\n[qa]\nenabled = false\n")
+        + (f'\n[project]\nstate = "{state}"\n' if state else "")
     )
 
 
-def drain(n: int, procs: int, where: str | None = None, qa: bool = True) -> tuple[float, int]:
+def drain(
+    n: int,
+    procs: int,
+    where: str | None = None,
+    qa: bool = True,
+    *,
+    latency_ms: float = 0.0,
+    state: str | None = None,
+) -> tuple[float, int]:
     """Drain a fresh ``n``-item project in a temp folder under ``where`` (default: the system's)
-    with ``procs`` processes; returns (wall s, takes recorded)."""
+    with ``procs`` processes; returns (wall s, takes recorded). ``state``: an empty PostgreSQL
+    database's URI for the project's state (default: the SQLite file in the project)."""
     with tempfile.TemporaryDirectory(prefix="tui_app-bench-", dir=where) as tmp:
         root = Path(tmp)
-        make_project(root, n, qa)
+        make_project(root, n, qa, latency_ms=latency_ms, state=state)
         # import first (and generate one item), so every process starts on the same ready queue
-        subprocess.run(
+        warm = subprocess.run(
             [sys.executable, "-m", "tui_app", "--batch", "--limit", "1"],
             cwd=root,
             capture_output=True,
-            check=True,
+            text=True,
         )
+        if warm.returncode:
+            output = warm.stdout[-2000:] + warm.stderr[-4000:]
+            raise SystemExit(f"the warm-up --batch exited with {warm.returncode}:\n{output}")
         started = time.perf_counter()
         running = [
             subprocess.Popen(
@@ -77,9 +97,14 @@ def drain(n: int, procs: int, where: str | None = None, qa: bool = True) -> tupl
         wall = time.perf_counter() - started
         if any(codes):
             raise SystemExit(f"a worker exited with {codes}")
-        takes = (
-            sqlite3.connect(root / "data" / "state.sqlite").execute("SELECT COUNT(*) FROM takes").fetchone()
-        )
+        if state:
+            import psycopg
+
+            with psycopg.connect(state) as conn:
+                takes = conn.execute("SELECT COUNT(*) FROM takes").fetchone()
+        else:
+            db = sqlite3.connect(root / "data" / "state.sqlite")
+            takes = db.execute("SELECT COUNT(*) FROM takes").fetchone()
         return wall, int(takes[0])
 
 

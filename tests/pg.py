@@ -43,12 +43,16 @@ class PgServer:
     folder), outside pytest's: pytest makes its base folder private to root, which the server's
     user could then no longer enter.
 
+    Args:
+        fsync: PostgreSQL's ``fsync`` (off by default, for fast tests; on for benchmarks, as a
+            production server runs).
+
     Attributes:
         port: the TCP port on 127.0.0.1.
         socket_dir: the folder of its Unix socket.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
         self.root = root = Path(tempfile.mkdtemp(prefix="tui_app-pg-"))
         root.chmod(0o755)
         self.pgdata = root / "pgdata"
@@ -66,7 +70,8 @@ class PgServer:
         self.socket_dir.mkdir()
         self.socket_dir.chmod(0o777)
         self._options = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off -c max_connections=200"
+            f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync={'on' if fsync else 'off'}"
+            " -c max_connections=200"
         )
         self._ctl("start")
 
