@@ -328,7 +328,7 @@ def run_batch(
                     _run, engine, names, limits[0], console, progress_interval_s, helpers, limit
                 )
             except BaseException as exc:  # noqa: BLE001 - only a storage failure is handled here
-                problem = storage_error(exc, path=config.state_path)
+                problem = storage_error(exc, path=config.state_location)
                 if problem is None:
                     raise
                 interrupted = False
@@ -342,7 +342,7 @@ def run_batch(
             for i in project.store.failed_items(names)
         ]
         if problem is not None:
-            code = ExitCode.STORAGE
+            code = ExitCode(getattr(problem, "exit_code", ExitCode.STORAGE))
         elif interrupted:
             code = ExitCode.INTERRUPTED
         elif failed:

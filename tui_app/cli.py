@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 A terminal workbench for producing generative assets in bulk: the clips of a TTS
 voice dataset, the page images of an illustrated story, and variants of photos.
-Every item's state lives in one SQLite file (data/state.sqlite by default), so
-runs can be interrupted and resumed without losing work.
+Every item's state lives in one store: a SQLite file (data/state.sqlite by default),
+or a PostgreSQL database shared by workers on several machines; runs can be
+interrupted and resumed without losing work.
 """
 
 EPILOG = """\
@@ -49,10 +50,13 @@ examples:
   tui-app pause dataset           no new dataset item starts (tui-app resume dataset)
   tui-app review dataset arctic_a0001 --reject --note "mumbled" --regenerate
   tui-app export dataset --only-accepted exports/accepted
+  tui-app migrate-state --to postgresql://tui@db.lan:5432/tui --password-env TUI_DB_PASSWORD
 
-exit codes: 0 all completed, 1 some failed, 2 usage/config/input error,
-  74 storage error (disk full, read-only or failing disk under the state or an output; one line
-  names the path; the state is consistent: free space and run again),
+exit codes: 0 all completed, 1 some failed, 2 usage/config/input error (also a PostgreSQL
+  server that refuses: a failed login, a database or role that does not exist),
+  74 storage error (disk full, read-only or failing disk under the state or an output, or a
+  PostgreSQL server unreachable or lost; one line names the path, or the database, host and
+  port; the state is consistent: fix it and run again),
   130 interrupted by Ctrl-C or SIGTERM (the state is consistent), 141 the output pipe was closed
 """
 
@@ -140,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "status",
         help="show item counts per collection and status",
-        description="Show item counts per collection and status, read from the state file.",
+        description="Show item counts per collection and status, read from the project's state.",
     )
     _config_arg(st, argparse.SUPPRESS)
     st.add_argument("--json", action="store_true", help='print {"<collection>": {"<status>": count}}')
@@ -159,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy = sub.add_parser(
         "sync",
         help="compare the state file with the files on disk, and repair",
-        description="Find every mismatch between data/state.sqlite and the output folders: "
+        description="Find every mismatch between the project's state and the output folders: "
         "missing files, files whose sha256 differs from their take, completed items without a "
         "take, files no take references. Without --fix nothing changes.",
     )
@@ -263,6 +267,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="the PDF's page size: A4, US Letter, or 8.5 in square (default a4)",
     )
     _worker_parsers(sub)
+    mg = sub.add_parser(
+        "migrate-state",
+        help="copy the project's state to a PostgreSQL database or another SQLite file",
+        description="Copy the project's state (items, takes, finals, batches, commands, events, pauses, "
+        "the providers' shared state) into TARGET, which must be empty, and verify the copy: the row "
+        "count of every table and the sha256 of every take. Stop the workers first (items left "
+        "generating arrive pending). The current state is left as it was and config.toml is not "
+        "changed: set [project] state to TARGET afterwards.",
+    )
+    _config_arg(mg, argparse.SUPPRESS)
+    mg.add_argument(
+        "--to",
+        dest="target",
+        metavar="TARGET",
+        required=True,
+        help="postgresql://USER@HOST:PORT/DATABASE (an existing database; no password in it), or a "
+        "SQLite file path (going back to one machine)",
+    )
+    mg.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="the environment variable holding the target database's password",
+    )
     return parser
 
 
@@ -448,7 +475,9 @@ class _Where:
 
 def _ending(exc: BaseException, where: _Where) -> int:
     """The exit code for a command ended by ``exc`` (searched inside exception groups too): an
-    interruption (130), a closed output pipe (141) or a storage failure (74, one line on stderr).
+    interruption (130), a closed output pipe (141) or a storage failure (74, one line on stderr),
+    which includes a PostgreSQL state's server unreachable or lost (74) or refusing (2: a failed
+    login, a missing database; see :mod:`tui_app.storage_errors`).
 
     Raises:
         BaseException: ``exc`` itself when it is none of those (``SystemExit`` from argparse, a bug).
@@ -460,7 +489,7 @@ def _ending(exc: BaseException, where: _Where) -> int:
     # a signal can come wrapped (Python 3.11 wraps an exception raised in __set_name__ while a class
     # is made, as during an import) or be followed by errors in code it cut short: after a signal,
     # an ending that is not a storage failure or a closed pipe is the interruption
-    problem = storage_error(exc, path=where.config.state_path if where.config is not None else None)
+    problem = storage_error(exc, path=where.config.state_location if where.config is not None else None)
     pipe = _find(exc, BrokenPipeError)
     if _find(exc, KeyboardInterrupt) is not None or (got and problem is None and pipe is None):
         by = f" by {signals.signal_name(got[0])}" if got else ""
@@ -468,7 +497,7 @@ def _ending(exc: BaseException, where: _Where) -> int:
         return int(ExitCode.INTERRUPTED)
     if problem is not None:
         _say(f"tui-app: error: {problem.line()}")
-        return int(ExitCode.STORAGE)
+        return problem.exit_code
     if pipe is not None:
         signals.silence_closed_output()
         return int(ExitCode.BROKEN_PIPE)
@@ -542,6 +571,8 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
         return _worker(config, args)
     if args.command == "workers":
         return _workers(config, args.json)
+    if args.command == "migrate-state":
+        return _migrate_state(config, args.target, args.password_env)
     if args.command in _COMMANDS:
         return _apply(config, args)
     if args.batch:
@@ -604,9 +635,11 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
         return int(ExitCode.OK)
     from .store import STATUSES
 
-    _print_counts(f"tui_app status: {config.state_path}", counts, STATUSES, total=True)
-    if not config.state_path.exists():
+    _print_counts(f"tui_app status: {config.state_location}", counts, STATUSES, total=True)
+    if config.state_uri is None and not config.state_path.exists():
         print("no state file yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
+    elif not any(sum(c.values()) for c in counts.values()):
+        print("no items yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
     return int(ExitCode.OK)
 
 
@@ -624,7 +657,7 @@ def _review_status(config: Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(counts, indent=2))
         return int(ExitCode.OK)
-    _print_counts(f"tui_app review: {config.state_path}", counts, REVIEW_STATES)
+    _print_counts(f"tui_app review: {config.state_location}", counts, REVIEW_STATES)
     return int(ExitCode.OK)
 
 
@@ -794,6 +827,26 @@ def _workers(config: Config, as_json: bool) -> int:
         report = []
     print(json.dumps(report, indent=2) if as_json else "\n".join(workers_lines(report)))
     return int(ExitCode.OK)
+
+
+def _migrate_state(config: Config, target_text: str, password_env: str | None) -> int:
+    """``migrate-state --to TARGET``: copy the state, print what was copied and verified (stdout) and
+    the notes (stderr); a refused target exits 2, an unreachable one 74 (see :mod:`.storage_errors`)."""
+    from . import commands
+
+    try:
+        target = commands.migration_target(config, target_text, password_env)
+    except commands.CommandError as exc:
+        return _error(str(exc))
+
+    def work(project: Project) -> int:
+        try:
+            outcome = commands.migrate_state(project, target, password_env)
+        except commands.CommandError as exc:
+            return _error(str(exc))
+        return _print(outcome)
+
+    return _maintain(config, work)
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:

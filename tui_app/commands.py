@@ -16,12 +16,18 @@ No Textual here.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import re
+import sqlite3
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .engine import REGENERATE_PRIORITY, RETRY_PRIORITY
 from .files import IntegrityError
@@ -30,7 +36,8 @@ from .kinds.base import Kind
 from .project import HOST, Project, stale_workers
 from .providers import PROVIDER_KINDS
 from .settings import Config
-from .store import REVIEW_STATES, Item, Worker
+from .storage_errors import storage_error
+from .store import POSTGRES_EXTRA, REVIEW_STATES, Item, Worker, copy_state, is_postgres_uri, open_store
 
 #: What a command says when no live worker would act on it.
 NO_WORKER = "no worker is running: start one with tui-app worker (or tui-app --batch)"
@@ -56,14 +63,21 @@ class Outcome:
 
 
 def open_project(config: Config) -> Project:
-    """Open the project for a command: the existing state, or, on a project that never ran, a new
-    state with the sources imported (so commands work before the first run).
+    """Open the project for a command: the existing state, or, on a project that never ran (no
+    state file; with PostgreSQL, a database without items), a new state with the sources imported
+    (so commands work before the first run).
 
     Raises:
         SourceError: a new project's source is malformed (nothing has been written).
+        StorageError: the state cannot be opened (a :class:`~tui_app.storage_errors.DatabaseError`
+            for an unreachable or refusing PostgreSQL server; raised as psycopg's own error).
     """
-    if config.state_path.exists():
-        return Project.open(config)
+    if config.state_uri is None:
+        return Project.open(config) if config.state_path.exists() else Project.start(config)
+    project = Project.open(config)  # a database always exists: does it hold the project yet?
+    if any(sum(counts.values()) for counts in project.counts().values()):
+        return project
+    project.close()
     return Project.start(config)
 
 
@@ -607,3 +621,166 @@ __all__ = [
     "workers_lines",
     "workers_report",
 ]
+
+
+# ---------------------------------------------------------------------- migrate-state
+
+
+def migration_target(config: Config, target: str, password_env: str | None = None) -> Path | str:
+    """Check the ``TARGET`` of ``tui-app migrate-state --to TARGET`` before anything is opened.
+
+    Args:
+        target: a ``postgresql://USER@HOST:PORT/DATABASE`` URI (libpq's socket form too), or a
+            SQLite file path (relative to the working folder).
+        password_env: the name of the environment variable holding the target's password.
+
+    Returns:
+        The URI as given, or the file's absolute path.
+
+    Raises:
+        CommandError: one line: a URI that does not parse, holds a password or names no database;
+            psycopg missing for a URI; a scheme other than PostgreSQL's; a folder; the project's own
+            state; a file inside an output folder; ``password_env`` beside a file path, not a
+            variable name, or not set.
+    """
+    if password_env is not None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env):
+            raise CommandError(f"--password-env: not the name of an environment variable: {password_env!r}")
+        if password_env not in os.environ:
+            raise CommandError(f"--password-env: the environment variable {password_env} is not set")
+    if is_postgres_uri(target):
+        _check_uri(config, target)
+        return target
+    if "://" in target:
+        raise CommandError(f"--to {target}: neither a postgresql:// URI nor a file path")
+    if password_env is not None:
+        raise CommandError("--password-env works with a postgresql:// target only")
+    path = Path(target).expanduser().resolve()
+    if path.is_dir():
+        raise CommandError(f"--to {target}: is a folder; give the path of the new state file")
+    if config.state_uri is None and path == config.state_path:
+        raise CommandError(f"--to {target}: is the project's own state")
+    for name, coll in config.collections.items():
+        if path.is_relative_to(coll.output.resolve()):
+            raise CommandError(
+                f"--to {target}: is inside collections.{name}.output ({coll.output}), which sync keeps "
+                "for take files: choose a folder of its own"
+            )
+    return path
+
+
+def _check_uri(config: Config, uri: str) -> None:
+    """Refuse a PostgreSQL URI that cannot work: see :func:`migration_target`."""
+    try:
+        parts = urlsplit(uri)
+        query = parse_qs(parts.query)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise CommandError(f"--to {uri}: not a valid PostgreSQL URI ({exc})") from None
+    if parts.password or "password" in query:
+        raise CommandError(
+            "--to: a password does not belong in the URI (it would show in the process list and in "
+            "config.toml): give --password-env NAME, the environment variable holding it"
+        )
+    if not parts.path.strip("/"):
+        raise CommandError(f"--to {uri}: the URI names no database (postgresql://USER@HOST:PORT/DATABASE)")
+    if importlib.util.find_spec("psycopg") is None:
+        raise CommandError(f"--to {uri}: a postgresql:// target needs psycopg 3: {POSTGRES_EXTRA}")
+    import psycopg  # the postgres extra, present (checked above)
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        wanted = conninfo_to_dict(uri)
+        same = config.state_uri is not None and conninfo_to_dict(config.state_uri) == wanted
+    except psycopg.ProgrammingError as exc:
+        raise CommandError(f"--to {uri}: not a valid PostgreSQL URI ({exc})") from None
+    if same:
+        raise CommandError(f"--to {uri}: is the project's own state")
+
+
+def _shown(location: Path | str, root: Path | None = None) -> str:
+    """A URI as given; a path relative to ``root`` (default: the working folder) when inside it."""
+    if isinstance(location, str):
+        return location
+    try:
+        return str(location.relative_to(root or Path.cwd()))
+    except ValueError:
+        return str(location)
+
+
+def migrate_state(project: Project, target: Path | str, password_env: str | None = None) -> Outcome:
+    """Copy the project's state into the empty store at ``target`` (``tui-app migrate-state``):
+    items, takes, finals, batches, commands, events, pauses and the providers' shared state, with
+    their ids (:func:`tui_app.store.copy_state`); verified by the row count of every table and the
+    sha256 of every take. The project's own state and its config.toml are left as they are: the
+    outcome says what to set in ``[project]``.
+
+    Args:
+        target: what :func:`migration_target` returned.
+        password_env: the name of the environment variable holding the target's password.
+
+    Raises:
+        CommandError: workers are serving the project (stop them first), the target already holds a
+            project's state (nothing was written), a target file that is not a tui_app state, or a
+            copy that does not match its source (the target is left as written, to inspect).
+        StorageError: the target cannot be opened or written: its disk, or a PostgreSQL server
+            unreachable (``exit_code`` 74) or refusing (2), named in one line.
+    """
+    config = project.config
+    live = live_workers(project)
+    if live:
+        raise CommandError(
+            f"{_plural(len(live), 'worker')} still serve the project ({_keys([w.id for w in live])}): "
+            "stop them first (tui-app workers lists them), or the copy misses what they do next"
+        )
+    shown = _shown(target)
+    leftover = sum(c.get("generating", 0) for c in project.counts().values())
+    try:
+        store = open_store(target, password_env=password_env)
+    except Exception as exc:  # noqa: BLE001 - classified, else raised again
+        problem = storage_error(exc, path=target)
+        if problem is not None:
+            raise problem from exc
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise CommandError(f"--to {shown}: not a tui_app state file ({exc})") from None
+        raise
+    try:
+        copied = copy_state(project.store, store)
+    except ValueError as exc:
+        if "already holds" in str(exc):
+            raise CommandError(
+                f"--to {shown}: already holds a project's state; migrate-state copies into an empty "
+                "store only (nothing was written)"
+            ) from None
+        raise CommandError(f"--to {shown}: {exc} (the target is left as written, to inspect)") from None
+    except Exception as exc:  # noqa: BLE001 - classified, else raised again
+        problem = storage_error(exc, path=target if is_postgres_uri(target) else config.state_location)
+        if problem is not None:
+            raise problem from exc
+        raise
+    finally:
+        store.close()
+    tables = ", ".join(f"{table} {n}" for table, n in copied.items())
+    outcome = Outcome(
+        [
+            f"copied the state of {_shown(config.state_location)} to {shown}: {tables}",
+            f"verified: the row count of each of the {len(copied)} tables, and the sha256 of each of the "
+            f"{_plural(copied.get('takes', 0), 'take')}, match the source",
+        ]
+    )
+    value = target if isinstance(target, str) else _shown(target, config.root)
+    setting = f"state = {json.dumps(value, ensure_ascii=False)}"
+    if password_env is not None:
+        setting += f' and state_password_env = "{password_env}"'
+    elif config.state_password_env is not None:
+        setting += " (and remove state_password_env)"
+    outcome.lines.append(f"next: set in the [project] table of {_shown(config.path)}: {setting}")
+    if leftover:
+        outcome.notes.append(
+            f"{_plural(leftover, 'item')} left generating by a worker that is gone arrived pending"
+        )
+    outcome.notes.append(
+        f"the state at {_shown(config.state_location)} is left as it was: keep it until the new one has"
+        " served a run"
+    )
+    return outcome

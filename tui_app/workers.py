@@ -1,9 +1,11 @@
 """Worker processes: ``tui-app worker`` serves a project until stopped; ``--workers N`` runs N processes.
 
 A worker is an :class:`~tui_app.engine.Engine` registered in the store: it claims items under
-leases, renews them on a heartbeat and watches the store (``PRAGMA data_version``, 10 Hz) for
-what other processes commit, so a command from a shell (regenerate, pause, front, ...) reaches it
-within 0.1 s. :func:`run_worker` serves until SIGINT or SIGTERM, then releases what it holds
+leases, renews them on a heartbeat and watches the store for what other processes commit (SQLite:
+``PRAGMA data_version``, polled at 10 Hz; PostgreSQL: ``LISTEN``, woken by each commit's
+``NOTIFY``), so a command from a shell (regenerate, pause, front, ...) reaches it within 0.1 s. A
+lost database connection does not stop it: it waits for the server and goes on (see
+:mod:`tui_app.engine.core`). :func:`run_worker` serves until SIGINT or SIGTERM, then releases what it holds
 (its in-flight items go back to ``pending``, no attempt spent) and returns 0: stopping a worker is
 its normal end.
 

@@ -22,12 +22,47 @@ Every event (started, completed, retry, failed, cooldown, ...) is written by
 the store in the transaction of its change; listeners (:meth:`Engine.subscribe`)
 receive that same event after the commit.
 
+Other processes' commits (a command from a shell, another worker's progress) reach a worker through
+its keepalive task: on PostgreSQL it waits on the store's :meth:`~tui_app.store.base.Store.listen`
+listener (``LISTEN tui_app`` in a thread, woken within milliseconds of a commit, and at least every
+``LISTEN_POLL_S`` to look anyway); on SQLite it polls ``PRAGMA data_version`` every ``WATCH_S``.
+
+A lost database connection (PostgreSQL restarted, network down; the store itself reconnects with
+backoff for up to ``reconnect_s`` within each call, blocking this event loop meanwhile) never stops a
+worker: the heartbeat, the claims and the bookkeeping of an item are tried again on the next turn;
+an item whose state could not be written is given back once the connection returns (a lease this
+worker holds but no task serves is released on the next heartbeat), and after an outage the worker
+registers itself again (another worker may have removed its row). A finished take is never lost: its
+file stays in place while its record is retried with backoff until the connection returns; then
+either it is recorded (also when the commit that seemed lost had landed: the take is found by its
+path), or the guard refuses it (its lease expired and another worker took the item over) and the file
+is removed. Only a worker stopped (cancelled) during an outage leaves such a file unrecorded; the
+next start's recovery moves it aside, once no live lease may still record it.
+
+A take folder this machine cannot reach: on a project whose store is PostgreSQL, the take folders
+are shared by every machine (NFS, SMB), so a missing folder (its parent missing: the share is not
+mounted) or one this machine may not write (permission denied, read-only mount, a stale NFS handle)
+is this machine's problem, not the disk's, and not a reason to stop the other machines' work: each
+item whose take this worker could not write fails at once (no retry) with one line naming the folder,
+``cannot reach the shared take folder /mnt/takes/dataset: not mounted or not writable (...)``, and
+the worker stops claiming that collection's items until the folder is back (a ``--batch`` stops
+serving that collection; a ``worker`` checks again every ``REACH_S``), so it does not fail the whole
+queue that other machines can serve. On such a project the engine never creates the missing parent
+of a take folder outside the project folder (that would write takes to this machine's disk under
+the mount point), only the take folder itself inside an existing parent. A full disk (no space,
+quota, file size limit, I/O error) stays a storage error as on SQLite (every machine shares that
+disk: the item goes back and the run stops, exit 74), and on a SQLite project every write error
+keeps its :mod:`tui_app.storage_errors` treatment: a full, read-only or unwritable disk puts the
+item back and stops the run (exit 74), any other error fails its item.
+
 Nothing here imports Textual: the TUI and the headless runner both drive this class.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import logging
 import math
 import os
 import time
@@ -48,13 +83,35 @@ from ..store import Claim, Event, Final, Item, Take, Worker
 from .checks import Checker, build_checker
 from .finals import FinalBuilder
 from .retry import RetryPolicy
-from .takes import WRITER_THREADS, CachedTake, TakeWriter, request_cache_key
+from .takes import WRITER_THREADS, CachedTake, TakeWriter, Unreachable, reachable, request_cache_key
 from .throttle import Throttle
+
+log = logging.getLogger(__name__)
 
 REGENERATE_PRIORITY = 10
 RETRY_PRIORITY = 5
 #: How often a worker looks for commits of other processes (``PRAGMA data_version``), seconds.
 WATCH_S = 0.1
+#: With a listener (PostgreSQL), how often a worker looks anyway, in case a notification is lost, seconds.
+LISTEN_POLL_S = 1.0
+#: After a lost database connection, the wait before a task tries the store again, seconds.
+RETRY_S = 0.5
+#: How often a worker checks whether an unreachable shared take folder is back, seconds.
+REACH_S = 2.0
+#: errno values of a write into a shared take folder this machine cannot reach (see the module docstring).
+UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.ESTALE,
+        errno.ENOTCONN,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+    }
+)
 
 
 @dataclass
@@ -88,6 +145,9 @@ class Engine:
         self.policies = {name: RetryPolicy.from_config(pc) for name, pc in self.config.providers.items()}
         self.stats = {name: RunStats() for name in self.config.collections}
         self.takes = TakeWriter(self.config, self.store)
+        self.takes.stopping = lambda: self._cancelled
+        self.takes.on_lost = functools.partial(self._lost, "recording a take")
+        self._cancelled = False  # cancel() was called: a take's record is no longer retried without end
         self.finals = FinalBuilder(self.config, self.store)
         #: the ASR check of speech takes (built by :meth:`run`; None: not built yet)
         self.checker: Checker | None = None
@@ -106,6 +166,13 @@ class Engine:
         #: this engine's worker id in the store: its claims' lease owner
         self.worker_id = new_worker_id()
         self._items: dict[int, anyio.CancelScope] = {}  # in-flight items -> their task's scope
+        #: ids of the items this worker claimed and still serves (from the claim on, before their task
+        #: starts): a lease it holds on any other item is an orphan of a lost connection (released)
+        self._claimed: set[int] = set()
+        self._outage = False  # a store call met a lost connection: register again once it is back
+        self._serving: list[str] = []  # the collections of this run (its worker row)
+        #: collections whose shared take folder this machine cannot reach -> when it was last checked
+        self._unreachable: dict[str, float] = {}
         # the collections sharing each provider: its concurrency is counted over all of their leases
         self._shared: dict[str, list[str]] = {}
         for coll in self.config.collections.values():
@@ -193,6 +260,7 @@ class Engine:
     def cancel(self) -> None:
         """Abort the run: in-flight items are cancelled and go back to ``pending``."""
         self._stopping = True
+        self._cancelled = True
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
         self.notify()
@@ -254,12 +322,13 @@ class Engine:
             until_idle: return when nothing is pending, in flight or backing off;
                 with False keep serving new requests until :meth:`stop`/:meth:`cancel`.
         """
-        self._stopping = False
+        self._stopping = self._cancelled = False
         colls = self.project.collections(names)
         if any(get_kind(c.kind).measured for c in colls):
             # the loudness meter (scipy) takes about 1 s to import: here, not in the first take's QA
             await anyio.to_thread.run_sync(qa_preload)
-        self.store.register_worker(self.worker_id, HOST, os.getpid(), [c.name for c in colls])
+        self._serving = [c.name for c in colls]
+        self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
         self._reclaim()
         self._adopt_paces()
         if self.checker is None:
@@ -287,31 +356,98 @@ class Engine:
                     outer.cancel_scope.cancel()
         finally:
             self._cancel_scope = None
-            self.store.retire_worker(self.worker_id)  # anything still held goes back to pending
+            try:
+                self.store.retire_worker(self.worker_id)  # anything still held goes back to pending
+            except Exception as exc:
+                if not self.store.lost_connection(exc):
+                    raise
+                log.warning(
+                    "worker %s: the database is unreachable; its leases expire instead", self.worker_id
+                )
 
     async def _keepalive(self) -> None:
         """Renew this worker's leases every ``heartbeat_s``, take back the items of workers that are
-        gone, and react to other processes within 0.1 s: ``PRAGMA data_version`` changes whenever
-        another connection commits (new requests, pauses, cancels), so the dispatchers are woken
-        and in-flight items this worker no longer holds are abandoned."""
-        version = self.store.data_version()
-        beat = time.monotonic()
-        while True:
-            await anyio.sleep(WATCH_S)
-            if time.monotonic() - beat >= self.config.heartbeat_s:
-                beat = time.monotonic()
-                self._abandon(self.store.heartbeat(self.worker_id, self.config.lease_s))
-                self._reclaim()
-            now = self.store.data_version()
-            if now != version:
-                version = now
-                self._abandon(self.store.held(self.worker_id))
-                self._adopt_paces()
-                if time.monotonic() - self._shared_at >= 1.0:  # a worker came, went, or found work
-                    self._share_slots()
-                self.notify()
-                if self._finals_due is not None:
-                    self._finals_due.set()
+        gone, and react to other processes' commits (new requests, pauses, cancels): the dispatchers
+        are woken and in-flight items this worker no longer holds are abandoned. A commit is heard
+        through the store's listener (PostgreSQL's ``LISTEN``, waited on in a thread) or, without
+        one, by polling ``data_version`` every ``WATCH_S`` (it changes whenever another connection
+        commits). A lost database connection is waited out (see the module docstring)."""
+        listener = self.store.listen()
+        try:
+            version = self._guarded(self.store.data_version, -1)
+            beat = time.monotonic()
+            while True:
+                changed = False
+                if listener is None:
+                    await anyio.sleep(WATCH_S)
+                else:
+                    wait_s = max(0.0, min(LISTEN_POLL_S, beat + self.config.heartbeat_s - time.monotonic()))
+                    changed = await anyio.to_thread.run_sync(listener.wait, wait_s, abandon_on_cancel=True)
+                try:
+                    if time.monotonic() - beat >= self.config.heartbeat_s or self._outage:
+                        beat = time.monotonic()
+                        self._beat()
+                    now = self.store.data_version()
+                    if changed or now != version:
+                        version = now
+                        self._changed()
+                except Exception as exc:
+                    if not self.store.lost_connection(exc):
+                        raise
+                    self._lost("the heartbeat", exc)
+                    await anyio.sleep(RETRY_S)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _beat(self) -> None:
+        """Renew this worker's leases; after an outage register again; release the orphan leases
+        (held, but served by no task: a claim or a release whose outcome a lost connection hid);
+        take back the items of workers that are gone."""
+        held = self.store.heartbeat(self.worker_id, self.config.lease_s)
+        if self._outage:
+            self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
+            self._outage = False
+            self.store.log("info", "reconnected", f"worker {self.worker_id}: the database is reachable again")
+            self.notify()
+        self._abandon(held)
+        for item_id in sorted(held - self._claimed):
+            item = self.store.get_item(item_id)
+            if item is not None and item.worker_id == self.worker_id:
+                self.store.release(item, "held but not served after a lost database connection -> pending")
+                self.notify(item.collection)
+        self._reclaim()
+
+    def _changed(self) -> None:
+        """Another connection committed: what this worker holds, paces, shares and finals may differ."""
+        self._abandon(self.store.held(self.worker_id))
+        self._adopt_paces()
+        if time.monotonic() - self._shared_at >= 1.0:  # a worker came, went, or found work
+            self._share_slots()
+        self.notify()
+        if self._finals_due is not None:
+            self._finals_due.set()
+
+    def _guarded(self, call: Callable[[], Any], default: Any) -> Any:
+        """``call()``, or ``default`` when the database connection is lost."""
+        try:
+            return call()
+        except Exception as exc:
+            if not self.store.lost_connection(exc):
+                raise
+            self._lost("a read", exc)
+            return default
+
+    def _lost(self, what: str, exc: BaseException) -> None:
+        """Note a lost database connection (logged once per outage: the store itself cannot say it)."""
+        if not self._outage:
+            log.warning(
+                "worker %s: %s met a lost database connection (%s); trying again",
+                self.worker_id,
+                what,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+        self._outage = True
 
     async def _watch_finals(self, names: Sequence[str] | None) -> None:
         """Build the finals other processes asked for (a ``tui-app choose`` or ``revert``, another TUI):
@@ -319,7 +455,12 @@ class Engine:
         while self._finals_due is not None:
             await self._finals_due.wait()
             self._finals_due = anyio.Event()
-            await self.build_finals(names)
+            try:
+                await self.build_finals(names)
+            except Exception as exc:
+                if not self.store.lost_connection(exc):
+                    raise
+                self._lost("building finals", exc)  # built after the next commit heard
 
     def _adopt_paces(self) -> None:
         """Cooldowns and learned paces other workers wrote to the store hold here too."""
@@ -359,6 +500,46 @@ class Engine:
         with anyio.move_on_after(seconds):
             await event.wait()
 
+    async def _reach(self, coll: CollectionConfig, until_idle: bool) -> bool:
+        """Whether this worker may claim ``coll``'s items again: its shared take folder is reachable
+        (checked every ``REACH_S``). The first time it is not, one warning event; a ``--batch``
+        (``until_idle``) then stops serving the collection (False), a worker waits for the folder."""
+        while not self._stopping:
+            checked = self._unreachable[coll.name]
+            if time.monotonic() - checked >= REACH_S:
+                self._unreachable[coll.name] = time.monotonic()
+                if await anyio.to_thread.run_sync(reachable, coll.output, self.config.root):
+                    del self._unreachable[coll.name]
+                    self._guarded(
+                        functools.partial(
+                            self.store.log,
+                            "info",
+                            "reachable",
+                            f"worker {self.worker_id}: the shared take folder {coll.output}"
+                            " is reachable again",
+                            collection=coll.name,
+                        ),
+                        None,
+                    )
+                    return True
+                if checked == -math.inf:  # the first check after a write failed
+                    what = "stops serving" if until_idle else "claims no more"
+                    self._guarded(
+                        functools.partial(
+                            self.store.log,
+                            "warning",
+                            "unreachable",
+                            f"worker {self.worker_id} {what} {coll.name} items: cannot reach the shared take"
+                            f" folder {coll.output} (not mounted or not writable); other workers go on",
+                            collection=coll.name,
+                        ),
+                        None,
+                    )
+            if until_idle:
+                return False
+            await self._wait_wake(coll.name, REACH_S)
+        return True
+
     async def _dispatch(self, coll: CollectionConfig, limit: int | None, until_idle: bool) -> None:
         throttle = self.throttles[coll.provider]
         provider = self.provider(coll.provider)
@@ -371,6 +552,8 @@ class Engine:
                 # whose outputs wait for the disk, so a fast provider cannot pile them up in memory
                 while stats.in_flight >= throttle.limit + WRITER_THREADS and not self._stopping:
                     await self._wait_wake(coll.name, 1.0)
+                if coll.name in self._unreachable and not await self._reach(coll, until_idle):
+                    break  # a --batch leaves the items of an unreachable take folder to other machines
                 parts = max(self.processes, throttle.share)
                 share = math.ceil(throttle.limit / parts)  # this process's part of the slots
                 while throttle.in_use >= share and parts > 1 and not self._stopping:
@@ -393,33 +576,48 @@ class Engine:
                 # a claimed item is one whose request starts now (what "in flight" counts), not one
                 # waiting for the throttle, and a worker with nothing to claim takes no one's turn
                 turned = asked = False
-                if throttle.pacing:
-                    items, asked = await self._claim_turn(coll.name, throttle, how)
-                    turned = bool(items)
-                if not asked:
-                    # the free slots at once, in one claim transaction (the store's writes are the
-                    # bottleneck of fast providers)
-                    room = min(
-                        CLAIM_BATCH,
-                        throttle.limit + WRITER_THREADS - stats.in_flight,
-                        share - throttle.in_use + 1 if parts > 1 else CLAIM_BATCH,
-                        limit - claimed if limit is not None else CLAIM_BATCH,
-                    )
-                    while slots < room and throttle.try_acquire():
-                        slots += 1
-                    # concurrency over every live lease: what the others hold, plus this worker's
-                    # own requests (the slots just taken not included) stays within the provider's limit
-                    items = self.store.claim(
-                        coll.name, slots, replace(how, limit=throttle.limit - (throttle.in_use - slots))
-                    )
+                try:
+                    if throttle.pacing:
+                        items, asked = await self._claim_turn(coll.name, throttle, how)
+                        turned = bool(items)
+                    if not asked:
+                        # the free slots at once, in one claim transaction (the store's writes are the
+                        # bottleneck of fast providers)
+                        room = min(
+                            CLAIM_BATCH,
+                            throttle.limit + WRITER_THREADS - stats.in_flight,
+                            share - throttle.in_use + 1 if parts > 1 else CLAIM_BATCH,
+                            limit - claimed if limit is not None else CLAIM_BATCH,
+                        )
+                        while slots < room and throttle.try_acquire():
+                            slots += 1
+                        # concurrency over every live lease: what the others hold, plus this worker's
+                        # own requests (the slots just taken not included) stays within the provider's limit
+                        items = self.store.claim(
+                            coll.name, slots, replace(how, limit=throttle.limit - (throttle.in_use - slots))
+                        )
+                        self._claimed.update(i.id for i in items)
+                except Exception as exc:
+                    if not self.store.lost_connection(exc):
+                        raise
+                    # a claim whose commit was cut may have landed: the next heartbeat releases it
+                    self._lost("a claim", exc)
+                    items = []
                 for _ in range(slots - len(items)):
                     throttle.release()
                 if not items:
-                    wake_at = self.store.next_wakeup([coll.name])
-                    # pending items another worker or a pause holds back keep a --batch waiting
-                    idle = until_idle and stats.in_flight == 0 and wake_at is None
-                    if idle and not self.store.counts([coll.name])[coll.name]["pending"]:
-                        break
+                    try:
+                        wake_at = self.store.next_wakeup([coll.name])
+                        # pending items another worker or a pause holds back keep a --batch waiting
+                        idle = until_idle and stats.in_flight == 0 and wake_at is None
+                        if idle and not self.store.counts([coll.name])[coll.name]["pending"]:
+                            break
+                    except Exception as exc:
+                        if not self.store.lost_connection(exc):
+                            raise
+                        self._lost("a claim", exc)
+                        await self._wait_wake(coll.name, RETRY_S)
+                        continue
                     timeout = (
                         (wake_at - time.time() + 0.001) if wake_at else (math.inf if not until_idle else 1.0)
                     )
@@ -443,6 +641,7 @@ class Engine:
             # the slot this dispatcher holds is in in_use: the others may hold the rest
             limit = throttle.limit - throttle.in_use + 1
             got, wait = self.store.claim_turn(collection, interval_s, replace(how, limit=limit))
+            self._claimed.update(i.id for i in got)
             items.extend(got)
             return wait if wait > 0 else (0.0 if got else -1.0)
 
@@ -458,8 +657,15 @@ class Engine:
             self._items[item.id] = scope
             try:
                 await self._serve_item(coll, item, provider, throttle, turned)
+            except Exception as exc:
+                if not self.store.lost_connection(exc):
+                    raise
+                # its state could not be written: the lease is released once the connection is back
+                # (or expires, and another worker takes the item over); no attempt is spent
+                self._lost(f"{coll.name} {item.key}", exc)
             finally:
                 self._items.pop(item.id, None)
+                self._claimed.discard(item.id)
 
     async def _serve_item(
         self, coll: CollectionConfig, item: Item, provider: Provider, throttle: Throttle, turned: bool
@@ -492,7 +698,12 @@ class Engine:
             except TimeoutError:
                 error = ProviderError(f"timed out after {pc.timeout_s:g} s", retryable=True)
             except anyio.get_cancelled_exc_class():
-                self.store.release(item, "interrupted -> pending")  # synchronous: never cut short
+                try:
+                    self.store.release(item, "interrupted -> pending")  # synchronous: never cut short
+                except Exception as exc:
+                    if not self.store.lost_connection(exc):
+                        raise
+                    self._lost(f"{coll.name} {item.key}", exc)  # its lease expires instead
                 raise
             except Exception as exc:  # noqa: BLE001 - a provider bug fails this item only
                 error = ProviderError(f"{type(exc).__name__}: {exc}")
@@ -514,9 +725,20 @@ class Engine:
                     except OSError as exc:
                         # a full, read-only or over-quota disk is not this item's fault: the item goes
                         # back to pending (no attempt spent) and the run stops with a StorageError
-                        # (exit 74 headless); any other OSError fails this item only, the run goes on
+                        # (exit 74 headless); any other OSError fails this item only, the run goes on;
+                        # a shared take folder this machine cannot reach fails the item and holds off
+                        # this worker's claims of the collection (see the module docstring)
                         problem = storage_error(exc, path=coll.output)
-                        if problem is None:
+                        if self.takes.shared and (
+                            isinstance(exc, Unreachable)
+                            or (
+                                exc.errno in UNREACHABLE_ERRNOS
+                                and not reachable(coll.output, self.config.root)
+                            )
+                        ):
+                            error = ProviderError(str(Unreachable.of(coll.output, exc)))
+                            self._unreachable.setdefault(coll.name, -math.inf)
+                        elif problem is None:
                             error = ProviderError(f"cannot write the take file: {exc}")
                         else:
                             try:

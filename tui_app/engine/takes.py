@@ -5,7 +5,17 @@ writes it atomically under a free ``KEY.takeN.EXT`` name (never overwriting),
 measures it when its kind measures takes, and records it with the store's
 guarded final write. When the guard refuses (the item was regenerated,
 cancelled or reset meanwhile) the file is removed again and a ``discarded``
-event says so.
+event says so. When the record meets a lost database connection (PostgreSQL),
+the file stays in place and the record is tried again with backoff until the
+connection returns (see :mod:`.core`); a record whose commit landed although
+its answer was lost is recognised by its path.
+
+On a shared project (a PostgreSQL store: every machine writes into the same take
+folders), a missing take folder outside the project folder (a share mounted
+elsewhere, ``/mnt/takes/dataset``) is created only inside an existing parent: a
+missing parent means the share is not mounted here (:class:`Unreachable`). One
+inside the project folder is made with its parents, as on SQLite (the project
+folder is there, so its share is mounted).
 
 The generation cache: a request identical to an earlier one (same provider,
 options, text, params and seed: :func:`request_cache_key`) reuses that take's
@@ -14,9 +24,12 @@ file (a hard link or a copy) instead of calling the provider.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +47,64 @@ from ..store import Item, Store, Take, TakeRecord
 
 #: Threads writing take files (write, fsync, rename) at once; more only add contention on 2 cores.
 WRITER_THREADS = 16
+#: The first and the longest wait between tries of a take's record while the database is unreachable, seconds.
+RECORD_RETRY_S = (0.1, 2.0)
+
+log = logging.getLogger(__name__)
+
+
+class Unreachable(OSError):
+    """A shared take folder this machine cannot reach: not mounted (its parent is missing) or not
+    writable. ``str()`` is the one line an item fails with."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    @classmethod
+    def of(cls, folder: Path, exc: OSError) -> Unreachable:
+        """The error for ``folder`` that ``exc`` (any write error there) stands for."""
+        if isinstance(exc, Unreachable):
+            return exc
+        detail = exc.strerror or str(exc)
+        code = exc.errno or errno.EIO
+        return cls(
+            code, f"cannot reach the shared take folder {folder}: not mounted or not writable ({detail})"
+        )
+
+
+def reachable(folder: Path, root: Path) -> bool:
+    """True when this machine may write take files into ``folder`` of the project at ``root``: it is a
+    writable folder, or it is missing and would be made (see :func:`_shared_folder`) in a writable one."""
+    try:
+        target = folder
+        if not target.is_dir():
+            target = target.parent
+            while folder.is_relative_to(root) and not target.is_dir() and target.is_relative_to(root):
+                target = target.parent  # made with its parents inside the project folder
+        return target.is_dir() and os.access(target, os.W_OK)
+    except OSError:
+        return False
+
+
+def _shared_folder(folder: Path, root: Path) -> None:
+    """Make a missing shared take folder: with its parents inside the project folder ``root``, else
+    only inside an existing parent.
+
+    Raises:
+        Unreachable: outside the project folder, the parent is missing (the share is not mounted here).
+        OSError: the folder cannot be made.
+    """
+    if folder.is_dir():
+        return
+    if folder.is_relative_to(root):
+        folder.mkdir(parents=True, exist_ok=True)
+    elif not folder.parent.is_dir():
+        raise Unreachable.of(folder, FileNotFoundError(errno.ENOENT, f"{folder.parent} does not exist"))
+    folder.mkdir(exist_ok=True)
+
+
+class _Unrecorded(Exception):
+    """A take's record was given up (the engine stopped while the database was unreachable)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +182,13 @@ class TakeWriter:
         self._threads = anyio.CapacityLimiter(WRITER_THREADS)
         self._thresholds = parse_qa_table(config.qa_table)  # the [qa] limits of the flags
         self._group: list[_Pending] = []  # takes waiting for the next group commit (:meth:`_record`)
+        #: the take folders are shared by several machines (a PostgreSQL store): see the module docstring
+        self.shared = config.state_uri is not None
+        #: True once the engine is cancelled: a record that meets a lost connection is then given up
+        #: (its file is left for the next start's recovery) instead of tried again without end
+        self.stopping: Callable[[], bool] = lambda: False
+        #: called with each lost-connection error a record meets (the engine registers again afterwards)
+        self.on_lost: Callable[[BaseException], None] = lambda exc: None
 
     def cached(self, cache_key: str) -> CachedTake | None:
         """The earlier take of an identical request whose file is still there with its size, or None."""
@@ -140,16 +218,31 @@ class TakeWriter:
     ) -> bool:
         """Write the take's file and record it; True when recorded, False when the guard refused it.
 
+        A record that meets a lost database connection is tried again with backoff until the
+        connection returns, the file in place; False also when the engine stopped meanwhile (the
+        file is then left for the next start's recovery).
+
         Raises:
             OSError: the file cannot be written (disk full, permissions); nothing is recorded.
+            Unreachable: on a shared project, the take folder's parent is missing (not mounted).
         """
         if isinstance(result, CachedTake):
             path, record = await self._reuse(coll, item, request, result, elapsed_s, cache_key)
         else:
             path, record = await self._new(coll, item, request, result, elapsed_s, cache_key)
-        if await self._record(item, record) is None:
+        try:
+            take_id = await self._record(item, record)
+        except _Unrecorded:
+            log.warning(
+                "%s %s: take file %s kept but not recorded (the database is unreachable)",
+                coll.name,
+                item.key,
+                path,
+            )
+            return False
+        if take_id is None:
             await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
-            self.store.log(
+            self._log(
                 "warning",
                 "discarded",
                 f"{item.key}: result discarded (item changed meanwhile)",
@@ -172,7 +265,7 @@ class TakeWriter:
             await anyio.lowlevel.checkpoint()  # let the takes that finished meanwhile join
             group, self._group = self._group, []
             try:
-                ids = self.store.complete_many([(p.item, p.record) for p in group])
+                ids = await self._complete([(p.item, p.record) for p in group])
             except BaseException as exc:
                 for p in group:
                     p.error = exc
@@ -185,6 +278,51 @@ class TakeWriter:
             raise pending.error
         return pending.take_id
 
+    async def _complete(self, done: list[tuple[Item, TakeRecord]]) -> list[int | None]:
+        """``store.complete_many(done)``, tried again with backoff while the database connection is
+        lost. After a lost try, a take the guard refuses may be one whose commit landed: it is looked
+        up by its path.
+
+        Raises:
+            _Unrecorded: the engine stopped while the database was unreachable.
+        """
+        delay, longest = RECORD_RETRY_S
+        lost = False
+        while True:
+            try:
+                ids = self.store.complete_many(done)
+                if lost:
+                    ids = [
+                        take_id if take_id is not None else self._recorded(item, record)
+                        for (item, record), take_id in zip(done, ids, strict=True)
+                    ]
+                return ids
+            except Exception as exc:
+                if not self.store.lost_connection(exc):
+                    raise
+                self.on_lost(exc)
+                if self.stopping():
+                    raise _Unrecorded() from exc
+                if not lost:
+                    keys = ", ".join(item.key for item, _ in done[:3]) + (", ..." if len(done) > 3 else "")
+                    log.warning("recording %s met a lost database connection; trying again (%s)", keys, exc)
+                lost = True
+            await anyio.sleep(delay)
+            delay = min(delay * 2, longest)
+
+    def _recorded(self, item: Item, record: TakeRecord) -> int | None:
+        """The id of ``item``'s take recorded with ``record``'s file, or None."""
+        return next((t.id for t in self.store.takes(item.id) if t.path == record.path), None)
+
+    def _log(self, level: str, kind: str, message: str, *, collection: str, key: str) -> None:
+        """Write an event; without a database connection, log it instead (the take's fate is what matters)."""
+        try:
+            self.store.log(level, kind, message, collection=collection, key=key)
+        except Exception as exc:
+            if not self.store.lost_connection(exc):
+                raise
+            log.warning("%s %s: %s", collection, key, message)
+
     async def _reuse(
         self,
         coll: CollectionConfig,
@@ -195,9 +333,13 @@ class TakeWriter:
         cache_key: str,
     ) -> tuple[Path, TakeRecord]:
         t = cached.take
-        path, number = await anyio.to_thread.run_sync(
-            _link_file, cached.path, coll.output, item.key, request.take_number
-        )
+
+        def link() -> tuple[Path, int]:
+            if self.shared:
+                _shared_folder(coll.output, self.config.root)
+            return _link_file(cached.path, coll.output, item.key, request.take_number)
+
+        path, number = await anyio.to_thread.run_sync(link)
         record = TakeRecord(
             path=self._relative(path),
             sha256=t.sha256,
@@ -236,6 +378,8 @@ class TakeWriter:
             returns (path, number, sha256, the bytes written, why a PNG was left unstamped)."""
             data, unstamped = output.data, None
             number = request.take_number
+            if self.shared:
+                _shared_folder(coll.output, self.config.root)
             if output.suffix.lower() == ".png":
                 number = free_take_path(coll.output, item.key, number, output.suffix)[1]
                 chunks = pngmeta.take_chunks(
@@ -262,7 +406,7 @@ class TakeWriter:
 
         path, number, sha, data, unstamped = await anyio.to_thread.run_sync(write, limiter=self._threads)
         if unstamped is not None:
-            self.store.log(
+            self._log(
                 "warning",
                 "png_metadata",
                 f"{item.key}: take {number} written without its parameters chunks: {unstamped}",

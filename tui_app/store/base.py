@@ -42,6 +42,25 @@ from .rows import (
 )
 
 
+class ChangeListener(Protocol):
+    """Wakes a watcher when another connection commits a change (:meth:`Store.listen`).
+
+    It has a connection of its own: :meth:`wait` may block in a thread other than the one using the
+    store, one thread at a time; :meth:`close` may be called from any thread.
+    """
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until another connection commits a change, or ``timeout_s`` seconds pass, or
+        :meth:`close`; True when a change came (or may have come unheard: the connection to the
+        server was lost and made again), False on timeout or once closed. Never raises for a lost
+        connection: it connects again on a later call."""
+        ...
+
+    def close(self) -> None:
+        """End a wait in progress (it returns False) and release the connection."""
+        ...
+
+
 class Store(Protocol):
     """A project's state: items, takes, batches and events (see the module docstring)."""
 
@@ -283,6 +302,18 @@ class Store(Protocol):
     def data_version(self) -> int:
         """Changes whenever another connection commits (PostgreSQL: once its change notification
         has arrived, a few milliseconds after the commit)."""
+        ...
+
+    def listen(self) -> ChangeListener | None:
+        """A :class:`ChangeListener` woken by other connections' commits (PostgreSQL: ``LISTEN`` on a
+        connection of its own), or None when this backend is watched by polling :meth:`data_version`
+        (SQLite, where a poll is one cheap read of the file's header)."""
+        ...
+
+    def lost_connection(self, exc: BaseException) -> bool:
+        """True when ``exc``, raised by a call of this store, means its server is unreachable or cut
+        the connection (PostgreSQL restarted, network down): the same call may succeed later, and a
+        write may or may not have been committed. Always False for SQLite."""
         ...
 
     # -- takes

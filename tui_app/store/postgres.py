@@ -17,7 +17,10 @@ No transaction can then fail with a serialization error, and none needs a retry 
 Live updates: every write transaction sends ``NOTIFY tui_app`` (one per changed item:
 ``{"collection": ..., "id": ..., "key": ..., "kind": ...}``; an empty payload for a change
 of no item, such as a heartbeat) in the transaction, so it is delivered after the commit.
-:meth:`PostgresStore.data_version` counts the notifications of other connections.
+:meth:`PostgresStore.data_version` counts the notifications of other connections;
+:meth:`PostgresStore.listen` returns a listener that blocks on them (``LISTEN`` on a connection
+of its own, waiting on its socket), so workers and the TUI wake within milliseconds of a
+commit instead of polling.
 
 The schema is SQLite's with PostgreSQL's types (``DOUBLE PRECISION`` for unix times,
 ``BIGINT`` for integers, identity keys); JSON columns stay text so both backends decode
@@ -28,7 +31,11 @@ one-row table ``tui_app_schema``.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import select
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -147,6 +154,7 @@ class PostgresStore(SqlStore):
         self._heard = 0
         self._closed = False
         self._in_transaction = False
+        self._watchers: list[_Listener] = []
         self._connect()
         if not read_only:
             self._migrate()
@@ -154,6 +162,8 @@ class PostgresStore(SqlStore):
     def _connect(self) -> None:
         self._conn: psycopg.Connection[Any] = psycopg.connect(self.uri, autocommit=True, **self._options)
         self._statements = _Statements(self._conn)
+        #: the server process of this connection: its own notifications are not another's change
+        self._pid = self._conn.info.backend_pid
         self._listening = False
         if self._read_only:
             self._conn.execute("SET default_transaction_read_only = on")
@@ -311,9 +321,36 @@ class PostgresStore(SqlStore):
         )
 
     def close(self) -> None:
-        """Close the connection (for good: it is not opened again)."""
+        """Close the connection (for good: it is not opened again) and the listeners' connections."""
         self._closed = True
+        for listener in self._watchers:
+            listener.close()
         self._conn.close()
+
+    def listen(self) -> _Listener:
+        """A listener of the changes other connections commit (see :class:`~.base.ChangeListener`):
+        ``LISTEN tui_app`` on a connection of its own, opened now (or, when the server cannot be
+        reached now, by its first wait)."""
+        listener = _Listener(self)
+        self._watchers = [w for w in self._watchers if not w.closed] + [listener]
+        return listener
+
+    def lost_connection(self, exc: BaseException) -> bool:
+        """True when ``exc`` is the loss of the connection to the server, or the server cannot be
+        reached (or is starting or shutting down): a retry may succeed once it is back."""
+        if not isinstance(exc, psycopg.OperationalError):
+            return False
+        if self._conn.closed:
+            return True
+        state = exc.sqlstate or ""
+        return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+    def _listen_options(self, timeout_s: float) -> dict[str, Any]:
+        """Connection options of a listener that connects (again) within a wait of ``timeout_s`` seconds."""
+        options = dict(self._options)
+        if "connect_timeout" in options:  # libpq waits at least 2 s
+            options["connect_timeout"] = max(2, min(options["connect_timeout"], math.ceil(timeout_s)))
+        return options
 
     def schema_version(self) -> int:
         """The schema version stored in the database."""
@@ -338,3 +375,130 @@ class PostgresStore(SqlStore):
                     raise
                 self._heard += 1  # the connection is lost: the next call opens another
         return self._heard
+
+
+class _Listener:
+    """``LISTEN tui_app`` on a connection of its own (see :class:`~.base.ChangeListener`).
+
+    :meth:`wait` blocks in ``select()`` on the connection's socket and on a pipe that :meth:`close`
+    writes to, so a wait ends at once when the listener is closed. Notifications of the store's own
+    connection are not a change (as SQLite's ``data_version`` leaves out its own commits). A lost
+    connection ends the wait with True (changes may have gone unheard); the next waits connect
+    again, and the first one that succeeds returns True.
+    """
+
+    def __init__(self, store: PostgresStore):
+        self._store = store
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+        self._waiting = False
+        self._closed = False
+        self._missed = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        try:
+            self._open(store._connect_timeout_s)
+        except psycopg.OperationalError:
+            self._missed = True  # the first wait connects
+
+    def _open(self, timeout_s: float) -> None:
+        conn = psycopg.connect(self._store.uri, autocommit=True, **self._store._listen_options(timeout_s))
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def wait(self, timeout_s: float) -> bool:
+        """See :meth:`~.base.ChangeListener.wait` (``timeout_s`` in seconds)."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._lock:
+            if self._closed:
+                return False
+            self._waiting = True
+        try:
+            return self._wait(deadline)
+        finally:
+            with self._lock:
+                self._waiting = False
+                if self._closed:
+                    self._release()
+
+    def _wait(self, deadline: float) -> bool:
+        if self._conn is None:
+            try:
+                self._open(deadline - time.monotonic())
+            except psycopg.OperationalError:
+                self._sleep(deadline)  # the server is still away: try again on the next wait
+                return False
+            if self._missed:
+                self._missed = False
+                return True
+        conn = self._conn
+        assert conn is not None
+        pgconn = conn.pgconn
+        while True:
+            try:
+                ready, _, _ = select.select(
+                    [conn.fileno(), self._wake_r], [], [], max(0.0, deadline - time.monotonic())
+                )
+            except (OSError, ValueError, psycopg.Error):
+                return self._lost()
+            if self._wake_r in ready or not ready:
+                return False  # closed, or timed out
+            try:
+                pgconn.consume_input()
+            except psycopg.Error:
+                return self._lost()
+            if pgconn.status != psycopg.pq.ConnStatus.OK:
+                return self._lost()
+            own = self._store._pid
+            changed = False
+            while (note := pgconn.notifies()) is not None:
+                changed = changed or note.be_pid != own
+            if changed:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def _lost(self) -> bool:
+        """The connection is gone: close it; the next wait connects again."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._missed = True
+        return True
+
+    def _sleep(self, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) or until closed."""
+        select.select([self._wake_r], [], [], max(0.0, deadline - time.monotonic()))
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """See :meth:`~.base.ChangeListener.close`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._waiting:
+                try:
+                    os.write(self._wake_w, b"x")  # the waiting thread releases the connection
+                except OSError:
+                    pass
+                return
+            self._release()
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -188,3 +188,11 @@ class SqliteStore(SqlStore):
     def data_version(self) -> int:
         """A number that changes whenever another connection commits (``PRAGMA data_version``)."""
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def listen(self) -> None:
+        """None: SQLite is watched by polling :meth:`data_version` (one read of the file's header)."""
+        return None
+
+    def lost_connection(self, exc: BaseException) -> bool:
+        """False: a SQLite file has no server whose connection could be lost."""
+        return False

@@ -4,7 +4,10 @@ The app shows what every worker of the project does, not only its own: a 100 ms
 timer polls the store's ``data_version`` (it changes whenever any other
 connection commits: a ``tui-app --batch`` or ``worker`` process, or this app's own
 worker), and when it changed re-reads only the visible rows, the counts (at most
-a few times a second) and the new events, by id, so nothing is shown twice. The
+a few times a second) and the new events, by id, so nothing is shown twice. On
+PostgreSQL a thread also waits on the store's listener (``LISTEN``) and repaints as
+soon as a change is announced (at most every ``HEARD_GAP_S``), the timer staying as
+the fallback. The
 store's in-process listener only marks collections dirty. Repaints are coalesced,
 so a burst of changes never delays a key press. Tables read their visible rows
 straight from the store (see :mod:`tui_app.tui.table`).
@@ -28,6 +31,7 @@ import functools
 import math
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -41,6 +45,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static, TabbedContent, TabPane
 
@@ -74,6 +79,12 @@ WORKERS_S = 1.0  # the live workers are read at most this often
 WAKEUP_S = 1.0  # "backing off, next in N s" is re-read at most this often
 QUIET_S = 1.0  # nothing in flight for this long: the batch is over ("Batch finished")
 EVENT_PAGE = 5000  # events read per tick at most (the rest on the next ticks)
+LISTEN_POLL_S = 1.0  # with a listener (PostgreSQL), the longest wait before it is asked again
+HEARD_GAP_S = 0.02  # a change heard by the listener repaints at most this often (a burst is one repaint)
+
+
+class StoreChanged(Message):
+    """Another connection committed a change (posted by the listener's thread)."""
 
 
 class TuiApp(App[int]):
@@ -139,6 +150,8 @@ class TuiApp(App[int]):
         self._recount: set[str] = set()  # collections whose row count may have changed (import, filters)
         self._refiltered: set[str] = set()  # collections whose filter changed: show the first match
         self._version = self.reader.data_version()  # changes whenever another connection commits
+        self._heard = False  # the listener heard a change not yet repainted (set in its thread)
+        self._watching = False  # the listener's thread runs (see _watch_store)
         self._more_events = False  # the last read of the events stopped at EVENT_PAGE
         self._last_event_id = 0
         self._last_summary = -math.inf
@@ -199,14 +212,39 @@ class TuiApp(App[int]):
         first = next(iter(self.config.collections))
         self.query_one(f"#table-{first}", ItemTable).focus()
         self.set_interval(TICK_S, self._tick)
+        listener = self.reader.listen()
+        if listener is not None:
+            self._watching = True
+            self._listener = listener
+            threading.Thread(
+                target=self._watch_store, args=(listener,), name="store listener", daemon=True
+            ).start()
         if self.own_worker:
             self.run_engine()
         if self.pending_import:
             self.import_sources()
 
     def on_unmount(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._listener.close()
         self._stop_engine()
         self.reader.close()
+
+    def _watch_store(self, listener: Any) -> None:
+        """In a thread of its own: wait on the store's listener and post :class:`StoreChanged` for each
+        change heard (one while the last is not yet repainted, at most every ``HEARD_GAP_S``)."""
+        while self._watching:
+            if not listener.wait(LISTEN_POLL_S) or not self._watching:
+                continue
+            if not self._heard:
+                self._heard = True
+                self.post_message(StoreChanged())
+            time.sleep(HEARD_GAP_S)
+
+    def on_store_changed(self, message: StoreChanged) -> None:
+        """Repaint what the change heard by the listener touched, now (not on the next tick)."""
+        self._tick()
 
     @work(thread=True, exclusive=True, group="import")
     def import_sources(self) -> None:
@@ -289,7 +327,10 @@ class TuiApp(App[int]):
     def _tick(self) -> None:
         """Every 100 ms: whatever changed in the store since the last tick, by any process, is repainted."""
         version = self.reader.data_version()
-        if version != self._version:  # another connection committed: which collections, we cannot tell
+        heard, self._heard = self._heard, False
+        if (
+            version != self._version or heard
+        ):  # another connection committed: which collections, we cannot tell
             self._version = version
             self._dirty.update(self.config.collections)
         dirty, self._dirty = self._dirty, set()
