@@ -2,7 +2,8 @@
 to print; the CLI (``tui-app regenerate``, ``pause``, ...) and the TUI both use it.
 
 A command is durable once its function returns: it is a transaction in the store, and the running
-workers, which watch the store (``PRAGMA data_version``, 10 Hz), act on it within 0.1 s, whatever
+workers, which watch the store (SQLite: ``PRAGMA data_version``, 10 Hz; PostgreSQL: ``LISTEN``
+for its ``NOTIFY``, with a 1 s poll as the fallback), act on it within 0.1 s, whatever
 process sent it. Nothing here waits for a worker: with none running the command still applies and
 its outcome says so. Every command is also appended to the store's command log
 (:meth:`~tui_app.store.base.Store.record_command`: kind, arguments, ``HOST:PID`` of the sender and
@@ -72,13 +73,7 @@ def open_project(config: Config) -> Project:
         StorageError: the state cannot be opened (a :class:`~tui_app.storage_errors.DatabaseError`
             for an unreachable or refusing PostgreSQL server; raised as psycopg's own error).
     """
-    if config.state_uri is None:
-        return Project.open(config) if config.state_path.exists() else Project.start(config)
-    project = Project.open(config)  # a database always exists: does it hold the project yet?
-    if any(sum(counts.values()) for counts in project.counts().values()):
-        return project
-    project.close()
-    return Project.start(config)
+    return Project.open(config) if Project.has_state(config) else Project.start(config)
 
 
 def origin() -> str:

@@ -127,6 +127,19 @@ class Project:
             raise NoStateError(f"{config.state_path}: no state file yet (run `tui-app --batch` first)")
         return cls(config, open_store(config.state_location, password_env=config.state_password_env))
 
+    @staticmethod
+    def has_state(config: Config) -> bool:
+        """True when the project ran before: its state file exists, or (PostgreSQL, where the
+        database always exists) its database holds items.
+
+        Raises:
+            StorageError: the PostgreSQL state cannot be reached (as psycopg's own error).
+        """
+        if config.state_uri is None:
+            return config.state_path.exists()
+        with Project.open(config) as project:
+            return any(sum(counts.values()) for counts in project.counts().values())
+
     @classmethod
     def start(
         cls,

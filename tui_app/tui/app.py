@@ -283,7 +283,7 @@ class TuiApp(App[int]):
         (never waiting for the app's loop here: the app may be waiting for this thread)."""
         exc = None if run.cancelled() else run.exception()
         if exc is not None:
-            problem = storage_error(exc, path=self.config.state_path)
+            problem = storage_error(exc, path=self.config.state_location)
             self._engine_error = problem.line() if problem is not None else str(exc)
 
     def _on_engine_loop(self, func: Any, *args: Any) -> None:
@@ -952,7 +952,7 @@ def build_app(
         SourceError: a source is malformed (for a new project; nothing is written).
     """
     if import_in_background is None:
-        import_in_background = config.state_path.exists()
+        import_in_background = Project.has_state(config)
     if import_in_background:
         project = Project.open(config)
         project.recover()
