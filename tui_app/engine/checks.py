@@ -30,6 +30,8 @@ from ..store import TakeFile
 
 #: Takes one claim of checks takes at most, per slot of the ASR's concurrency.
 CLAIM_PER_SLOT = 2
+#: Seconds between tries while the PostgreSQL state is unreachable.
+OUTAGE_RETRY_S = 1.0
 
 
 class Checker:
@@ -83,7 +85,13 @@ class Checker:
             return
         hold_s = max(60.0, 4 * self.project.config.lease_s)
         while True:
-            batch = self.store.claim_checks(colls, self.concurrency * CLAIM_PER_SLOT, hold_s)
+            try:
+                batch = self.store.claim_checks(colls, self.concurrency * CLAIM_PER_SLOT, hold_s)
+            except Exception as exc:
+                if not self.store.lost_connection(exc):
+                    raise
+                await anyio.sleep(OUTAGE_RETRY_S)  # the database is away: its checks wait, the run goes on
+                continue
             if batch:
                 async with anyio.create_task_group() as tg:
                     for found in batch:
@@ -97,7 +105,12 @@ class Checker:
 
     async def _check(self, found: TakeFile) -> None:
         take = found.take
-        item = self.store.get_item(take.item_id)
+        try:
+            item = self.store.get_item(take.item_id)
+        except Exception as exc:
+            if not self.store.lost_connection(exc):
+                raise
+            return  # the check's hold expires: it is claimed again once the database is back
         if item is None:
             return
         text = str(item.params.get("normalized") or item.text)
@@ -112,12 +125,25 @@ class Checker:
                 metrics = {"asr_error": message[:300]}
                 self.failed += 1
             except anyio.get_cancelled_exc_class():
-                self.store.release_check(take.id)  # stopped (synchronous): any worker checks it again
+                try:
+                    self.store.release_check(take.id)  # stopped (synchronous): any worker checks it again
+                except Exception as exc:
+                    if not self.store.lost_connection(exc):
+                        raise
+                    # the database is away: the check's hold expires instead
                 raise
         merged = {**(take.qa or {}), **metrics}
         codes = take_flags(merged, self.thresholds) if "asr_error" not in metrics else None
         flags = ", ".join(codes) if codes else (take.qa_flags if codes is None else None)
-        if self.store.record_check(take.id, _finite(metrics), flags):
+        while True:  # a transcript is kept until the database takes it
+            try:
+                recorded = self.store.record_check(take.id, _finite(metrics), flags)
+                break
+            except Exception as exc:
+                if not self.store.lost_connection(exc):
+                    raise
+                await anyio.sleep(OUTAGE_RETRY_S)
+        if recorded:
             self.checked += 1
 
     async def _transcribe(self, wav: bytes) -> str:
