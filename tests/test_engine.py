@@ -256,3 +256,53 @@ def test_outputs_waiting_for_the_disk_are_bounded(tmp_path, monkeypatch):
     anyio.run(lambda: engine.run(["dataset"]))
     assert engine.store.counts(["dataset"])["dataset"]["completed"] == 80
     assert 2 < peak <= 2 + takes.WRITER_THREADS
+
+
+def test_grouped_file_writes_keep_each_takes_result_error_and_cancellation(tmp_path):
+    """Take files finished in one turn of the event loop are written by one thread call; each task
+    still gets its own result or error, and a task cancelled before its group runs is not written."""
+    engine = _engine(write_project(tmp_path, entries=1, pages=1, photos=1))
+    writer = engine.takes
+    written: list[int] = []
+    threads: set[int] = set()
+
+    def job(n: int):
+        def write() -> int:
+            import threading
+
+            threads.add(threading.get_ident())
+            if n == 3:
+                raise OSError(28, "No space left on device")
+            written.append(n)
+            return n * 10
+
+        return write
+
+    results: dict[int, object] = {}
+
+    async def one(n: int) -> None:
+        try:
+            results[n] = await writer._write_grouped(job(n))
+        except OSError as exc:
+            results[n] = exc
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for n in range(6):
+                tg.start_soon(one, n)
+        # a follower cancelled while its group waits for its leader's checkpoint is not written;
+        # the cancelled leader still writes its group's other files, and later writes go on
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, 10)
+                tg.start_soon(one, 11)
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                scope.cancel()
+        with anyio.fail_after(5):
+            await one(12)
+
+    anyio.run(main)
+    assert {n: results[n] for n in (0, 1, 2, 4, 5)} == {0: 0, 1: 10, 2: 20, 4: 40, 5: 50}
+    assert isinstance(results[3], OSError) and results[3].errno == 28
+    assert sorted(written[:5]) == [0, 1, 2, 4, 5] and len(threads) == 1  # one group, one thread call
+    assert 11 not in written and 10 in written and results[12] == 120
