@@ -32,12 +32,13 @@ import re
 import threading
 import unicodedata
 import wave
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 from .media import wav_info
 from .providers.base import ProviderError
+from .qa_limits import ENGINES as ENGINES  # the [qa.asr] table, kept with the [qa] one: re-exported
+from .qa_limits import ASRSettings as ASRSettings
+from .qa_limits import parse_asr_table as parse_asr_table
 
 #: The sample rate pocketsphinx's bundled en-US model was trained at, Hz.
 ASR_RATE = 16_000
@@ -415,57 +416,6 @@ def _backoff(attempts: int, retry_after_s: float | None) -> float:
     if retry_after_s is not None and 0 <= retry_after_s <= 120.0:
         return float(retry_after_s)
     return min(0.5 * 2.0 ** (attempts - 1), 8.0) * (1.0 - 0.25 * random.random())
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class ASRSettings:
-    """The ``[qa.asr]`` table (see the module docstring for each key and its default)."""
-
-    engine: str = "pocketsphinx"
-    base_url: str = ""
-    model: str = "whisper-1"
-    api_key_env: str = ""
-    language: str = ""
-    timeout_s: float = 120.0
-    concurrency: int = 2
-    max_attempts: int = 3
-
-
-ENGINES = ("pocketsphinx", "http", "none")
-
-
-def parse_asr_table(table: Mapping[str, Any]) -> ASRSettings:
-    """:class:`ASRSettings` from a ``[qa.asr]`` table.
-
-    Raises:
-        ValueError: ``"KEY: what is wrong"``: unknown key, wrong type, an unknown ``engine``,
-            ``engine = "http"`` without an ``http(s)://`` ``base_url``, a number out of range.
-    """
-    known = {f.name: f for f in fields(ASRSettings)}
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in known:
-            raise ValueError(f"{key}: unknown ASR setting (known: {', '.join(sorted(known))})")
-        default = getattr(ASRSettings, key)
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ValueError(f"{key}: must be a string, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: must be a number, got {value!r}")
-        elif isinstance(default, int) and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{key}: must be an integer >= 1, got {value!r}")
-        elif not value > 0:
-            raise ValueError(f"{key}: must be > 0, got {value!r}")
-        values[key] = value
-    settings = ASRSettings(**values)
-    if settings.engine not in ENGINES:
-        raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
-    if settings.engine == "http" and not re.match(r"https?://[^/\s]+", settings.base_url):
-        raise ValueError(f"base_url: engine http needs an http:// or https:// URL, got {settings.base_url!r}")
-    return settings
 
 
 def make_transcriber(settings: ASRSettings) -> PocketsphinxProcesses | HttpTranscriber | None:

@@ -15,9 +15,9 @@ import importlib.util
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .asr import parse_asr_table
@@ -37,6 +37,8 @@ from .settings import (
     show,
 )
 from .store import POSTGRES_EXTRA, is_postgres_uri
+
+_T = TypeVar("_T")
 
 __all__ = ["CollectionConfig", "Config", "ConfigError", "ProviderConfig", "load_config"]
 
@@ -139,12 +141,8 @@ def load_config(path: Path | str) -> Config:
     asr_table = qa_table.pop("asr", {})
     if not isinstance(asr_table, dict):
         raise ConfigError(path, "qa.asr", "must be a table ([qa.asr])", find_line(text, "asr"))
-    for prefix, table, parse in (("qa", qa_table, parse_qa_table), ("qa.asr", asr_table, parse_asr_table)):
-        try:
-            parse(table)
-        except ValueError as exc:
-            key, _, why = str(exc).partition(": ")
-            raise ConfigError(path, f"{prefix}.{key}", why or str(exc), find_line(text, key)) from None
+    qa = _parsed(path, text, "qa", parse_qa_table, qa_table)
+    asr = _parsed(path, text, "qa.asr", parse_asr_table, asr_table)
 
     emotions: dict[str, dict[str, float]] = {}
     for name, table in _table(path, text, data, "emotions").items():
@@ -230,11 +228,25 @@ def load_config(path: Path | str) -> Config:
         providers=providers,
         presets=presets,
         emotions=emotions,
-        qa_table=qa_table,
-        asr_table=asr_table,
+        qa=qa,
+        asr=asr,
         state_uri=state_uri,
         state_password_env=password_env,
     )
+
+
+def _parsed(path: Path, text: str, prefix: str, parse: Callable[[Any], _T], table: Mapping[str, Any]) -> _T:
+    """``parse(table)``, its ``"KEY: what is wrong"`` turned into a :class:`ConfigError` naming
+    ``PREFIX.KEY`` and its line.
+
+    Raises:
+        ConfigError: the table has a bad key or value.
+    """
+    try:
+        return parse(table)
+    except ValueError as exc:
+        key, _, why = str(exc).partition(": ")
+        raise ConfigError(path, f"{prefix}.{key}", why or str(exc), find_line(text, key)) from None
 
 
 def _state_database(project: TableReader, state: str) -> tuple[str | None, str | None]:

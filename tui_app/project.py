@@ -30,7 +30,6 @@ from .exports import ExportOptions, ExportReport
 from .files import IntegrityError, remove_temp_files, verify_file
 from .kinds import collection_of_kind, get_kind
 from .qa import collection_flags, dataset_stats, describe
-from .qa_limits import parse_qa_table
 from .settings import CollectionConfig, Config
 from .store import STATUSES, Choice, ImportReport, Store, Take, Worker, open_store
 from .store.rows import SourceItem
@@ -273,7 +272,7 @@ class Project:
         words/s and loudness outliers); ``why`` says each code's reason with its values
         (:func:`tui_app.qa.describe`). Every measured collection is present, possibly empty.
         """
-        thresholds = parse_qa_table(self.config.qa_table)
+        thresholds = self.config.qa
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for coll in self.collections():
             if not get_kind(coll.kind).measured:

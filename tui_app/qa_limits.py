@@ -1,11 +1,14 @@
-"""The limits of the dataset QA's flags: the ``[qa]`` config table (see :mod:`tui_app.qa`).
+"""The dataset QA's settings: the ``[qa]`` config table (the limits of the flags, see
+:mod:`tui_app.qa`) and its ``[qa.asr]`` sub-table (the ASR check, see :mod:`tui_app.asr`).
 
-Kept apart from the measurements (numpy, pyloudnorm) so that reading a config stays light.
+Kept apart from the measurements (numpy, pyloudnorm) and the transcribers so that reading a
+config stays light; :mod:`tui_app.config` parses both once, into the :class:`~tui_app.settings.Config`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -100,7 +103,7 @@ _POSITIVE_FIELDS = frozenset({"outlier_k", "max_duration_s"})  # 0 would make no
 
 def parse_qa_table(table: Mapping[str, Any]) -> QAThresholds:
     """:class:`QAThresholds` from a ``[qa]`` config table: its keys are the field names; omitted
-    keys keep their defaults. A sub-table ``asr`` is left to :func:`tui_app.asr.parse_asr_table`.
+    keys keep their defaults. A sub-table ``asr`` is left to :func:`parse_asr_table`.
 
     Raises:
         ValueError: ``"KEY: what is wrong"`` for an unknown key, a value of the wrong type (a
@@ -144,4 +147,62 @@ def parse_qa_table(table: Mapping[str, Any]) -> QAThresholds:
     return thresholds
 
 
-__all__ = ["END_ABOVE_NOISE_DB", "QAThresholds", "parse_qa_table"]
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class ASRSettings:
+    """The ``[qa.asr]`` table (see the module docstring for each key and its default)."""
+
+    engine: str = "pocketsphinx"
+    base_url: str = ""
+    model: str = "whisper-1"
+    api_key_env: str = ""
+    language: str = ""
+    timeout_s: float = 120.0
+    concurrency: int = 2
+    max_attempts: int = 3
+
+
+ENGINES = ("pocketsphinx", "http", "none")
+
+
+def parse_asr_table(table: Mapping[str, Any]) -> ASRSettings:
+    """:class:`ASRSettings` from a ``[qa.asr]`` table.
+
+    Raises:
+        ValueError: ``"KEY: what is wrong"``: unknown key, wrong type, an unknown ``engine``,
+            ``engine = "http"`` without an ``http(s)://`` ``base_url``, a number out of range.
+    """
+    known = {f.name: f for f in fields(ASRSettings)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ValueError(f"{key}: unknown ASR setting (known: {', '.join(sorted(known))})")
+        default = getattr(ASRSettings, key)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{key}: must be a string, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: must be a number, got {value!r}")
+        elif isinstance(default, int) and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key}: must be an integer >= 1, got {value!r}")
+        elif not value > 0:
+            raise ValueError(f"{key}: must be > 0, got {value!r}")
+        values[key] = value
+    settings = ASRSettings(**values)
+    if settings.engine not in ENGINES:
+        raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
+    if settings.engine == "http" and not re.match(r"https?://[^/\s]+", settings.base_url):
+        raise ValueError(f"base_url: engine http needs an http:// or https:// URL, got {settings.base_url!r}")
+    return settings
+
+
+__all__ = [
+    "ENGINES",
+    "END_ABOVE_NOISE_DB",
+    "ASRSettings",
+    "QAThresholds",
+    "parse_asr_table",
+    "parse_qa_table",
+]

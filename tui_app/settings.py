@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .qa_limits import ASRSettings, QAThresholds
+
 #: The largest seed a config may set: 31 bits fit every generator's seed field (as random seeds do).
 MAX_SEED = 2**31 - 1
 
@@ -103,9 +105,8 @@ class Config:
         providers: by name.
         presets: ``[presets.NAME]`` tables for variant slots.
         emotions: ``[emotions.NAME]`` tables: Piper synthesis settings per emotion.
-        qa_table: the ``[qa]`` table, checked, without its ``asr`` sub-table: the limits of the QA
-            flags (:func:`tui_app.qa.parse_qa_table` makes them).
-        asr_table: the ``[qa.asr]`` table, checked: the ASR check (:func:`tui_app.asr.parse_asr_table`).
+        qa: the ``[qa]`` table: the speech QA on or off and the limits of its flags.
+        asr: the ``[qa.asr]`` table: the ASR check.
         state_uri: the PostgreSQL connection URI when ``[project] state`` is one, else None.
         state_password_env: the name of the environment variable holding the PostgreSQL
             password (``[project] state_password_env``), or None; never the password itself.
@@ -121,8 +122,8 @@ class Config:
     lease_s: float = 30.0
     heartbeat_s: float = 5.0
     emotions: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    qa_table: Mapping[str, Any] = field(default_factory=dict)
-    asr_table: Mapping[str, Any] = field(default_factory=dict)
+    qa: QAThresholds = field(default_factory=QAThresholds)
+    asr: ASRSettings = field(default_factory=ASRSettings)
     state_uri: str | None = None
     state_password_env: str | None = None
 

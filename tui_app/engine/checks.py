@@ -20,12 +20,11 @@ from typing import Any
 
 import anyio
 
-from ..asr import asr_metrics, make_transcriber, parse_asr_table
+from ..asr import asr_metrics, make_transcriber
 from ..kinds import get_kind
 from ..project import Project
 from ..providers import ProviderError
 from ..qa import take_flags
-from ..qa_limits import parse_qa_table
 from ..store import TakeFile
 
 #: Takes one claim of checks takes at most, per slot of the ASR's concurrency.
@@ -47,8 +46,8 @@ class Checker:
         self.project = project
         self.store = project.store
         self.transcriber = transcriber
-        self.thresholds = parse_qa_table(project.config.qa_table)
-        self.concurrency = max(1, parse_asr_table(project.config.asr_table).concurrency)
+        self.thresholds = project.config.qa
+        self.concurrency = max(1, project.config.asr.concurrency)
         self._limiter = anyio.CapacityLimiter(self.concurrency)
         self._due = anyio.Event()
         self._draining = False
@@ -166,7 +165,7 @@ def build_checker(project: Project) -> Checker:
     Raises:
         ProviderError: ``api_key_env`` names an unset variable.
     """
-    settings = parse_asr_table(project.config.asr_table)
+    settings = project.config.asr
     if settings.engine == "pocketsphinx" and importlib.util.find_spec("pocketsphinx") is None:
         if any(get_kind(c.kind).measured for c in project.collections(None)):
             project.log(

@@ -42,7 +42,6 @@ from ..files import atomic_write, free_take_path, link_or_copy
 from ..kinds import get_kind
 from ..providers import Output, Request
 from ..qa import take_flags
-from ..qa_limits import parse_qa_table
 from ..settings import CollectionConfig, Config, ProviderConfig
 from ..store import Item, Store, Take, TakeRecord
 
@@ -203,7 +202,7 @@ class TakeWriter:
         self._root_prefix = str(config.root) + os.sep
         self._cache_keys: set[str] | None = None
         self._threads = anyio.CapacityLimiter(WRITER_THREADS)
-        self._thresholds = parse_qa_table(config.qa_table)  # the [qa] limits of the flags
+        self._thresholds = config.qa  # the [qa] limits of the flags
         #: speech takes are measured (``[qa] enabled``)
         self.measuring = self._thresholds.enabled
         self._group: list[_Pending] = []  # takes waiting for the next group commit (:meth:`_record`)
