@@ -34,6 +34,9 @@ import unicodedata
 import wave
 from typing import Any, Protocol, runtime_checkable
 
+import anyio
+import anyio.to_process
+
 from .media import wav_info
 from .providers.base import ProviderError
 from .qa_limits import ENGINES as ENGINES  # the [qa.asr] table, kept with the [qa] one: re-exported
@@ -300,7 +303,7 @@ class PocketsphinxProcesses:
     """
 
     def __init__(self, concurrency: int = 2):
-        self._limiter: Any = None
+        self._limiter: anyio.CapacityLimiter | None = None
         self.concurrency = concurrency
 
     async def transcribe(self, wav: bytes) -> str:
@@ -309,10 +312,11 @@ class PocketsphinxProcesses:
         Raises:
             ValueError: the bytes are not a 16-bit PCM WAV.
         """
-        to_process = importlib.import_module("anyio.to_process")
-        if self._limiter is None:
-            self._limiter = importlib.import_module("anyio").CapacityLimiter(self.concurrency)
-        text = await to_process.run_sync(_transcribe_in_child, wav, cancellable=True, limiter=self._limiter)
+        if self._limiter is None:  # made in the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(self.concurrency)
+        text = await anyio.to_process.run_sync(
+            _transcribe_in_child, wav, cancellable=True, limiter=self._limiter
+        )
         return str(text)
 
     async def aclose(self) -> None:
@@ -381,8 +385,6 @@ class HttpTranscriber:
             ProviderError: the last try's failure (HTTP status and the server's message, or a
                 transport fault), or a malformed answer (not JSON, no string ``text``).
         """
-        import anyio
-
         data = {"model": self.model, "response_format": "json"}
         if self.language:
             data["language"] = self.language

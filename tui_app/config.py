@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from .asr import parse_asr_table
 from .kinds import KINDS
 from .providers import PROVIDER_KINDS, validate_provider_options
 from .providers.piper import EMOTION_RANGES
-from .qa_limits import parse_qa_table
+from .qa_limits import parse_asr_table, parse_qa_table
 from .settings import (
     MAX_SEED,
     CollectionConfig,
