@@ -324,7 +324,7 @@ class Engine:
         """
         self._stopping = self._cancelled = False
         colls = self.project.collections(names)
-        if self.takes.measuring and any(get_kind(c.kind).measured for c in colls):
+        if self.config.qa.enabled and any(get_kind(c.kind).measured for c in colls):
             # the loudness meter (scipy) takes about 1 s to import: here, not in the first take's QA
             await anyio.to_thread.run_sync(qa_preload)
         self._serving = [c.name for c in colls]

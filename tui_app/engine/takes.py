@@ -203,8 +203,6 @@ class TakeWriter:
         self._cache_keys: set[str] | None = None
         self._threads = anyio.CapacityLimiter(WRITER_THREADS)
         self._thresholds = config.qa  # the [qa] limits of the flags
-        #: speech takes are measured (``[qa] enabled``)
-        self.measuring = self._thresholds.enabled
         self._group: list[_Pending] = []  # takes waiting for the next group commit (:meth:`_record`)
         self._writes: list[_PendingWrite] = []  # files waiting for the next group write
         #: the take folders are shared by several machines (a PostgreSQL store): see the module docstring
@@ -474,7 +472,7 @@ class TakeWriter:
                 key=item.key,
             )
         # QA takes tens of microseconds of numpy per clip: cheaper here than contending for the GIL
-        qa = get_kind(coll.kind).measure(output.data, request.text) if self.measuring else None
+        qa = get_kind(coll.kind).measure(output.data, request.text) if self._thresholds.enabled else None
         record = TakeRecord(
             path=self._relative(path),
             sha256=sha,
