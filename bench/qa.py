@@ -51,6 +51,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from tui_app.asr import PocketsphinxTranscriber, asr_metrics  # noqa: E402
 from tui_app.media import wav_bytes  # noqa: E402
 from tui_app.qa import audio_metrics, collection_flags, parse_qa_table  # noqa: E402
+from tui_app.sources.dataset import read_dataset  # noqa: E402
 
 PROMPTS = ROOT / "data" / "arctic" / "cmuarctic.data"
 CACHE = Path(tempfile.gettempdir()) / "tui_app-qa-bench"
@@ -58,12 +59,8 @@ DEFECTS = ("asr_mismatch", "truncated", "lead_silence", "clipping", "too_quiet",
 
 
 def prompts(n: int) -> list[tuple[str, str]]:
-    """The first ``n`` festvox prompts: ``[(id, text)]``."""
-    out = []
-    for line in PROMPTS.read_text().splitlines()[:n]:
-        key, _, rest = line.strip("( )").partition(" ")
-        out.append((key, rest.strip().strip('"')))
-    return out
+    """The first ``n`` festvox prompts, read as tui_app reads them: ``[(id, text)]``."""
+    return [(item.key, item.text) for item in read_dataset(PROMPTS, {"format": "festvox"})[:n]]
 
 
 def synthesize(items: list[tuple[str, str]], cache: Path) -> dict[str, bytes]:

@@ -42,17 +42,15 @@ import time
 import wave
 from pathlib import Path
 
+from tui_app.sources.dataset import read_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "data" / "arctic" / "cmuarctic.data"
 
 
 def prompts(n: int) -> list[tuple[str, str]]:
-    """The first ``n`` festvox prompts: ``[(id, text)]``."""
-    out = []
-    for line in PROMPTS.read_text().splitlines()[:n]:
-        key, _, rest = line.strip("( )").partition(" ")
-        out.append((key, rest.strip().strip('"')))
-    return out
+    """The first ``n`` festvox prompts, read as tui_app reads them: ``[(id, text)]``."""
+    return [(item.key, item.text) for item in read_dataset(PROMPTS, {"format": "festvox"})[:n]]
 
 
 def _speak(texts: list[str], threads: int | None) -> None:
