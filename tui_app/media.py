@@ -42,6 +42,16 @@ def wav_info(data: bytes) -> WavInfo:
     Raises:
         ValueError: the bytes are not a complete PCM WAV file (message says why).
     """
+    return read_wav(data)[0]
+
+
+def read_wav(data: bytes) -> tuple[WavInfo, bytes]:
+    """Parse a WAV once: its header facts and its sample data (``frames x channels x sample_width``
+    bytes, interleaved little-endian PCM).
+
+    Raises:
+        ValueError: the bytes are not a complete PCM WAV file (message says why).
+    """
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
             info = WavInfo(w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes())
@@ -50,7 +60,7 @@ def wav_info(data: bytes) -> WavInfo:
         raise ValueError(f"not a valid WAV file: {exc}") from None
     if len(body) < info.frames * info.channels * info.sample_width:
         raise ValueError("truncated WAV file: fewer samples than the header announces")
-    return info
+    return info, body
 
 
 def image_info(data: bytes) -> tuple[int, int, str]:

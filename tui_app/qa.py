@@ -18,9 +18,10 @@ relative to full scale, floored at the 16-bit quantization noise, :data:`NOISE_F
   not a run.
 * ``loudness_lufs``: integrated loudness, ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 %
   overlap, absolute gate -70 LUFS and relative gate -10 LU), measured with pyloudnorm. BS.1770
-  needs one 400 ms block: a shorter clip is measured on itself repeated up to 400 ms, which keeps
-  its mean square (so its ungated loudness). A clip entirely below the absolute gate reads its
-  ungated loudness; digital silence reads :data:`LOUDNESS_FLOOR_LUFS` (-120).
+  needs one 400 ms block: a shorter clip is measured on itself repeated cyclically to 400 ms, which
+  keeps its mean square (so its ungated loudness) but for the last, partial repetition. A clip
+  entirely below the absolute gate reads its ungated loudness; digital silence reads
+  :data:`LOUDNESS_FLOOR_LUFS` (-120).
 * ``snr_db``: an energy-based signal-to-noise estimate: ``10 log10(S / N)`` with ``S`` the mean
   power of the speech frames (as above) and ``N`` the mean power of the quietest 2 % of the
   frames (:data:`NOISE_QUANTILE`; at least three, 30 ms), floored at the quantization noise: a
@@ -53,18 +54,16 @@ Thresholds come from ``bench/qa.py`` on 1,132 CMU ARCTIC prompts spoken by Piper
 from __future__ import annotations
 
 import importlib
-import io
 import math
 import re
 import statistics
-import wave
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .media import wav_info
+from .media import read_wav
 from .qa_limits import END_ABOVE_NOISE_DB, QAThresholds
 from .qa_limits import parse_qa_table as parse_qa_table  # re-exported: the [qa] table with the metrics
 
@@ -120,11 +119,9 @@ def read_pcm(wav: bytes) -> tuple[np.ndarray, int]:
     Raises:
         ValueError: the bytes are not a complete WAV, or not 16-bit PCM.
     """
-    info = wav_info(wav)
+    info, body = read_wav(wav)
     if info.sample_width != 2:
         raise ValueError(f"QA needs 16-bit PCM, got {8 * info.sample_width}-bit")
-    with wave.open(io.BytesIO(wav), "rb") as w:
-        body = w.readframes(info.frames)
     samples = np.frombuffer(body, dtype="<i2")[: info.frames * info.channels]
     return samples.reshape(-1, info.channels), info.sample_rate
 
@@ -139,8 +136,8 @@ def loudness_lufs(x: np.ndarray, rate: int) -> float:
     """Integrated loudness of float samples (full scale 1.0), shape ``(frames,)`` or ``(frames,
     channels)`` with up to 5 channels in BS.1770's order, LUFS (ITU-R BS.1770-4 via pyloudnorm).
 
-    A clip shorter than one 400 ms gating block is measured repeated up to 400 ms (the same mean
-    square). When every block is below the absolute gate (-70 LUFS), BS.1770 leaves the loudness
+    A clip shorter than one 400 ms gating block is measured repeated cyclically to one block (about
+    the same mean square). When every block is below the absolute gate (-70 LUFS), BS.1770 leaves the loudness
     undefined: the ungated loudness of the blocks is returned instead (-80 for speech 60 dB too
     quiet); digital silence or no samples read :data:`LOUDNESS_FLOOR_LUFS`.
     """
@@ -151,7 +148,7 @@ def loudness_lufs(x: np.ndarray, rate: int) -> float:
     meter = pyloudnorm.Meter(rate)  # one per call (microseconds): it keeps the last blocks' loudness
     block = int(math.ceil(LOUDNESS_BLOCK_S * rate)) + 1
     if x.shape[0] < block:
-        x = np.tile(x, (-(-block // x.shape[0]),) + (1,) * (x.ndim - 1))
+        x = np.resize(x, (block, *x.shape[1:]))  # whole frames: every row of x is one frame
     value = float(meter.integrated_loudness(x.astype(np.float64)))
     if math.isfinite(value) and value > -70.0:
         return round(value, 2)
@@ -207,15 +204,16 @@ def audio_metrics(wav: bytes, text: str) -> dict[str, float]:
             trail = float(max(0.0, duration - (speech[-1] + 1) * window / rate))
             snr = 10 * math.log10(float(np.mean(power[speech])) / noise)
     voiced = max(duration - lead - trail, 1e-6)
-    channels = pcm.T
+    # most takes never reach the rail: two reductions spare the clipping scans
+    railed = pcm.size and (int(pcm.max()) >= 32767 or int(pcm.min()) <= -32767)
     return {
         "duration_s": round(duration, 3),
         "leading_silence_s": round(lead, 3),
         "trailing_silence_s": round(trail, 3),
         "peak_dbfs": round(20 * math.log10(peak), 2) if peak > 0 else LOUDNESS_FLOOR_LUFS,
         # compared as int16, not np.abs: abs(-32768) overflows int16 and would hide full-scale negatives
-        "clipped": int(np.count_nonzero((pcm >= 32767) | (pcm <= -32767))),
-        "clip_runs": sum(_runs_at_rail(c) for c in channels),
+        "clipped": int(np.count_nonzero((pcm >= 32767) | (pcm <= -32767))) if railed else 0,
+        "clip_runs": sum(_runs_at_rail(c) for c in pcm.T) if railed else 0,
         "loudness_lufs": loudness_lufs(pcm / 32768.0 if pcm.shape[1] > 1 else x, rate),
         "snr_db": round(snr, 2),
         "end_db": round(end, 2),
