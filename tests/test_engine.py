@@ -282,7 +282,7 @@ def test_grouped_file_writes_keep_each_takes_result_error_and_cancellation(tmp_p
 
     async def one(n: int) -> None:
         try:
-            results[n] = await writer._write_grouped(job(n))
+            results[n] = await writer._write(job(n))
         except OSError as exc:
             results[n] = exc
 

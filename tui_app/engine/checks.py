@@ -25,7 +25,7 @@ from ..kinds import get_kind
 from ..project import Project
 from ..providers import ProviderError
 from ..qa import take_flags
-from ..store import TakeFile
+from ..store import TakeFile, tolerate_outage
 
 #: Takes one claim of checks takes at most, per slot of the ASR's concurrency.
 CLAIM_PER_SLOT = 2
@@ -84,11 +84,10 @@ class Checker:
             return
         hold_s = max(60.0, 4 * self.project.config.lease_s)
         while True:
-            try:
+            batch = []
+            with tolerate_outage(self.store) as outage:
                 batch = self.store.claim_checks(colls, self.concurrency * CLAIM_PER_SLOT, hold_s)
-            except Exception as exc:
-                if not self.store.lost_connection(exc):
-                    raise
+            if outage.error is not None:
                 await anyio.sleep(OUTAGE_RETRY_S)  # the database is away: its checks wait, the run goes on
                 continue
             if batch:
@@ -104,12 +103,9 @@ class Checker:
 
     async def _check(self, found: TakeFile) -> None:
         take = found.take
-        try:
+        item = None  # without the database, the check's hold expires: it is claimed again once it is back
+        with tolerate_outage(self.store):
             item = self.store.get_item(take.item_id)
-        except Exception as exc:
-            if not self.store.lost_connection(exc):
-                raise
-            return  # the check's hold expires: it is claimed again once the database is back
         if item is None:
             return
         text = str(item.params.get("normalized") or item.text)
@@ -124,24 +120,18 @@ class Checker:
                 metrics = {"asr_error": message[:300]}
                 self.failed += 1
             except anyio.get_cancelled_exc_class():
-                try:
+                with tolerate_outage(self.store):  # without the database, the check's hold expires instead
                     self.store.release_check(take.id)  # stopped (synchronous): any worker checks it again
-                except Exception as exc:
-                    if not self.store.lost_connection(exc):
-                        raise
-                    # the database is away: the check's hold expires instead
                 raise
         merged = {**(take.qa or {}), **metrics}
         codes = take_flags(merged, self.thresholds) if "asr_error" not in metrics else None
         flags = ", ".join(codes) if codes else (take.qa_flags if codes is None else None)
         while True:  # a transcript is kept until the database takes it
-            try:
+            with tolerate_outage(self.store) as outage:
                 recorded = self.store.record_check(take.id, _finite(metrics), flags)
+            if outage.error is None:
                 break
-            except Exception as exc:
-                if not self.store.lost_connection(exc):
-                    raise
-                await anyio.sleep(OUTAGE_RETRY_S)
+            await anyio.sleep(OUTAGE_RETRY_S)
         if recorded:
             self.checked += 1
 

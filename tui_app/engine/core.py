@@ -66,7 +66,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -79,7 +80,7 @@ from ..providers import Output, Provider, ProviderError, build_provider
 from ..qa import preload as qa_preload
 from ..settings import CollectionConfig
 from ..storage_errors import storage_error
-from ..store import Claim, Event, Final, Item, Take, Worker
+from ..store import Claim, Event, Final, Item, Outage, Take, Worker, tolerate_outage
 from .checks import Checker, build_checker
 from .finals import FinalBuilder
 from .retry import RetryPolicy
@@ -356,11 +357,9 @@ class Engine:
                     outer.cancel_scope.cancel()
         finally:
             self._cancel_scope = None
-            try:
+            with tolerate_outage(self.store) as outage:
                 self.store.retire_worker(self.worker_id)  # anything still held goes back to pending
-            except Exception as exc:
-                if not self.store.lost_connection(exc):
-                    raise
+            if outage.error is not None:
                 log.warning(
                     "worker %s: the database is unreachable; its leases expire instead", self.worker_id
                 )
@@ -383,7 +382,7 @@ class Engine:
                 else:
                     wait_s = max(0.0, min(LISTEN_POLL_S, beat + self.config.heartbeat_s - time.monotonic()))
                     changed = await anyio.to_thread.run_sync(listener.wait, wait_s, abandon_on_cancel=True)
-                try:
+                with self._unless_lost("the heartbeat") as outage:
                     if time.monotonic() - beat >= self.config.heartbeat_s or self._outage:
                         beat = time.monotonic()
                         self._beat()
@@ -391,10 +390,7 @@ class Engine:
                     if changed or now != version:
                         version = now
                         self._changed()
-                except Exception as exc:
-                    if not self.store.lost_connection(exc):
-                        raise
-                    self._lost("the heartbeat", exc)
+                if outage.error is not None:
                     await anyio.sleep(RETRY_S)
         finally:
             if listener is not None:
@@ -430,13 +426,18 @@ class Engine:
 
     def _guarded(self, call: Callable[[], Any], default: Any) -> Any:
         """``call()``, or ``default`` when the database connection is lost."""
-        try:
+        with self._unless_lost("a read"):
             return call()
-        except Exception as exc:
-            if not self.store.lost_connection(exc):
-                raise
-            self._lost("a read", exc)
-            return default
+        return default
+
+    @contextmanager
+    def _unless_lost(self, what: str) -> Iterator[Outage]:
+        """:func:`~tui_app.store.tolerate_outage`, the lost connection noted by :meth:`_lost` (as
+        ``what`` met it); the caller decides what to do without the database."""
+        with tolerate_outage(self.store) as outage:
+            yield outage
+        if outage.error is not None:
+            self._lost(what, outage.error)
 
     def _lost(self, what: str, exc: BaseException) -> None:
         """Note a lost database connection (logged once per outage: the store itself cannot say it)."""
@@ -455,12 +456,8 @@ class Engine:
         while self._finals_due is not None:
             await self._finals_due.wait()
             self._finals_due = anyio.Event()
-            try:
+            with self._unless_lost("building finals"):  # else built after the next commit heard
                 await self.build_finals(names)
-            except Exception as exc:
-                if not self.store.lost_connection(exc):
-                    raise
-                self._lost("building finals", exc)  # built after the next commit heard
 
     def _adopt_paces(self) -> None:
         """Cooldowns and learned paces other workers wrote to the store hold here too."""
@@ -576,7 +573,8 @@ class Engine:
                 # a claimed item is one whose request starts now (what "in flight" counts), not one
                 # waiting for the throttle, and a worker with nothing to claim takes no one's turn
                 turned = asked = False
-                try:
+                # a claim whose commit a lost connection cut may have landed: the next heartbeat releases it
+                with self._unless_lost("a claim"):
                     if throttle.pacing:
                         items, asked = await self._claim_turn(coll.name, throttle, how)
                         turned = bool(items)
@@ -597,25 +595,16 @@ class Engine:
                             coll.name, slots, replace(how, limit=throttle.limit - (throttle.in_use - slots))
                         )
                         self._claimed.update(i.id for i in items)
-                except Exception as exc:
-                    if not self.store.lost_connection(exc):
-                        raise
-                    # a claim whose commit was cut may have landed: the next heartbeat releases it
-                    self._lost("a claim", exc)
-                    items = []
                 for _ in range(slots - len(items)):
                     throttle.release()
                 if not items:
-                    try:
+                    with self._unless_lost("a claim") as outage:
                         wake_at = self.store.next_wakeup([coll.name])
                         # pending items another worker or a pause holds back keep a --batch waiting
                         idle = until_idle and stats.in_flight == 0 and wake_at is None
                         if idle and not self.store.counts([coll.name])[coll.name]["pending"]:
                             break
-                    except Exception as exc:
-                        if not self.store.lost_connection(exc):
-                            raise
-                        self._lost("a claim", exc)
+                    if outage.error is not None:
                         await self._wait_wake(coll.name, RETRY_S)
                         continue
                     timeout = (
@@ -656,13 +645,10 @@ class Engine:
         with anyio.CancelScope() as scope:
             self._items[item.id] = scope
             try:
-                await self._serve_item(coll, item, provider, throttle, turned)
-            except Exception as exc:
-                if not self.store.lost_connection(exc):
-                    raise
-                # its state could not be written: the lease is released once the connection is back
-                # (or expires, and another worker takes the item over); no attempt is spent
-                self._lost(f"{coll.name} {item.key}", exc)
+                # a state that could not be written: the lease is released once the connection is
+                # back (or expires, and another worker takes the item over); no attempt is spent
+                with self._unless_lost(f"{coll.name} {item.key}"):
+                    await self._serve_item(coll, item, provider, throttle, turned)
             finally:
                 self._items.pop(item.id, None)
                 self._claimed.discard(item.id)
@@ -698,12 +684,8 @@ class Engine:
             except TimeoutError:
                 error = ProviderError(f"timed out after {pc.timeout_s:g} s", retryable=True)
             except anyio.get_cancelled_exc_class():
-                try:
+                with self._unless_lost(f"{coll.name} {item.key}"):  # else its lease expires instead
                     self.store.release(item, "interrupted -> pending")  # synchronous: never cut short
-                except Exception as exc:
-                    if not self.store.lost_connection(exc):
-                        raise
-                    self._lost(f"{coll.name} {item.key}", exc)  # its lease expires instead
                 raise
             except Exception as exc:  # noqa: BLE001 - a provider bug fails this item only
                 error = ProviderError(f"{type(exc).__name__}: {exc}")

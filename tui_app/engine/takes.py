@@ -29,10 +29,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -43,7 +43,7 @@ from ..kinds import get_kind
 from ..providers import Output, Request
 from ..qa import take_flags
 from ..settings import CollectionConfig, Config, ProviderConfig
-from ..store import Item, Store, Take, TakeRecord
+from ..store import Item, Store, Take, TakeRecord, tolerate_outage
 
 #: Thread calls writing take files (write, fsync, rename) at once, each for a group of takes.
 WRITER_THREADS = 16
@@ -155,37 +155,66 @@ def _link_file(src: Path, folder: Path, key: str, number: int) -> tuple[Path, in
     return path, number
 
 
-@dataclass
-class _Pending:
-    """A take waiting for its group commit."""
-
-    item: Item
-    record: TakeRecord
-    done: anyio.Event = field(default_factory=anyio.Event)
-    take_id: int | None = None
-    error: BaseException | None = None
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 @dataclass
-class _PendingWrite:
-    """A take file waiting for its group's thread call (:meth:`TakeWriter._write_grouped`)."""
+class _Call(Generic[A, R]):
+    """One call waiting for its group (:class:`_Grouped`)."""
 
-    write: Callable[[], Any]
+    arg: A
     done: anyio.Event = field(default_factory=anyio.Event)
-    result: Any = None
+    result: R | None = None
     error: BaseException | None = None
-    dropped: bool = False  # its task was cancelled before the group ran: not written
+    dropped: bool = False  # its task was cancelled before the group ran: left out of it
 
 
-def _run_writes(group: Sequence[_PendingWrite]) -> None:
-    """Run each write of a group in turn (in a worker thread), keeping each one's result or error."""
-    for pending in group:
-        if pending.dropped:
-            continue
-        try:
-            pending.result = pending.write()
-        except Exception as exc:  # noqa: BLE001 - handed to the take's own task, which raises it
-            pending.error = exc
+class _Grouped(Generic[A, R]):
+    """Calls made in the same turn of the event loop, served together: the first call (the leader)
+    lets the others join, then hands the whole group to ``serve``, which sets each call's ``result``
+    or ``error``; the others (followers) wait for it. Used for the take files (one thread call
+    writes a group) and for the records (one transaction records a group).
+
+    The leader is shielded from cancellation while its group is served (a cancelled leader would
+    leave its followers waiting for ever); a follower cancelled while it waits is marked
+    ``dropped``, and ``serve`` leaves out the calls it finds dropped when it comes to them. An
+    exception ``serve`` raises becomes the error of every call still without a result or an error.
+
+    Args:
+        serve: ``await serve(calls)``: serve the group, in order.
+    """
+
+    def __init__(self, serve: Callable[[list[_Call[A, R]]], Awaitable[None]]):
+        self._serve = serve
+        self._waiting: list[_Call[A, R]] = []
+
+    async def __call__(self, arg: A) -> R:
+        """Serve ``arg`` with the calls of this turn; its result, or raise its error."""
+        call: _Call[A, R] = _Call(arg)
+        self._waiting.append(call)
+        if len(self._waiting) > 1:  # a leader of this group is waiting: it serves this call too
+            try:
+                await call.done.wait()
+            except BaseException:
+                call.dropped = True  # if the group has not been served, this call is not
+                raise
+        else:
+            with anyio.CancelScope(shield=True):
+                await anyio.lowlevel.checkpoint()  # the calls finished meanwhile join
+                group, self._waiting = self._waiting, []
+                try:
+                    await self._serve(group)
+                except BaseException as exc:  # noqa: BLE001 - handed to every call it left unsettled
+                    for c in group:
+                        if c.error is None and c.result is None:
+                            c.error = exc
+                finally:
+                    for c in group:
+                        c.done.set()
+        if call.error is not None:
+            raise call.error
+        return cast(R, call.result)
 
 
 class TakeWriter:
@@ -203,8 +232,10 @@ class TakeWriter:
         self._cache_keys: set[str] | None = None
         self._threads = anyio.CapacityLimiter(WRITER_THREADS)
         self._thresholds = config.qa  # the [qa] limits of the flags
-        self._group: list[_Pending] = []  # takes waiting for the next group commit (:meth:`_record`)
-        self._writes: list[_PendingWrite] = []  # files waiting for the next group write
+        #: take files written by one thread call per group (:meth:`_write_files`)
+        self._write = _Grouped(self._write_files)
+        #: takes recorded by one transaction per group (:meth:`_record_takes`)
+        self._record = _Grouped(self._record_takes)
         #: the take folders are shared by several machines (a PostgreSQL store): see the module docstring
         self.shared = config.state_uri is not None
         #: True once the engine is cancelled: a record that meets a lost connection is then given up
@@ -254,7 +285,7 @@ class TakeWriter:
         else:
             path, record = await self._new(coll, item, request, result, elapsed_s, cache_key)
         try:
-            take_id = await self._record(item, record)
+            take_id = await self._record((item, record))
         except _Unrecorded:
             log.warning(
                 "%s %s: take file %s kept but not recorded (the database is unreachable)",
@@ -277,64 +308,32 @@ class TakeWriter:
             self._cache_keys.add(cache_key)
         return True
 
-    async def _write_grouped(self, write: Callable[[], Any]) -> Any:
-        """Run ``write`` (a take file's write, fsync and rename) in a worker thread, grouped: the
-        files finished in the same turn of the event loop are written by one thread call, one
-        after the other. A thread call per file made the event loop and 16 threads trade Python's
-        GIL around every system call (93 futex calls per take): grouped, zero-latency items ran
-        at 1,760 to 1,860 items/s on tmpfs instead of 1,140 to 1,210 (``bench/workers.py``).
+    async def _write_files(self, group: list[_Call[Callable[[], Any], Any]]) -> None:
+        """Run the writes of a group (each a take file's write, fsync and rename) in one worker
+        thread, one after the other, keeping each one's result or error. A thread call per file
+        made the event loop and 16 threads trade Python's GIL around every system call (93 futex
+        calls per take): grouped, zero-latency items ran at 1,760 to 1,860 items/s on tmpfs
+        instead of 1,140 to 1,210 (``bench/workers.py``)."""
 
-        Returns what ``write`` returns; raises what it raises. A task cancelled while its file
-        waits for its group is not written.
-        """
-        pending = _PendingWrite(write)
-        self._writes.append(pending)
-        if len(self._writes) > 1:  # a leader of this group is waiting: it writes this file too
-            try:
-                await pending.done.wait()
-            except BaseException:
-                pending.dropped = True  # if the group has not started, the file is not written
-                raise
-        else:
-            # Let the files that finished meanwhile join, then write them all. Shielded: the group
-            # is written even if the leader is cancelled (it then raises at its next checkpoint).
-            with anyio.CancelScope(shield=True):
-                await anyio.lowlevel.checkpoint()
-                group, self._writes = self._writes, []
+        def run() -> None:
+            for call in group:
+                if call.dropped:  # its task was cancelled while it waited: the file is not written
+                    continue
                 try:
-                    await anyio.to_thread.run_sync(_run_writes, group, limiter=self._threads)
-                finally:
-                    for p in group:
-                        p.done.set()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
+                    call.result = call.arg()
+                except Exception as exc:  # noqa: BLE001 - handed to the take's own task, which raises it
+                    call.error = exc
 
-    async def _record(self, item: Item, record: TakeRecord) -> int | None:
-        """The guarded final write, grouped: takes finished in the same turn of the event loop are
-        recorded in one transaction (the store's commits bound the throughput, not the disk)."""
-        pending = _Pending(item, record)
-        self._group.append(pending)
-        if len(self._group) > 1:  # a leader of this group is waiting: it records this take too
-            await pending.done.wait()
-        else:
-            # let the takes that finished meanwhile join; shielded: a leader cancelled here would
-            # leave its group waiting for ever
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-            group, self._group = self._group, []
-            try:
-                ids = await self._complete([(p.item, p.record) for p in group])
-            except BaseException as exc:
-                for p in group:
-                    p.error = exc
-                    p.done.set()
-                raise
-            for p, take_id in zip(group, ids, strict=True):
-                p.take_id = take_id
-                p.done.set()
-        if pending.error is not None:
-            raise pending.error
-        return pending.take_id
+        await anyio.to_thread.run_sync(run, limiter=self._threads)
+
+    async def _record_takes(self, group: list[_Call[tuple[Item, TakeRecord], int | None]]) -> None:
+        """The guarded final write of a group's takes, in one transaction (the store's commits
+        bound the throughput, not the disk); each call's result is its take id, None when the
+        guard refused it."""
+        group = [call for call in group if not call.dropped]
+        ids = await self._complete([call.arg for call in group])
+        for call, take_id in zip(group, ids, strict=True):
+            call.result = take_id
 
     async def _complete(self, done: list[tuple[Item, TakeRecord]]) -> list[int | None]:
         """``store.complete_many(done)``, tried again with backoff while the database connection is
@@ -347,7 +346,7 @@ class TakeWriter:
         delay, longest = RECORD_RETRY_S
         lost = False
         while True:
-            try:
+            with tolerate_outage(self.store) as outage:
                 ids = self.store.complete_many(done)
                 if lost:
                     ids = [
@@ -355,16 +354,15 @@ class TakeWriter:
                         for (item, record), take_id in zip(done, ids, strict=True)
                     ]
                 return ids
-            except Exception as exc:
-                if not self.store.lost_connection(exc):
-                    raise
-                self.on_lost(exc)
-                if self.stopping():
-                    raise _Unrecorded() from exc
-                if not lost:
-                    keys = ", ".join(item.key for item, _ in done[:3]) + (", ..." if len(done) > 3 else "")
-                    log.warning("recording %s met a lost database connection; trying again (%s)", keys, exc)
-                lost = True
+            exc = outage.error
+            assert exc is not None  # the block returns unless the connection was lost
+            self.on_lost(exc)
+            if self.stopping():
+                raise _Unrecorded() from exc
+            if not lost:
+                keys = ", ".join(item.key for item, _ in done[:3]) + (", ..." if len(done) > 3 else "")
+                log.warning("recording %s met a lost database connection; trying again (%s)", keys, exc)
+            lost = True
             await anyio.sleep(delay)
             delay = min(delay * 2, longest)
 
@@ -374,11 +372,9 @@ class TakeWriter:
 
     def _log(self, level: str, kind: str, message: str, *, collection: str, key: str) -> None:
         """Write an event; without a database connection, log it instead (the take's fate is what matters)."""
-        try:
+        with tolerate_outage(self.store) as outage:
             self.store.log(level, kind, message, collection=collection, key=key)
-        except Exception as exc:
-            if not self.store.lost_connection(exc):
-                raise
+        if outage.error is not None:
             log.warning("%s %s: %s", collection, key, message)
 
     async def _reuse(
@@ -462,7 +458,7 @@ class TakeWriter:
                     unstamped = str(exc)
             return (*_write_file(coll.output, item.key, number, output.suffix, data), data, unstamped)
 
-        path, number, sha, data, unstamped = await self._write_grouped(write)
+        path, number, sha, data, unstamped = await self._write(write)
         if unstamped is not None:
             self._log(
                 "warning",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import Store
+from .base import Outage, Store, tolerate_outage
 from .rows import (
     REVIEW_STATES,
     STATUSES,
@@ -111,6 +111,7 @@ __all__ = [
     "FinalFile",
     "ImportReport",
     "Item",
+    "Outage",
     "Row",
     "RowFilter",
     "SourceItem",
@@ -123,4 +124,5 @@ __all__ = [
     "copy_state",
     "is_postgres_uri",
     "open_store",
+    "tolerate_outage",
 ]

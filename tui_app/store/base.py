@@ -19,7 +19,8 @@ guarded by the claim's ``generation``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from .rows import (
@@ -398,3 +399,35 @@ class Store(Protocol):
     def disk_state(self) -> DiskState:
         """Takes, finals, generating items and unbuilt finals in one consistent snapshot."""
         ...
+
+
+class Outage:
+    """What :func:`tolerate_outage` caught: ``error``, the lost-connection exception, or None when
+    the block ran through."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+
+@contextmanager
+def tolerate_outage(store: Store) -> Iterator[Outage]:
+    """Run the block; an exception that :meth:`Store.lost_connection` says is a lost database
+    connection ends it and is kept on the yielded :class:`Outage` (the caller decides what to do
+    without the database: wait, skip, use a default); any other exception propagates.
+
+    Usage::
+
+        with tolerate_outage(store) as outage:
+            items = store.claim(...)
+        if outage.error is not None:
+            ...  # the claim may or may not have landed
+    """
+    caught = Outage()
+    try:
+        yield caught
+    except Exception as exc:
+        if not store.lost_connection(exc):
+            raise
+        caught.error = exc
