@@ -49,8 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from tui_app.asr import PocketsphinxTranscriber, asr_metrics  # noqa: E402
+from tui_app.config import ConfigError, read_qa_table  # noqa: E402
 from tui_app.media import wav_bytes  # noqa: E402
-from tui_app.qa import audio_metrics, collection_flags, parse_qa_table  # noqa: E402
+from tui_app.qa import QAThresholds, audio_metrics, collection_flags  # noqa: E402
 from tui_app.sources.dataset import read_dataset  # noqa: E402
 
 PROMPTS = ROOT / "data" / "arctic" / "cmuarctic.data"
@@ -108,6 +109,26 @@ def plant(defect: str, wav: bytes, other: bytes, seed: int) -> bytes:
     raise ValueError(defect)
 
 
+def thresholds_from(settings: list[str]) -> QAThresholds:
+    """The ``[qa]`` limits with ``--set KEY=VALUE`` overrides, read as a config file's ``[qa]`` is
+    (:func:`tui_app.config.read_qa_table`). A VALUE is JSON (``0.65``, ``true``), else a string.
+
+    Raises:
+        ConfigError: one line naming ``--set`` and the key: a setting without ``=``, an unknown
+            key, a bad value.
+    """
+    table: dict[str, object] = {}
+    for setting in settings:
+        key, equals, value = setting.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError("--set", "", f"expected KEY=VALUE, got {setting!r}")
+        try:
+            table[key.strip()] = json.loads(value)
+        except ValueError:
+            table[key.strip()] = value  # not JSON: a string, which the reader names in its error
+    return read_qa_table(table, "--set")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,15 +153,15 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=10, help="false alarms to list (10)")
     args = parser.parse_args()
 
+    try:
+        thresholds = thresholds_from(args.set)
+    except ConfigError as exc:
+        parser.error(str(exc))
     items = prompts(args.n)
     texts = dict(items)
     started = time.perf_counter()
     wavs = synthesize(items, args.cache)
     synth_s = time.perf_counter() - started
-    try:
-        thresholds = parse_qa_table({k: json.loads(v) for k, _, v in (a.partition("=") for a in args.set)})
-    except ValueError as exc:
-        parser.error(str(exc))
     transcriber = None if args.no_asr else PocketsphinxTranscriber()
 
     metrics_s = asr_s = 0.0

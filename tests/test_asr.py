@@ -25,9 +25,9 @@ from tui_app.asr import (
     asr_metrics,
     make_transcriber,
     normalize_text,
-    parse_asr_table,
     pcm16k,
 )
+from tui_app.config import ConfigError, load_config
 from tui_app.media import wav_bytes
 from tui_app.providers import ProviderError
 from tui_app.qa import QAThresholds
@@ -336,25 +336,37 @@ def test_pocketsphinx_processes_agree_with_the_thread_decoder_and_run_niced(clip
     assert gaps and max(gaps) < 0.5, f"the event loop stalled {max(gaps):.2f} s"
 
 
-def test_parse_asr_table_and_make_transcriber():
-    assert parse_asr_table({}) == ASRSettings()
-    http = parse_asr_table({"engine": "http", "base_url": "http://localhost:8000/v1", "max_attempts": 5})
-    assert (http.engine, http.max_attempts) == ("http", 5)
+#: A config with one collection; a ``[qa.asr]`` table is appended to it.
+CONFIG = """\
+[collections.dataset]
+source = "data/m.csv"
+provider = "sim"
+
+[providers.sim]
+kind = "simulated"
+
+[qa.asr]
+"""
+
+
+def _asr_settings(tmp_path: Path, keys: str) -> ASRSettings:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG + keys)
+    return load_config(path).asr
+
+
+def test_asr_settings_from_config_and_make_transcriber(tmp_path):
+    assert _asr_settings(tmp_path, "") == ASRSettings()
+    http = _asr_settings(
+        tmp_path, 'engine = "http"\nbase_url = "http://localhost:8000/v1"\nmax_attempts = 5\n'
+    )
+    assert (http.engine, http.base_url, http.max_attempts) == ("http", "http://localhost:8000/v1", 5)
     transcriber = make_transcriber(http)
     assert isinstance(transcriber, HttpTranscriber) and transcriber.max_attempts == 5
     anyio.run(transcriber.aclose)
-    offline = make_transcriber(ASRSettings(concurrency=3))
+    offline = make_transcriber(_asr_settings(tmp_path, "concurrency = 3\n"))
     assert isinstance(offline, PocketsphinxProcesses) and offline.concurrency == 3
-    assert make_transcriber(parse_asr_table({"engine": "none"})) is None
-    bad = [
-        ({"engin": "http"}, r"^engin: unknown ASR setting"),
-        ({"engine": "whisper"}, r"^engine: must be one of pocketsphinx, http, none"),
-        ({"engine": "http"}, r"^base_url: engine http needs"),
-        ({"model": 3}, r"^model: must be a string"),
-        ({"timeout_s": 0}, r"^timeout_s: must be > 0"),
-        ({"concurrency": 1.5}, r"^concurrency: must be an integer >= 1"),
-        ({"max_attempts": True}, r"^max_attempts: must be a number"),
-    ]
-    for table, message in bad:
-        with pytest.raises(ValueError, match=message):
-            parse_asr_table(table)
+    assert make_transcriber(_asr_settings(tmp_path, 'engine = "none"\n')) is None
+    # every rule, with file and line: tests/test_config.py; here one to show the key is named
+    with pytest.raises(ConfigError, match=r"config\.toml:9: qa\.asr\.engine: must be one of pocketsphinx"):
+        _asr_settings(tmp_path, 'engine = "whisper"\n')

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tui_app.config import ConfigError, read_qa_table
 from tui_app.media import wav_bytes
 from tui_app.qa import (
     CODES,
@@ -18,7 +19,6 @@ from tui_app.qa import (
     dataset_flags,
     dataset_stats,
     describe,
-    parse_qa_table,
     take_flags,
 )
 
@@ -364,27 +364,32 @@ def test_describe_every_code_and_refuse_unknown_ones():
         describe("bogus", m)
 
 
-def test_parse_qa_table():
-    t = parse_qa_table(
+def test_read_qa_table():
+    """A ``[qa]`` table from elsewhere than a file (``bench/qa.py --set``) is read as the file's is
+    (tests/test_config.py checks the same rules with file and line)."""
+    t = read_qa_table(
         {"max_cer": 0.25, "max_lead_silence_s": 2, "rate_min_words": 4, "asr": {"engine": "none"}}
     )
     assert (t.max_cer, t.max_lead_silence_s, t.rate_min_words) == (0.25, 2.0, 4)
     assert isinstance(t.max_lead_silence_s, float) and t.min_snr_db == QAThresholds().min_snr_db
-    assert parse_qa_table({}) == QAThresholds()
-    assert parse_qa_table({"enabled": False}).enabled is False and QAThresholds().enabled
+    assert read_qa_table({}) == QAThresholds()
+    assert read_qa_table({"enabled": False}).enabled is False and QAThresholds().enabled
     bad = [
-        ({"max_ceer": 0.3}, r"^max_ceer: unknown QA setting"),
-        ({"max_cer": "0.3"}, r"^max_cer: must be a number"),
-        ({"max_cer": True}, r"^max_cer: must be a number"),
-        ({"rate_min_words": 4.5}, r"^rate_min_words: must be an integer"),
-        ({"max_cer": -0.1}, r"^max_cer: must be >= 0"),
-        ({"truncation_asr_ratio": 1.5}, r"^truncation_asr_ratio: must be between 0 and 1"),
-        ({"outlier_k": 0}, r"^outlier_k: must be > 0"),
-        ({"max_cer": math.nan}, r"^max_cer: must be a finite number"),
-        ({"min_duration_s": 30.0}, r"^min_duration_s: must be below max_duration_s"),
-        ({"asr": "pocketsphinx"}, r"^asr: unknown QA setting"),
-        ({"enabled": "no"}, r"^enabled: must be true or false"),
+        ({"max_ceer": 0.3}, r"qa\.max_ceer: unknown key"),
+        ({"max_cer": "0.3"}, r"qa\.max_cer: must be a number, got '0\.3'"),
+        ({"max_cer": True}, r"qa\.max_cer: must be a number, got True"),
+        ({"rate_min_words": 4.5}, r"qa\.rate_min_words: must be an integer, got 4\.5"),
+        ({"max_cer": -0.1}, r"qa\.max_cer: must be a number >= 0, got -0\.1"),
+        ({"truncation_asr_ratio": 1.5}, r"qa\.truncation_asr_ratio: must be a number between 0 and 1"),
+        ({"outlier_k": 0}, r"qa\.outlier_k: must be a number > 0, got 0"),
+        ({"max_duration_s": 0}, r"qa\.max_duration_s: must be a number > 0, got 0"),
+        ({"max_cer": math.nan}, r"qa\.max_cer: must be a finite number"),
+        ({"max_wer": math.inf}, r"qa\.max_wer: must be a finite number"),
+        ({"min_duration_s": 30.0}, r"qa\.min_duration_s: must be below max_duration_s \(20\), got 30"),
+        ({"asr": "pocketsphinx"}, r"qa\.asr: must be a table"),
+        ({"enabled": "no"}, r"qa\.enabled: must be true or false, got 'no'"),
     ]
     for table, message in bad:
-        with pytest.raises(ValueError, match=message):
-            parse_qa_table(table)
+        with pytest.raises(ConfigError, match=rf"^--set: {message}") as err:
+            read_qa_table(table)
+        assert "\n" not in str(err.value)

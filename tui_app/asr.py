@@ -16,10 +16,10 @@ punctuation, numbers spelled out with num2words, a few abbreviations), then jiwe
 word and character error rates, and an alignment tells how much of the text's end the
 transcript misses (for :func:`tui_app.qa.take_flags`' ``truncated``).
 
-Settings (:func:`parse_asr_table`, the ``[qa.asr]`` table): ``engine`` (``pocketsphinx`` |
-``http`` | ``none``), and for ``http``: ``base_url``, ``model`` (``whisper-1``), ``api_key_env``
-(default none: a local server without a key), ``language`` (ISO-639-1, optional),
-``timeout_s`` (120), ``concurrency`` (2), ``max_attempts`` (3).
+Settings (:class:`ASRSettings`, the ``[qa.asr]`` table, read by :func:`tui_app.config.load_config`):
+``engine`` (``pocketsphinx`` | ``http`` | ``none``), and for ``http``: ``base_url``, ``model``
+(``whisper-1``), ``api_key_env`` (default none: a local server without a key), ``language``
+(ISO-639-1, optional), ``timeout_s`` (120), ``concurrency`` (2), ``max_attempts`` (3).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from .media import wav_info
 from .providers.base import ProviderError
 from .qa_limits import ENGINES as ENGINES  # the [qa.asr] table, kept with the [qa] one: re-exported
 from .qa_limits import ASRSettings as ASRSettings
-from .qa_limits import parse_asr_table as parse_asr_table
 
 #: The sample rate pocketsphinx's bundled en-US model was trained at, Hz.
 ASR_RATE = 16_000

@@ -15,15 +15,16 @@ import importlib.util
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .kinds import KINDS
 from .providers import PROVIDER_KINDS, validate_provider_options
 from .providers.piper import EMOTION_RANGES
-from .qa_limits import parse_asr_table, parse_qa_table
+from .qa_limits import ENGINES, QA_INTEGER_FIELDS, QA_POSITIVE_FIELDS, QA_RANGES, ASRSettings, QAThresholds
 from .settings import (
     MAX_SEED,
     CollectionConfig,
@@ -37,9 +38,7 @@ from .settings import (
 )
 from .store import POSTGRES_EXTRA, is_postgres_uri
 
-_T = TypeVar("_T")
-
-__all__ = ["CollectionConfig", "Config", "ConfigError", "ProviderConfig", "load_config"]
+__all__ = ["CollectionConfig", "Config", "ConfigError", "ProviderConfig", "load_config", "read_qa_table"]
 
 # --------------------------------------------------------------------------- loading
 
@@ -136,12 +135,9 @@ def load_config(path: Path | str) -> Config:
         reader.check_unknown()
         presets[name] = preset
 
-    qa_table = dict(_table(path, text, data, "qa"))
-    asr_table = qa_table.pop("asr", {})
-    if not isinstance(asr_table, dict):
-        raise ConfigError(path, "qa.asr", "must be a table ([qa.asr])", find_line(text, "asr"))
-    qa = _parsed(path, text, "qa", parse_qa_table, qa_table)
-    asr = _parsed(path, text, "qa.asr", parse_asr_table, asr_table)
+    qa_reader = TableReader(path, text, "qa", _table(path, text, data, "qa"))
+    qa = _qa(qa_reader)
+    asr = _asr(TableReader(path, text, "qa.asr", qa_reader.table.get("asr", {})))
 
     emotions: dict[str, dict[str, float]] = {}
     for name, table in _table(path, text, data, "emotions").items():
@@ -234,18 +230,106 @@ def load_config(path: Path | str) -> Config:
     )
 
 
-def _parsed(path: Path, text: str, prefix: str, parse: Callable[[Any], _T], table: Mapping[str, Any]) -> _T:
-    """``parse(table)``, its ``"KEY: what is wrong"`` turned into a :class:`ConfigError` naming
-    ``PREFIX.KEY`` and its line.
+def read_qa_table(table: Mapping[str, Any], path: Path | str = "--set") -> QAThresholds:
+    """:class:`QAThresholds` from a ``[qa]`` table that comes from elsewhere than a config file
+    (``bench/qa.py --set KEY=VALUE``), read as :func:`load_config` reads the file's: omitted keys
+    keep their defaults; a sub-table ``asr`` is allowed (and not read).
+
+    Args:
+        table: the keys of ``[qa]`` and their values (TOML types: bool, int, float).
+        path: what the errors name in place of the config file.
 
     Raises:
-        ConfigError: the table has a bad key or value.
+        ConfigError: ``"PATH: qa.KEY: what is wrong"`` (no line): the same problems as in a file,
+            see :func:`_qa`, and NaN or infinite numbers.
     """
-    try:
-        return parse(table)
-    except ValueError as exc:
-        key, _, why = str(exc).partition(": ")
-        raise ConfigError(path, f"{prefix}.{key}", why or str(exc), find_line(text, key)) from None
+    path = Path(path)
+    check_values(path, "", table, "qa")
+    return _qa(TableReader(path, "", "qa", table))
+
+
+def _qa(reader: TableReader) -> QAThresholds:
+    """:class:`QAThresholds` from the ``[qa]`` table: its keys are the field names, numbers within
+    :data:`~tui_app.qa_limits.QA_RANGES`; a sub-table ``asr`` is left to :func:`_asr`.
+
+    Raises:
+        ConfigError: an unknown key, ``asr`` that is not a table, ``enabled`` not true or false,
+            a number of the wrong type (an integer for the
+            :data:`~tui_app.qa_limits.QA_INTEGER_FIELDS`), out of range or not finite, 0 for one
+            of the :data:`~tui_app.qa_limits.QA_POSITIVE_FIELDS`, or ``min_duration_s`` not below
+            ``max_duration_s``.
+    """
+    defaults = QAThresholds()
+    values: dict[str, Any] = {}
+    for key in (f.name for f in fields(QAThresholds)):
+        default = getattr(defaults, key)
+        if key == "enabled":
+            values[key] = reader.get(key, bool, default)
+            continue
+        low, high = QA_RANGES[key]
+        value = reader.number(key, default, minimum=low, maximum=high, integer=key in QA_INTEGER_FIELDS)
+        if key in QA_POSITIVE_FIELDS:
+            _check_positive(reader, key, value)
+        values[key] = value
+    if "asr" in reader.table and not isinstance(reader.table["asr"], Mapping):
+        raise reader.error("asr", f"must be a table ([qa.asr]), got {show(reader.table['asr'])}")
+    reader.check_unknown({"asr"})
+    qa = QAThresholds(**values)
+    if qa.min_duration_s >= qa.max_duration_s:
+        if "min_duration_s" in reader.table:
+            raise reader.error(
+                "min_duration_s",
+                f"must be below max_duration_s ({qa.max_duration_s:g}), got {qa.min_duration_s:g}",
+            )
+        raise reader.error(
+            "max_duration_s",
+            f"must be above min_duration_s ({qa.min_duration_s:g}), got {qa.max_duration_s:g}",
+        )
+    return qa
+
+
+def _asr(reader: TableReader) -> ASRSettings:
+    """:class:`ASRSettings` from the ``[qa.asr]`` table: its keys are the field names; a field
+    with a string default takes a string, with an integer default an integer >= 1, with a float
+    default a number above 0.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, a number out of range, an
+            ``engine`` not in :data:`~tui_app.qa_limits.ENGINES`, or ``engine = "http"`` without
+            an ``http://`` or ``https://`` ``base_url``.
+    """
+    defaults = ASRSettings()
+    values: dict[str, Any] = {}
+    for key in (f.name for f in fields(ASRSettings)):
+        default = getattr(defaults, key)
+        if isinstance(default, str):
+            values[key] = reader.get(key, str, default)
+        elif isinstance(default, int):
+            values[key] = reader.number(key, default, minimum=1, integer=True)
+        else:
+            values[key] = _check_positive(reader, key, reader.number(key, default))
+    reader.check_unknown()
+    asr = ASRSettings(**values)
+    if asr.engine not in ENGINES:
+        raise reader.error("engine", f"must be one of {', '.join(ENGINES)}, got {show(asr.engine)}")
+    if asr.engine == "http" and not re.match(r"https?://[^/\s]+", asr.base_url):
+        if "base_url" not in reader.table:
+            raise reader.error("engine", "http needs base_url, an http:// or https:// URL")
+        raise reader.error(
+            "base_url", f"engine http needs an http:// or https:// URL, got {show(asr.base_url)}"
+        )
+    return asr
+
+
+def _check_positive(reader: TableReader, key: str, value: float) -> float:
+    """``value`` when it is above 0 (:meth:`TableReader.number` only bounds inclusively).
+
+    Raises:
+        ConfigError: ``value`` is 0 or less.
+    """
+    if not value > 0:
+        raise reader.error(key, f"must be a number > 0, got {value:g}")
+    return value
 
 
 def _state_database(project: TableReader, state: str) -> tuple[str | None, str | None]:

@@ -65,7 +65,6 @@ import numpy as np
 
 from .media import read_wav
 from .qa_limits import END_ABOVE_NOISE_DB, QAThresholds
-from .qa_limits import parse_qa_table as parse_qa_table  # re-exported: the [qa] table with the metrics
 
 #: The stable flag codes, in the order flags are listed.
 CODES: tuple[str, ...] = (

@@ -2,16 +2,13 @@
 :mod:`tui_app.qa`) and its ``[qa.asr]`` sub-table (the ASR check, see :mod:`tui_app.asr`).
 
 Kept apart from the measurements (numpy, pyloudnorm) and the transcribers so that reading a
-config stays light; :mod:`tui_app.config` parses both once, into the :class:`~tui_app.settings.Config`.
+config stays light; :mod:`tui_app.config` reads both once, with these defaults and limits, into
+the :class:`~tui_app.settings.Config`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 #: ``truncated`` by level needs the end this far above the noise floor, dB (a noisy take ends on noise).
 END_ABOVE_NOISE_DB = 10.0
@@ -77,8 +74,9 @@ class QAThresholds:
     outlier_min_takes: int = 20
 
 
-#: (lowest, highest) accepted by :func:`parse_qa_table`, per field; None = unbounded.
-_RANGES: dict[str, tuple[float | None, float | None]] = {
+#: (lowest, highest) accepted per numeric field of :class:`QAThresholds` (inclusive; None =
+#: unbounded): :func:`tui_app.config.load_config` reads the ``[qa]`` table with these.
+QA_RANGES: dict[str, tuple[float, float | None]] = {
     "min_duration_s": (0.0, None),
     "max_duration_s": (0.0, None),
     "max_lead_silence_s": (0.0, None),
@@ -97,54 +95,10 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "min_loudness_sigma": (0.0, None),
     "outlier_min_takes": (3, None),
 }
-_INTEGER_FIELDS = frozenset({"max_clip_runs", "rate_min_words", "outlier_min_takes"})
-_POSITIVE_FIELDS = frozenset({"outlier_k", "max_duration_s"})  # 0 would make no sense
-
-
-def parse_qa_table(table: Mapping[str, Any]) -> QAThresholds:
-    """:class:`QAThresholds` from a ``[qa]`` config table: its keys are the field names; omitted
-    keys keep their defaults. A sub-table ``asr`` is left to :func:`parse_asr_table`.
-
-    Raises:
-        ValueError: ``"KEY: what is wrong"`` for an unknown key, a value of the wrong type (a
-            boolean for ``enabled``, else a number; an integer for ``max_clip_runs``, ``rate_min_words`` and
-            ``outlier_min_takes``), out of range, or ``min_duration_s >= max_duration_s``.
-    """
-    known = {f.name for f in fields(QAThresholds)}
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key == "asr" and isinstance(value, Mapping):
-            continue
-        if key not in known:
-            raise ValueError(f"{key}: unknown QA setting (known: {', '.join(sorted(known))})")
-        if key == "enabled":
-            if not isinstance(value, bool):
-                raise ValueError(f"enabled: must be true or false, got {value!r}")
-            values[key] = value
-            continue
-        integer = key in _INTEGER_FIELDS
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (integer and not isinstance(value, int))
-        ):
-            raise ValueError(f"{key}: must be {'an integer' if integer else 'a number'}, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{key}: must be a finite number, got {value!r}")
-        low, high = _RANGES[key]
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
-            raise ValueError(f"{key}: must be {bounds}, got {value!r}")
-        if key in _POSITIVE_FIELDS and value <= 0:
-            raise ValueError(f"{key}: must be > 0, got {value!r}")
-        values[key] = int(value) if integer else float(value)
-    thresholds = QAThresholds(**values)
-    if thresholds.min_duration_s >= thresholds.max_duration_s:
-        raise ValueError(
-            f"min_duration_s: must be below max_duration_s ({thresholds.max_duration_s:g}), "
-            f"got {thresholds.min_duration_s:g}"
-        )
-    return thresholds
+#: The :class:`QAThresholds` fields that must be integers.
+QA_INTEGER_FIELDS = frozenset({"max_clip_runs", "rate_min_words", "outlier_min_takes"})
+#: The :class:`QAThresholds` fields that must be above 0, not just at least 0 (0 would make no sense).
+QA_POSITIVE_FIELDS = frozenset({"outlier_k", "max_duration_s"})
 
 
 # --------------------------------------------------------------------------- settings
@@ -152,7 +106,12 @@ def parse_qa_table(table: Mapping[str, Any]) -> QAThresholds:
 
 @dataclass(frozen=True)
 class ASRSettings:
-    """The ``[qa.asr]`` table (see the module docstring for each key and its default)."""
+    """The ``[qa.asr]`` table (see :mod:`tui_app.asr` for each key and its default).
+
+    Read by :func:`tui_app.config.load_config`: the string fields must be strings, ``timeout_s``
+    above 0, the integer fields integers >= 1, ``engine`` one of :data:`ENGINES`, and ``engine =
+    "http"`` needs an ``http://`` or ``https://`` ``base_url``.
+    """
 
     engine: str = "pocketsphinx"
     base_url: str = ""
@@ -164,45 +123,16 @@ class ASRSettings:
     max_attempts: int = 3
 
 
+#: The ``[qa.asr] engine`` values.
 ENGINES = ("pocketsphinx", "http", "none")
-
-
-def parse_asr_table(table: Mapping[str, Any]) -> ASRSettings:
-    """:class:`ASRSettings` from a ``[qa.asr]`` table.
-
-    Raises:
-        ValueError: ``"KEY: what is wrong"``: unknown key, wrong type, an unknown ``engine``,
-            ``engine = "http"`` without an ``http(s)://`` ``base_url``, a number out of range.
-    """
-    known = {f.name: f for f in fields(ASRSettings)}
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in known:
-            raise ValueError(f"{key}: unknown ASR setting (known: {', '.join(sorted(known))})")
-        default = getattr(ASRSettings, key)
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ValueError(f"{key}: must be a string, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: must be a number, got {value!r}")
-        elif isinstance(default, int) and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{key}: must be an integer >= 1, got {value!r}")
-        elif not value > 0:
-            raise ValueError(f"{key}: must be > 0, got {value!r}")
-        values[key] = value
-    settings = ASRSettings(**values)
-    if settings.engine not in ENGINES:
-        raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
-    if settings.engine == "http" and not re.match(r"https?://[^/\s]+", settings.base_url):
-        raise ValueError(f"base_url: engine http needs an http:// or https:// URL, got {settings.base_url!r}")
-    return settings
 
 
 __all__ = [
     "ENGINES",
     "END_ABOVE_NOISE_DB",
+    "QA_INTEGER_FIELDS",
+    "QA_POSITIVE_FIELDS",
+    "QA_RANGES",
     "ASRSettings",
     "QAThresholds",
-    "parse_asr_table",
-    "parse_qa_table",
 ]
