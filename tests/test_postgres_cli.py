@@ -168,6 +168,11 @@ def test_status_and_commands_on_a_postgres_project_that_never_ran(tmp_path, pg_u
     assert status.returncode == 0, status.stderr
     assert pg_uri in status.stdout and "no state file" not in status.stderr + status.stdout
     assert "no items yet" in status.stderr
+    # maintenance has nothing to work on: refused as on a project without a state file, nothing copied
+    for args in (("migrate-state", "--to", "data/copy.sqlite"), ("sync", "--check")):
+        run = cli(*args, cwd=tmp_path)
+        assert run.returncode == 2 and "holds no items of this project yet" in one_error_line(run), args
+    assert not (tmp_path / "data" / "copy.sqlite").exists()
     # a command imports the sources of a project that never ran, as it does with a state file
     run = cli("regenerate", "dataset", "arctic_a0001", cwd=tmp_path)
     assert run.returncode == 0, run.stderr

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import anyio
+from anyio.abc import TaskGroup
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -35,14 +36,12 @@ from .display import format_eta
 from .engine import Engine
 from .exit_codes import ExitCode
 from .project import Project
-from .providers import lone_provider_error
 from .settings import Config
 from .signals import console as pipe_console
-from .signals import deliver_to_loop, signal_name
 from .storage_errors import StorageError, storage_error
 from .store import Event
 from .views import Throughput
-from .workers import Helpers, limit_threads, split_limit, threads_note, uses_onnxruntime
+from .workers import Helpers, limit_threads, run_engine, split_limit, threads_note, uses_onnxruntime
 
 #: with helper processes, how often the store's counts are read for items/s (seconds)
 SAMPLE_S = 1.0
@@ -374,60 +373,32 @@ async def _run(
     """Prepare the providers and run (then wait for the ``helpers``); True when SIGINT or SIGTERM
     stopped it (at any point in here). ``limit`` is this process's part of ``total_limit`` (``--limit``,
     which the progress shows)."""
-    signalled: list[int] = []
-    stop = anyio.Event()
 
-    def on_signal(signum: int) -> None:  # on the event loop (tui_app.signals.deliver_to_loop)
-        signalled.append(signum)
-        stop.set()
+    def on_stop(reason: str) -> None:
+        console.print(f"[yellow]{reason}: stopping; in-flight items go back to pending[/]")
 
-    try:
-        with deliver_to_loop(on_signal):
-            async with anyio.create_task_group() as tg:
+    async def body(tg: TaskGroup, stop: Callable[[str], None]) -> None:
+        await engine.prepare(names)
+        shared = helpers is not None
+        display = _Display(
+            engine, names, console, quiet=False, interval_s=interval_s, shared=shared, limit=total_limit
+        )
+        engine.subscribe(display.on_event)
+        with display:
 
-                async def watch_signals() -> None:
-                    await stop.wait()
-                    name = signal_name(signalled[0])
-                    console.print(f"[yellow]{name}: stopping; in-flight items go back to pending[/]")
-                    engine.cancel()  # in-flight items are cancelled and released
-                    if helpers is not None:
-                        helpers.terminate()  # they release theirs too
-                    tg.cancel_scope.cancel()  # also before the run started (while providers prepare)
+            async def refresh() -> None:
+                while True:
+                    display.refresh()
+                    await anyio.sleep(0.25)
 
-                tg.start_soon(watch_signals)
-                await engine.prepare(names)
-                display = _Display(
-                    engine,
-                    names,
-                    console,
-                    quiet=False,
-                    interval_s=interval_s,
-                    shared=helpers is not None,
-                    limit=total_limit,
-                )
-                engine.subscribe(display.on_event)
-                with display:
+            tg.start_soon(refresh)
+            await engine.run(names, limit=limit)
+            if helpers is not None:
+                await helpers.wait()  # they finish what they claimed
+                if helpers.lost() and limit is None:
+                    await engine.run(names)  # take back and finish what a killed helper held
 
-                    async def refresh() -> None:
-                        while True:
-                            display.refresh()
-                            await anyio.sleep(0.25)
-
-                    tg.start_soon(refresh)
-                    await engine.run(names, limit=limit)
-                    if helpers is not None:
-                        await helpers.wait()  # they finish what they claimed
-                        if helpers.lost() and limit is None:
-                            await engine.run(names)  # take back and finish what a killed helper held
-                tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        lone = lone_provider_error(group)  # a provider that cannot start: its one-line error
-        if lone is None:
-            raise
-        raise lone from None
-    finally:
-        await engine.aclose()
-    return bool(signalled)
+    return await run_engine(engine, body, on_stop=on_stop, helpers=helpers) is not None
 
 
 def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> None:

@@ -116,15 +116,23 @@ class Project:
         """Open the project's store (created when missing).
 
         Args:
-            must_exist: refuse a project that has no state file yet.
+            must_exist: refuse a project that never ran: no state file yet, or (PostgreSQL, where
+                the database always exists) a database that holds no items.
 
         Raises:
-            NoStateError: ``must_exist`` and there is no state file.
+            NoStateError: ``must_exist`` and the project never ran.
             sqlite3.DatabaseError: the state file is not a tui_app database, or is newer than this code.
         """
         if must_exist and config.state_uri is None and not config.state_path.exists():
             raise NoStateError(f"{config.state_path}: no state file yet (run `tui-app --batch` first)")
-        return cls(config, open_store(config.state_location, password_env=config.state_password_env))
+        project = cls(config, open_store(config.state_location, password_env=config.state_password_env))
+        if must_exist and config.state_uri is not None and not project.holds_items():
+            project.close()
+            raise NoStateError(
+                f"{config.state_uri}: the database holds no items of this project yet "
+                "(run `tui-app --batch` first)"
+            )
+        return project
 
     @staticmethod
     def has_state(config: Config) -> bool:
@@ -137,7 +145,11 @@ class Project:
         if config.state_uri is None:
             return config.state_path.exists()
         with Project.open(config) as project:
-            return any(sum(counts.values()) for counts in project.counts().values())
+            return project.holds_items()
+
+    def holds_items(self) -> bool:
+        """True when the store holds any item of a configured collection."""
+        return any(sum(counts.values()) for counts in self.counts().values())
 
     @classmethod
     def start(

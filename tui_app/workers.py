@@ -28,13 +28,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .engine import Engine
 from .project import Project
@@ -352,46 +353,51 @@ class _Serving:
         self.summary_s, self.helpers, self.parent = summary_s, helpers, parent
 
 
-async def _serve(engine: Engine, names: list[str], how: _Serving) -> str | None:
-    """Prepare the providers and run the engine; the reason it stopped early (a signal's name, or
-    ``parent gone``), or None when it drained."""
+async def run_engine(
+    engine: Engine,
+    body: Callable[[TaskGroup, Callable[[str], None]], Awaitable[None]],
+    *,
+    on_stop: Callable[[str], None] | None = None,
+    helpers: Helpers | None = None,
+) -> str | None:
+    """Run ``await body(tg, stop)`` as a worker process runs its engine (``worker`` and ``--batch``):
+    SIGINT and SIGTERM, or ``stop(reason)``, stop it cleanly: ``on_stop(reason)`` is called (a
+    signal's name), the ``helpers`` are told to stop (SIGTERM), the engine is cancelled (its
+    in-flight items go back to pending, no attempt spent) and so is ``body``. The engine is closed
+    at the end, whatever happens. ``body`` prepares the providers and runs the engine; ``tg`` is
+    the task group it runs in, for the tasks that go beside it.
+
+    Returns the reason it was stopped, or None when ``body`` returned.
+
+    Raises:
+        ProviderError: a provider could not start (:meth:`Engine.prepare`), as its one line.
+    """
     stopped: list[str] = []
     stop = anyio.Event()
-    say = how.say or (lambda line: print(line, file=sys.stderr, flush=True))
 
-    def on_signal(signum: int) -> None:  # on the event loop (tui_app.signals.deliver_to_loop)
-        stopped.append(signal_name(signum))
+    def stop_with(reason: str) -> None:
+        if not stopped:
+            stopped.append(reason)
         stop.set()
 
-    def on_event(event: Event) -> None:
-        if event.kind in ("failed", "cooldown") and event.collection in names:
-            say(event.message)
+    def on_signal(signum: int) -> None:  # on the event loop (tui_app.signals.deliver_to_loop)
+        stop_with(signal_name(signum))
 
     try:
         with deliver_to_loop(on_signal):
             async with anyio.create_task_group() as tg:
 
-                async def watch_signals() -> None:
+                async def watch_stop() -> None:
                     await stop.wait()
-                    if how.say is not None:
-                        how.say(f"{stopped[0]}: stopping; in-flight items go back to pending")
-                    if how.helpers is not None:
-                        how.helpers.terminate()
-                    engine.cancel()
-                    tg.cancel_scope.cancel()
+                    if on_stop is not None:
+                        on_stop(stopped[0])
+                    if helpers is not None:
+                        helpers.terminate()  # they release what they hold too
+                    engine.cancel()  # in-flight items are cancelled and released
+                    tg.cancel_scope.cancel()  # also before the run started (while providers prepare)
 
-                tg.start_soon(watch_signals)
-                if how.parent is not None:
-                    tg.start_soon(_watch_parent, how.parent, stopped, stop)
-                await engine.prepare(names)
-                if how.start_line is not None:
-                    say(how.start_line)
-                engine.subscribe(on_event)
-                if how.summary_s is not None and how.say is not None:
-                    tg.start_soon(_summaries, engine, names, how.say, how.summary_s)
-                if how.helpers is not None:
-                    tg.start_soon(_watch_helpers, how.helpers, say)
-                await engine.run(names, limit=how.limit, until_idle=how.until_idle)
+                tg.start_soon(watch_stop)
+                await body(tg, stop_with)
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         lone = lone_provider_error(group)  # a provider that cannot start: its one-line error
@@ -403,14 +409,42 @@ async def _serve(engine: Engine, names: list[str], how: _Serving) -> str | None:
     return stopped[0] if stopped else None
 
 
-async def _watch_parent(parent: int, stopped: list[str], stop: anyio.Event) -> None:
+async def _serve(engine: Engine, names: list[str], how: _Serving) -> str | None:
+    """Prepare the providers and run the engine; the reason it stopped early (a signal's name, or
+    ``parent gone``), or None when it drained."""
+    say = how.say or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def on_event(event: Event) -> None:
+        if event.kind in ("failed", "cooldown") and event.collection in names:
+            say(event.message)
+
+    def on_stop(reason: str) -> None:
+        if how.say is not None:
+            how.say(f"{reason}: stopping; in-flight items go back to pending")
+
+    async def body(tg: TaskGroup, stop: Callable[[str], None]) -> None:
+        if how.parent is not None:
+            tg.start_soon(_watch_parent, how.parent, stop)
+        await engine.prepare(names)
+        if how.start_line is not None:
+            say(how.start_line)
+        engine.subscribe(on_event)
+        if how.summary_s is not None and how.say is not None:
+            tg.start_soon(_summaries, engine, names, how.say, how.summary_s)
+        if how.helpers is not None:
+            tg.start_soon(_watch_helpers, how.helpers, say)
+        await engine.run(names, limit=how.limit, until_idle=how.until_idle)
+
+    return await run_engine(engine, body, on_stop=on_stop, helpers=how.helpers)
+
+
+async def _watch_parent(parent: int, stop: Callable[[str], None]) -> None:
     """A child stops when its parent process is gone (re-parented), whatever killed it."""
     while True:
         if os.getppid() != parent:
             break
         await anyio.sleep(WATCH_S)
-    stopped.append("parent gone")
-    stop.set()
+    stop("parent gone")
 
 
 async def _watch_helpers(helpers: Helpers, say: Callable[[str], None]) -> None:
@@ -445,6 +479,7 @@ __all__ = [
     "default_processes",
     "limit_threads",
     "ort_threads_for",
+    "run_engine",
     "run_worker",
     "split_limit",
     "threads_note",

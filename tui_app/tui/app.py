@@ -616,13 +616,37 @@ class TuiApp(App[int]):
         """Regenerate with overrides from a dialog (emotion; prompt and seed; temperature and seed)."""
         self._regenerate(dialog=True)
 
-    def _regenerate(self, *, dialog: bool) -> None:
+    def _selection(self) -> tuple[str, ItemTable, list[int]] | None:
+        """The current collection, its table and the ids of its marked rows (or of the cursor row);
+        None on the Log tab or in an empty table."""
         name, table = self.current_collection(), self.current_table()
         if not name or table is None:
-            return
+            return None
         ids = table.selected_ids()
-        if not ids:
+        return (name, table, ids) if ids else None
+
+    def _queued(self, name: str, table: ItemTable) -> None:
+        """A command on the selection went through: the marks go, the table is read again."""
+        table.action_clear_marks()
+        self._dirty.add(name)
+
+    def _on_selection(
+        self, title: str, command: Callable[..., commands.Outcome], *args: Any, **kwargs: Any
+    ) -> None:
+        """``command(project, collection, ids, *args, **kwargs)`` on the selection (:meth:`_selection`),
+        as the shell command does (:meth:`_command`); the marks stay when it refused."""
+        selection = self._selection()
+        if selection is None:
             return
+        name, table, ids = selection
+        if self._command(title, command, self.project, name, ids, *args, **kwargs) is not None:
+            self._queued(name, table)
+
+    def _regenerate(self, *, dialog: bool) -> None:
+        selection = self._selection()
+        if selection is None:
+            return
+        name, table, ids = selection
         fields = get_kind(self.config.collections[name].kind).override_fields
 
         def queue(request: Regeneration) -> str | None:
@@ -640,16 +664,13 @@ class TuiApp(App[int]):
             except commands.CommandError as exc:
                 return str(exc)
             self._show_outcome("Regenerate", outcome)
-            table.action_clear_marks()
-            self._dirty.add(name)
+            self._queued(name, table)
             return None
 
         if dialog:
             self.push_screen(RegenerateDialog(fields, len(ids), queue))
         else:
-            self._command("Regenerate", commands.regenerate, self.project, name, ids)
-            table.action_clear_marks()
-            self._dirty.add(name)
+            self._on_selection("Regenerate", commands.regenerate)
 
     def _current_or_all(self) -> list[str]:
         """The current tab's collection, or every collection on the Log tab."""
@@ -778,25 +799,13 @@ class TuiApp(App[int]):
     def action_review(self, state: str, regenerate: bool = False) -> None:
         """Accept or reject the current takes of the marked rows (or the cursor row); with
         ``regenerate``, rejected items are queued for a new take too (as ``tui-app review``)."""
-        name, table = self.current_collection(), self.current_table()
-        if not name or table is None:
-            return
-        ids = table.selected_ids()
-        if not ids:
-            return
         title = "Accept" if state == "accepted" else "Reject"
-        self._command(title, commands.review, self.project, name, ids, state, regenerate_rejected=regenerate)
-        table.action_clear_marks()
-        self._dirty.add(name)
+        self._on_selection(title, commands.review, state, regenerate_rejected=regenerate)
         self._last_summary = -math.inf  # the review counts on the next tick
 
     def action_cancel_items(self) -> None:
-        name, table = self.current_collection(), self.current_table()
-        if not name or table is None:
-            return
-        self._command("Cancel", commands.cancel, self.project, name, table.selected_ids())
-        table.action_clear_marks()
-        self._dirty.add(name)
+        """Cancel the marked rows (or the cursor row), as ``tui-app cancel`` does."""
+        self._on_selection("Cancel", commands.cancel)
 
     def _command(
         self, title: str, command: Callable[..., commands.Outcome], *args: Any, **kwargs: Any
@@ -846,12 +855,7 @@ class TuiApp(App[int]):
 
     def action_front(self) -> None:
         """Serve the marked rows (or the cursor row) next, before the rest of the queue, by any worker."""
-        name, table = self.current_collection(), self.current_table()
-        if not name or table is None:
-            return
-        self._command("Front", commands.front, self.project, name, table.selected_ids())
-        table.action_clear_marks()
-        self._dirty.add(name)
+        self._on_selection("Front", commands.front)
 
     def action_filter(self) -> None:
         name = self.current_collection()
