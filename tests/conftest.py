@@ -13,6 +13,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data"
+#: The smallest valid config.toml: one dataset collection on a simulated provider of concurrency 2.
+MINIMAL_CONFIG = """\
+[collections.dataset]
+source = "data/m.csv"
+provider = "sim"
+
+[providers.sim]
+kind = "simulated"
+concurrency = 2
+"""
 
 
 def write_project(

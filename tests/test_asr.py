@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
+from conftest import MINIMAL_CONFIG
 
 from tui_app.asr import (
     ASR_RATE,
@@ -336,22 +337,9 @@ def test_pocketsphinx_processes_agree_with_the_thread_decoder_and_run_niced(clip
     assert gaps and max(gaps) < 0.5, f"the event loop stalled {max(gaps):.2f} s"
 
 
-#: A config with one collection; a ``[qa.asr]`` table is appended to it.
-CONFIG = """\
-[collections.dataset]
-source = "data/m.csv"
-provider = "sim"
-
-[providers.sim]
-kind = "simulated"
-
-[qa.asr]
-"""
-
-
 def _asr_settings(tmp_path: Path, keys: str) -> ASRSettings:
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG + keys)
+    path.write_text(MINIMAL_CONFIG + "\n[qa.asr]\n" + keys)
     return load_config(path).asr
 
 
@@ -368,5 +356,5 @@ def test_asr_settings_from_config_and_make_transcriber(tmp_path):
     assert isinstance(offline, PocketsphinxProcesses) and offline.concurrency == 3
     assert make_transcriber(_asr_settings(tmp_path, 'engine = "none"\n')) is None
     # every rule, with file and line: tests/test_config.py; here one to show the key is named
-    with pytest.raises(ConfigError, match=r"config\.toml:9: qa\.asr\.engine: must be one of pocketsphinx"):
+    with pytest.raises(ConfigError, match=r"config\.toml:10: qa\.asr\.engine: must be one of pocketsphinx"):
         _asr_settings(tmp_path, 'engine = "whisper"\n')

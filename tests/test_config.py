@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import MINIMAL_CONFIG
 
 from tui_app.config import ConfigError, load_config
 from tui_app.qa_limits import ASRSettings, QAThresholds
@@ -24,15 +25,7 @@ def test_demo_config_loads():
     assert config.presets["vivid"]["temperature"] == 0.6
 
 
-BASE = """\
-[collections.dataset]
-source = "data/m.csv"
-provider = "sim"
-
-[providers.sim]
-kind = "simulated"
-concurrency = 2
-"""
+BASE = MINIMAL_CONFIG
 
 
 @pytest.mark.parametrize(
