@@ -258,6 +258,61 @@ def test_outputs_waiting_for_the_disk_are_bounded(tmp_path, monkeypatch):
     assert 2 < peak <= 2 + takes.WRITER_THREADS
 
 
+def test_a_group_whose_serving_fails_hands_the_error_to_every_call():
+    """When the group's thread call or transaction itself fails, every call of the group raises its
+    error (none gets a result of None)."""
+    from tui_app.engine.takes import _Grouped
+
+    served: list[list[int]] = []
+
+    async def serve(calls) -> None:
+        served.append([c.arg for c in calls])
+        raise OSError(5, "Input/output error")
+
+    grouped = _Grouped(serve)
+    outcomes: dict[int, object] = {}
+
+    async def one(n: int) -> None:
+        try:
+            outcomes[n] = await grouped(n)
+        except OSError as exc:
+            outcomes[n] = exc
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(one, n)
+
+    anyio.run(main)
+    assert served == [[0, 1, 2, 3]]  # one group
+    assert all(isinstance(outcomes[n], OSError) and outcomes[n].errno == 5 for n in range(4))
+
+
+def test_tolerate_outage_catches_a_lost_connection_only():
+    from tui_app.store import tolerate_outage
+
+    class Lost(Exception):
+        pass
+
+    class Store:
+        def lost_connection(self, exc: BaseException) -> bool:
+            return isinstance(exc, Lost)
+
+    with tolerate_outage(Store()) as outage:
+        raise Lost("server closed the connection unexpectedly")
+    assert isinstance(outage.error, Lost)
+    with tolerate_outage(Store()) as outage:
+        pass
+    assert outage.error is None
+    try:
+        with tolerate_outage(Store()):
+            raise ValueError("a bug, not an outage")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an error other than a lost connection was swallowed")
+
+
 def test_grouped_file_writes_keep_each_takes_result_error_and_cancellation(tmp_path):
     """Take files finished in one turn of the event loop are written by one thread call; each task
     still gets its own result or error, and a task cancelled before its group runs is not written."""
