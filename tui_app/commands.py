@@ -17,10 +17,8 @@ No Textual here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import re
 import sqlite3
 import time
 import unicodedata
@@ -28,7 +26,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from .engine import REGENERATE_PRIORITY, RETRY_PRIORITY
 from .files import IntegrityError
@@ -38,7 +35,18 @@ from .project import HOST, Project, stale_workers
 from .providers import PROVIDER_KINDS
 from .settings import Config
 from .storage_errors import storage_error
-from .store import POSTGRES_EXTRA, REVIEW_STATES, Item, Worker, copy_state, is_postgres_uri, open_store
+from .store import (
+    ENV_NAME,
+    POSTGRES_EXTRA,
+    REVIEW_STATES,
+    Item,
+    UriProblem,
+    Worker,
+    check_postgres_uri,
+    copy_state,
+    is_postgres_uri,
+    open_store,
+)
 
 #: What a command says when no live worker would act on it.
 NO_WORKER = "no worker is running: start one with tui-app worker (or tui-app --batch)"
@@ -639,7 +647,7 @@ def migration_target(config: Config, target: str, password_env: str | None = Non
             variable name, or not set.
     """
     if password_env is not None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env):
+        if not ENV_NAME.fullmatch(password_env):
             raise CommandError(f"--password-env: not the name of an environment variable: {password_env!r}")
         if password_env not in os.environ:
             raise CommandError(f"--password-env: the environment variable {password_env} is not set")
@@ -667,20 +675,17 @@ def migration_target(config: Config, target: str, password_env: str | None = Non
 def _check_uri(config: Config, uri: str) -> None:
     """Refuse a PostgreSQL URI that cannot work: see :func:`migration_target`."""
     try:
-        parts = urlsplit(uri)
-        query = parse_qs(parts.query)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError as exc:
-        raise CommandError(f"--to {uri}: not a valid PostgreSQL URI ({exc})") from None
-    if parts.password or "password" in query:
-        raise CommandError(
-            "--to: a password does not belong in the URI (it would show in the process list and in "
-            "config.toml): give --password-env NAME, the environment variable holding it"
-        )
-    if not parts.path.strip("/"):
-        raise CommandError(f"--to {uri}: the URI names no database (postgresql://USER@HOST:PORT/DATABASE)")
-    if importlib.util.find_spec("psycopg") is None:
-        raise CommandError(f"--to {uri}: a postgresql:// target needs psycopg 3: {POSTGRES_EXTRA}")
+        check_postgres_uri(uri)
+    except UriProblem as problem:
+        if problem.reason == "password":
+            raise CommandError(
+                "--to: a password does not belong in the URI (it would show in the process list and in "
+                "config.toml): give --password-env NAME, the environment variable holding it"
+            ) from None
+        if problem.reason == "driver":
+            needs = f"a postgresql:// target needs psycopg 3: {POSTGRES_EXTRA}"
+            raise CommandError(f"--to {uri}: {needs}") from None
+        raise CommandError(f"--to {uri}: {problem}") from None
     import psycopg  # the postgres extra, present (checked above)
     from psycopg.conninfo import conninfo_to_dict
 

@@ -11,7 +11,6 @@ Loading never writes anything.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import tomllib
@@ -19,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from .kinds import KINDS
 from .providers import PROVIDER_KINDS, validate_provider_options
@@ -36,7 +34,7 @@ from .settings import (
     find_line,
     show,
 )
-from .store import POSTGRES_EXTRA, is_postgres_uri
+from .store import ENV_NAME, UriProblem, check_postgres_uri, is_postgres_uri
 
 __all__ = ["CollectionConfig", "Config", "ConfigError", "ProviderConfig", "load_config", "read_qa_table"]
 
@@ -341,7 +339,7 @@ def _state_database(project: TableReader, state: str) -> tuple[str | None, str |
             environment variable or beside a file path, or psycopg not installed.
     """
     password_env = project.get("state_password_env", str, None, what="the name of an environment variable")
-    if password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env):
+    if password_env is not None and not ENV_NAME.fullmatch(password_env):
         raise project.error(
             "state_password_env",
             f"must be the name of an environment variable (letters, digits, '_'), got {show(password_env)}",
@@ -351,22 +349,17 @@ def _state_database(project: TableReader, state: str) -> tuple[str | None, str |
             raise project.error("state_password_env", "only works with a postgresql:// state")
         return None, None
     try:
-        parts = urlsplit(state)
-        query = parse_qs(parts.query)
-    except ValueError as exc:
-        raise project.error("state", f"not a valid PostgreSQL URI: {exc}") from None
-    if parts.password or "password" in query:
-        raise project.error(
-            "state",
-            "a password does not belong in the config file: set state_password_env "
-            "to the name of an environment variable instead",
-        )
-    if not parts.path.strip("/"):
-        raise project.error("state", "the URI names no database (postgresql://USER@HOST:PORT/DATABASE)")
+        check_postgres_uri(state)
+    except UriProblem as problem:
+        if problem.reason == "password":
+            raise project.error(
+                "state",
+                "a password does not belong in the config file: set state_password_env "
+                "to the name of an environment variable instead",
+            ) from None
+        raise project.error("state", str(problem)) from None
     if password_env is not None and password_env not in os.environ:
         raise project.error("state_password_env", f"the environment variable {password_env} is not set")
-    if importlib.util.find_spec("psycopg") is None:
-        raise project.error("state", f"a postgresql:// state needs psycopg 3: {POSTGRES_EXTRA}")
     return state, password_env
 
 

@@ -228,7 +228,8 @@ def _database_named(location: Path | str | None, exc: BaseException) -> str:
     connection, else libpq's defaults (``PGHOST``, ``PGPORT``, the local socket, 5432); ``the
     PostgreSQL database`` when nothing names it."""
     given: dict[str, str] = {}
-    if isinstance(location, str) and location.startswith(_PG_SCHEMES):
+    if is_postgres_uri(location):
+        assert isinstance(location, str)
         try:
             from psycopg.conninfo import conninfo_to_dict  # psycopg is loaded: exc is one of its errors
 
@@ -319,7 +320,7 @@ def storage_error(exc: BaseException, *, path: Path | str | None = None) -> Stor
             :class:`DatabaseError`, whose ``exit_code`` is 74 or 2).
     """
 
-    file = None if _is_uri(path) else path
+    file = None if is_postgres_uri(path) else path
 
     def match(e: BaseException) -> StorageError | None:
         if isinstance(e, StorageError):
@@ -333,8 +334,9 @@ def storage_error(exc: BaseException, *, path: Path | str | None = None) -> Stor
     return find_exception(exc, match)
 
 
-def _is_uri(path: Path | str | None) -> bool:
-    return isinstance(path, str) and path.startswith(_PG_SCHEMES)
+def is_postgres_uri(location: object) -> bool:
+    """True when ``location`` names a PostgreSQL database (a ``postgresql://`` or ``postgres://`` URI)."""
+    return isinstance(location, str) and location.startswith(_PG_SCHEMES)
 
 
 __all__ = [
@@ -343,5 +345,6 @@ __all__ = [
     "DatabaseError",
     "StorageError",
     "find_exception",
+    "is_postgres_uri",
     "storage_error",
 ]

@@ -9,9 +9,13 @@ the shared transitions of :mod:`.sql`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+from ..storage_errors import is_postgres_uri
 from .base import Outage, Store, tolerate_outage
 from .rows import (
     REVIEW_STATES,
@@ -40,9 +44,47 @@ from .sqlite import SCHEMA_VERSION, SqliteStore
 POSTGRES_EXTRA = "pip install 'tui_app[postgres]'"
 
 
-def is_postgres_uri(location: object) -> bool:
-    """True when ``location`` names a PostgreSQL database (``postgresql://`` or ``postgres://`` URI)."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+#: The name of an environment variable (``state_password_env``, ``--password-env``): letters,
+#: digits and ``_``, not starting with a digit.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class UriProblem(ValueError):
+    """Why a ``postgresql://`` URI cannot name a project's state (:func:`check_postgres_uri`).
+
+    Attributes:
+        reason: ``"invalid"`` (it does not parse: ``detail`` says why), ``"password"`` (it holds a
+            password), ``"database"`` (it names no database) or ``"driver"`` (psycopg 3 is not
+            installed). Each caller words the first two for where the URI came from.
+        detail: the parser's message for ``"invalid"``, else empty.
+    """
+
+    def __init__(self, reason: str, message: str, detail: str = ""):
+        super().__init__(message)
+        self.reason = reason
+        self.detail = detail
+
+
+def check_postgres_uri(uri: str) -> None:
+    """Check a ``postgresql://`` URI before anything connects: it parses (a port that is a number),
+    holds no password (in the user part or as ``?password=``), names a database, and psycopg 3 is
+    installed.
+
+    Raises:
+        UriProblem: the first of those that fails (see its ``reason``).
+    """
+    try:
+        parts = urlsplit(uri)
+        query = parse_qs(parts.query)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise UriProblem("invalid", f"not a valid PostgreSQL URI ({exc})", str(exc)) from None
+    if parts.password or "password" in query:
+        raise UriProblem("password", "a password does not belong in the URI")
+    if not parts.path.strip("/"):
+        raise UriProblem("database", "the URI names no database (postgresql://USER@HOST:PORT/DATABASE)")
+    if importlib.util.find_spec("psycopg") is None:
+        raise UriProblem("driver", f"a postgresql:// state needs psycopg 3: {POSTGRES_EXTRA}")
 
 
 def open_store(location: Path | str, *, password_env: str | None = None) -> Store:
@@ -98,6 +140,7 @@ def copy_state(source: Store, target: Store) -> dict[str, int]:
 
 
 __all__ = [
+    "ENV_NAME",
     "POSTGRES_EXTRA",
     "SCHEMA_VERSION",
     "REVIEW_STATES",
@@ -120,7 +163,9 @@ __all__ = [
     "Take",
     "TakeFile",
     "TakeRecord",
+    "UriProblem",
     "Worker",
+    "check_postgres_uri",
     "copy_state",
     "is_postgres_uri",
     "open_store",
