@@ -607,7 +607,7 @@ def _batch(config: Config, args: argparse.Namespace) -> int:
 
 
 def _status(config: Config, as_json: bool, qa: bool = False) -> int:
-    from .project import NoStateError, Project, empty_counts
+    from .project import NoStateError, Project, any_items, empty_counts
 
     try:
         with Project.open(config, must_exist=True) as project:
@@ -638,7 +638,7 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     _print_counts(f"tui_app status: {config.state_location}", counts, STATUSES, total=True)
     if config.state_uri is None and not config.state_path.exists():
         print("no state file yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
-    elif not any(sum(c.values()) for c in counts.values()):
+    elif not any_items(counts):
         print("no items yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
     return int(ExitCode.OK)
 

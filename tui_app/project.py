@@ -20,7 +20,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -93,6 +93,11 @@ def empty_counts(config: Config) -> dict[str, dict[str, int]]:
     return {name: dict.fromkeys(STATUSES, 0) for name in config.collections}
 
 
+def any_items(counts: Mapping[str, Mapping[str, int]]) -> bool:
+    """True when ``{collection: {status: count}}`` counts any item."""
+    return any(sum(by_status.values()) for by_status in counts.values())
+
+
 class Project:
     """An open project: its config and its store.
 
@@ -149,7 +154,7 @@ class Project:
 
     def holds_items(self) -> bool:
         """True when the store holds any item of a configured collection."""
-        return any(sum(counts.values()) for counts in self.counts().values())
+        return any_items(self.counts())
 
     @classmethod
     def start(

@@ -430,6 +430,12 @@ class Engine:
             return call()
         return default
 
+    def _event(self, level: str, kind: str, message: str, collection: str) -> None:
+        """Write an event of ``collection``; without a database connection it is not written (the
+        outage is noted, see :meth:`_unless_lost`)."""
+        with self._unless_lost(f"a {kind} event"):
+            self.store.log(level, kind, message, collection=collection)
+
     @contextmanager
     def _unless_lost(self, what: str) -> Iterator[Outage]:
         """:func:`~tui_app.store.tolerate_outage`, the lost connection noted by :meth:`_lost` (as
@@ -507,30 +513,21 @@ class Engine:
                 self._unreachable[coll.name] = time.monotonic()
                 if await anyio.to_thread.run_sync(reachable, coll.output, self.config.root):
                     del self._unreachable[coll.name]
-                    self._guarded(
-                        functools.partial(
-                            self.store.log,
-                            "info",
-                            "reachable",
-                            f"worker {self.worker_id}: the shared take folder {coll.output}"
-                            " is reachable again",
-                            collection=coll.name,
-                        ),
-                        None,
+                    self._event(
+                        "info",
+                        "reachable",
+                        f"worker {self.worker_id}: the shared take folder {coll.output} is reachable again",
+                        coll.name,
                     )
                     return True
                 if checked == -math.inf:  # the first check after a write failed
                     what = "stops serving" if until_idle else "claims no more"
-                    self._guarded(
-                        functools.partial(
-                            self.store.log,
-                            "warning",
-                            "unreachable",
-                            f"worker {self.worker_id} {what} {coll.name} items: cannot reach the shared take"
-                            f" folder {coll.output} (not mounted or not writable); other workers go on",
-                            collection=coll.name,
-                        ),
-                        None,
+                    self._event(
+                        "warning",
+                        "unreachable",
+                        f"worker {self.worker_id} {what} {coll.name} items: cannot reach the shared take"
+                        f" folder {coll.output} (not mounted or not writable); other workers go on",
+                        coll.name,
                     )
             if until_idle:
                 return False

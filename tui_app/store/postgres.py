@@ -365,10 +365,9 @@ class PostgresStore(SqlStore):
             if not self._listening:
                 self._conn.execute(f"LISTEN {CHANNEL}")
                 self._listening = True
-            own = self._conn.info.backend_pid
             try:
                 for note in self._conn.notifies(timeout=0):
-                    if note.pid != own:
+                    if note.pid != self._pid:
                         self._heard += 1
             except psycopg.OperationalError:
                 if not self._conn.closed:
