@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import sqlite3
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,38 @@ provider = "sim"
 kind = "simulated"
 concurrency = 2
 """
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen]]:
+    """Background processes of a test: SIGKILLed at its end if still running."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _open_after(location: str, barrier: Any) -> None:
+    from tui_app.store import open_store
+
+    barrier.wait()
+    open_store(location).close()
+
+
+def open_together(location: str, processes: int = 4, timeout_s: float = 30.0) -> list[int | None]:
+    """Open the store at ``location`` (a SQLite path or a PostgreSQL URI) from ``processes`` forked
+    processes released at the same moment; their exit codes (0: opened and closed; None: still
+    running after ``timeout_s``)."""
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(processes)
+    started = [context.Process(target=_open_after, args=(location, barrier)) for _ in range(processes)]
+    for proc in started:
+        proc.start()
+    for proc in started:
+        proc.join(timeout_s)
+    return [proc.exitcode for proc in started]
 
 
 def write_project(

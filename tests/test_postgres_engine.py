@@ -8,10 +8,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,17 +265,6 @@ def test_a_worker_is_woken_by_notify_not_by_polling(tmp_path, pg_uri, monkeypatc
 
 
 # --------------------------------------------------------------------------- worker processes over TCP
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen]]:
-    """Background processes of a test: SIGKILLed at its end if still running."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _trace(root: Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from conftest import open_together
 
 from tui_app.sources import make_item
 from tui_app.store import SCHEMA_VERSION, Claim, Event, RowFilter, SqliteStore, Store, TakeRecord, open_store
@@ -286,25 +287,11 @@ def test_asr_checks_are_claimed_once_taken_over_when_cut_short_and_recorded(stor
     assert done.qa_flags == "asr_mismatch" and store.checks_left(["c"]) == 2
 
 
-def _open_at(path: str, barrier) -> None:
-    barrier.wait()
-    SqliteStore(path).close()
-
-
 def test_processes_opening_a_new_state_file_together_all_succeed(tmp_path):
     """Two `--batch` runs started at once on a new project: WAL switch and schema race, nobody fails."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
     for round_ in range(15):
         path = str(tmp_path / f"{round_}" / "state.sqlite")
-        barrier = context.Barrier(4)
-        procs = [context.Process(target=_open_at, args=(path, barrier)) for _ in range(4)]
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join(30)
-        assert [proc.exitcode for proc in procs] == [0, 0, 0, 0], f"round {round_}"
+        assert open_together(path) == [0, 0, 0, 0], f"round {round_}"
         store = SqliteStore(path)
         assert store.schema_version() == SCHEMA_VERSION and store.journal_mode() == "wal"
         store.close()

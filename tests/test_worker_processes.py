@@ -129,17 +129,6 @@ def one_take_each(tmp_path: Path) -> None:
         conn.close()
 
 
-@pytest.fixture
-def procs():
-    """Background processes of a test: SIGKILLed at its end if still running."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_regenerate_from_the_command_line_is_served_before_the_rest_of_the_queue(tmp_path, procs):
     make_project(tmp_path, entries=40, latency_ms=100, concurrency=2)
     worker = start("worker", "--collection", "dataset", cwd=tmp_path, log="worker.log")
