@@ -45,3 +45,16 @@ def test_bad_input_is_refused():
         draw(_wav((0.1, 0.5)), width=0)
     with pytest.raises(ValueError, match="16-bit"):
         draw(wav_bytes(b"\x00" * 30, RATE, sample_width=1), width=10)
+
+
+def test_a_chunk_before_the_samples_is_skipped_even_when_it_says_data():
+    """The samples are read from the data chunk, not from the first b"data" in the file (here in a
+    LIST chunk of metadata placed before it, as some editors write)."""
+    import struct
+
+    plain = _wav((0.5, 0.0), (1.0, 0.8), (0.5, 0.0))
+    fmt_end = 12 + 8 + struct.unpack("<I", plain[16:20])[0]  # RIFF header, then the fmt chunk
+    info = b"INFOICMT" + struct.pack("<I", 12) + b"data is bad!"
+    listed = plain[:fmt_end] + b"LIST" + struct.pack("<I", len(info)) + info + plain[fmt_end:]
+    listed = listed[:4] + struct.pack("<I", len(listed) - 8) + listed[8:]
+    assert draw(listed, width=30) == draw(plain, width=30)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .media import wav_info
+from .media import read_wav
 
 #: Bar heights in eighths of a row: a space, then U+2581 (1/8) .. U+2588 (full block).
 BARS = " ▁▂▃▄▅▆▇█"
@@ -51,11 +51,10 @@ def draw(wav: bytes, width: int, height: int = 2, silence_dbfs: float = SILENCE_
     """
     if width < 1 or height < 1:
         raise ValueError(f"a waveform needs width and height >= 1, got {width}x{height}")
-    info = wav_info(wav)
+    info, body = read_wav(wav)
     if info.sample_width != 2:
         raise ValueError(f"waveforms need 16-bit PCM, got {8 * info.sample_width}-bit")
-    start = wav.find(b"data") + 8
-    samples = np.frombuffer(wav[start : start + info.frames * info.channels * 2], dtype="<i2")
+    samples = np.frombuffer(body, dtype="<i2")[: info.frames * info.channels]
     x = samples.astype(np.float32) / 32768.0
     if info.channels > 1:
         x = x.reshape(-1, info.channels).mean(axis=1)
