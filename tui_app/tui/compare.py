@@ -110,6 +110,11 @@ def review_word(take: Take | None) -> str:
     return REVIEW_WORDS.get(take.review, take.review) if take is not None else ""
 
 
+def take_label(take: Take, current: bool) -> str:
+    """``take N``, with ``▶ current`` for the item's current take."""
+    return f"take {take.number}" + (" ▶ current" if current else "")
+
+
 def variant_caption(item: Item, take: Take | None, current: bool = True) -> str:
     """Two lines for a variant: slot (index and name), temperature, seed; then take (current or
     not), review, choice (of the current take).
@@ -128,14 +133,14 @@ def variant_caption(item: Item, take: Take | None, current: bool = True) -> str:
     if take is None:
         second = [item.status] + ([item.last_error] if item.status == "failed" and item.last_error else [])
     else:
-        second = [f"take {take.number}" + (" ▶ current" if current else ""), review_word(take)]
+        second = [take_label(take, current), review_word(take)]
         second += [{1: "chosen", -1: "set aside"}.get(item.chosen, "") if current else ""]
     return " · ".join(first) + "\n" + " · ".join(s for s in second if s)
 
 
 def page_caption(take: Take, current: bool) -> str:
     """Two lines for an image take: number (current or not), seed; then review state and size."""
-    first = [f"take {take.number}" + (" ▶ current" if current else ""), f"seed {take.seed}"]
+    first = [take_label(take, current), f"seed {take.seed}"]
     second = [review_word(take)]
     if take.width:
         second.append(f"{take.width}x{take.height}")
@@ -148,7 +153,7 @@ def speech_caption(take: Take, current: bool) -> str:
     """Two lines for a speech take: number, review, what it was made with (emotion, speed, seed);
     then its QA figures: duration (s), loudness (LUFS), WER, leading/trailing silence (s), flags."""
     qa = take.qa or {}
-    first = [f"take {take.number}" + (" ▶ current" if current else ""), review_word(take)]
+    first = [take_label(take, current), review_word(take)]
     for name in ("emotion", "speed"):
         if take.params.get(name) is not None:
             first.append(f"{name} {take.params[name]}")
