@@ -25,19 +25,17 @@ Settings (:class:`ASRSettings`, the ``[qa.asr]`` table, read by :func:`tui_app.c
 from __future__ import annotations
 
 import importlib
-import io
 import os
 import random
 import re
 import threading
 import unicodedata
-import wave
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_process
 
-from .media import wav_info
+from .media import read_pcm
 from .providers.base import ProviderError
 from .qa_limits import ENGINES as ENGINES  # the [qa.asr] table, kept with the [qa] one: re-exported
 from .qa_limits import ASRSettings as ASRSettings
@@ -190,12 +188,7 @@ def pcm16k(wav: bytes) -> bytes:
 
     soxr = importlib.import_module("soxr")  # no type hints
 
-    info = wav_info(wav)
-    if info.sample_width != 2:
-        raise ValueError(f"ASR needs 16-bit PCM, got {8 * info.sample_width}-bit")
-    with wave.open(io.BytesIO(wav), "rb") as w:
-        body = w.readframes(info.frames)
-    x = np.frombuffer(body, dtype="<i2")[: info.frames * info.channels].reshape(-1, info.channels)
+    x, info = read_pcm(wav, "ASR")
     mono = x.mean(axis=1) / 32768.0
     if info.sample_rate != ASR_RATE and mono.size:
         mono = soxr.resample(mono, info.sample_rate, ASR_RATE, quality="HQ")

@@ -9,6 +9,10 @@ from __future__ import annotations
 import io
 import wave
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,25 @@ def read_wav(data: bytes) -> tuple[WavInfo, bytes]:
     if len(body) < info.frames * info.channels * info.sample_width:
         raise ValueError("truncated WAV file: fewer samples than the header announces")
     return info, body
+
+
+def read_pcm(wav: bytes, purpose: str) -> tuple[np.ndarray, WavInfo]:
+    """The samples of a 16-bit PCM WAV, parsed once: an int16 array of shape ``(frames,
+    channels)``, and its header facts (rate Hz, channels, ...).
+
+    Args:
+        purpose: who needs them, for the message (``"QA"`` gives ``QA needs 16-bit PCM, ...``).
+
+    Raises:
+        ValueError: the bytes are not a complete WAV, or not 16-bit PCM.
+    """
+    import numpy as np  # loaded when samples are read, not with the config
+
+    info, body = read_wav(wav)
+    if info.sample_width != 2:
+        raise ValueError(f"{purpose} needs 16-bit PCM, got {8 * info.sample_width}-bit")
+    samples = np.frombuffer(body, dtype="<i2")[: info.frames * info.channels]
+    return samples.reshape(-1, info.channels), info
 
 
 def image_info(data: bytes) -> tuple[int, int, str]:

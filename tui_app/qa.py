@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from .media import read_wav
+from .media import read_pcm
 from .qa_limits import END_ABOVE_NOISE_DB, QAThresholds
 
 #: The stable flag codes, in the order flags are listed.
@@ -110,19 +110,6 @@ _WORD = re.compile(r"[\w']+")
 def count_words(text: str) -> int:
     """Words in ``text`` (runs of letters, digits, underscores and apostrophes)."""
     return len(_WORD.findall(text))
-
-
-def read_pcm(wav: bytes) -> tuple[np.ndarray, int]:
-    """The samples of a 16-bit PCM WAV: ``(int16 array of shape (frames, channels), rate Hz)``.
-
-    Raises:
-        ValueError: the bytes are not a complete WAV, or not 16-bit PCM.
-    """
-    info, body = read_wav(wav)
-    if info.sample_width != 2:
-        raise ValueError(f"QA needs 16-bit PCM, got {8 * info.sample_width}-bit")
-    samples = np.frombuffer(body, dtype="<i2")[: info.frames * info.channels]
-    return samples.reshape(-1, info.channels), info.sample_rate
 
 
 def preload() -> None:
@@ -179,7 +166,8 @@ def audio_metrics(wav: bytes, text: str) -> dict[str, float]:
     Raises:
         ValueError: the bytes are not a 16-bit PCM WAV.
     """
-    pcm, rate = read_pcm(wav)
+    pcm, info = read_pcm(wav, "QA")
+    rate = info.sample_rate
     frames = pcm.shape[0]
     mono = pcm.mean(axis=1) if pcm.shape[1] > 1 else pcm[:, 0].astype(np.float64)
     x = mono / 32768.0

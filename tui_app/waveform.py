@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .media import read_wav
+from .media import read_pcm
 
 #: Bar heights in eighths of a row: a space, then U+2581 (1/8) .. U+2588 (full block).
 BARS = " ▁▂▃▄▅▆▇█"
@@ -51,13 +51,9 @@ def draw(wav: bytes, width: int, height: int = 2, silence_dbfs: float = SILENCE_
     """
     if width < 1 or height < 1:
         raise ValueError(f"a waveform needs width and height >= 1, got {width}x{height}")
-    info, body = read_wav(wav)
-    if info.sample_width != 2:
-        raise ValueError(f"waveforms need 16-bit PCM, got {8 * info.sample_width}-bit")
-    samples = np.frombuffer(body, dtype="<i2")[: info.frames * info.channels]
-    x = samples.astype(np.float32) / 32768.0
-    if info.channels > 1:
-        x = x.reshape(-1, info.channels).mean(axis=1)
+    pcm, info = read_pcm(wav, "a waveform")
+    x = pcm.astype(np.float32) / 32768.0
+    x = x.mean(axis=1) if info.channels > 1 else x[:, 0]
     if not x.size:
         return Waveform(tuple(" " * width for _ in range(height)), width, width, 0.0)
     # one window per column: the peak of each (columns may be shorter than a sample: repeat)
