@@ -182,7 +182,7 @@ class Helpers:
         while True:
             if not self.running():
                 return
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.01)  # a waitpid(WNOHANG) per child: the end of a run is seen at once
 
     def terminate(self) -> None:
         """Send SIGTERM to the children still running (once): each releases its items and exits."""
