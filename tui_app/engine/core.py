@@ -127,6 +127,9 @@ class RunStats:
     failed: int = 0
 
 
+#: A request that took at least this long wakes the dispatchers as soon as it ends, seconds (see
+#: :meth:`Engine._serve_item`).
+SLOW_REQUEST_S = 0.02
 #: Items one claim transaction takes at most (as many as there are free slots, up to this)
 CLAIM_BATCH = 32
 
@@ -719,10 +722,12 @@ class Engine:
             if cached is None and (error is None or error.status not in (None, 429)):
                 throttle.note_accepted()  # the server answered without a 429: the rate it accepts
             # the provider is done with this request: its slot goes to the next one while the take is
-            # written (the dispatchers are woken now, so a CPU-bound provider does not idle meanwhile)
+            # written. After a slow request the dispatchers are woken now (a CPU-bound provider would
+            # idle meanwhile: 5 ms per Piper clip); after a quick one, once the take is recorded, so that
+            # the slots freed meanwhile are claimed together (one claim transaction for many items)
             in_use = throttle.in_use  # with this request, for a "too many concurrent requests" answer
             holding = False
-            self._slot_freed(coll, throttle)
+            self._slot_freed(coll, throttle, wake=time.perf_counter() - started >= SLOW_REQUEST_S)
             if error is None and result is not None:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -764,16 +769,17 @@ class Engine:
         finally:
             stats.in_flight -= 1
             if holding:
-                self._slot_freed(coll, throttle)
-            else:  # the take is written: room under the bound of outputs that wait for the disk
-                self.notify(coll.name)
+                throttle.release()
+            for name in self._shared[coll.provider]:  # a slot of the provider is free
+                self.notify(name)
 
-    def _slot_freed(self, coll: CollectionConfig, throttle: Throttle) -> None:
-        """Give back a request slot of ``coll``'s provider and wake the dispatchers of the collections
-        sharing it."""
+    def _slot_freed(self, coll: CollectionConfig, throttle: Throttle, wake: bool = True) -> None:
+        """Give back a request slot of ``coll``'s provider; with ``wake``, wake the dispatchers of the
+        collections sharing it (else the item's end does, once its take is recorded)."""
         throttle.release()
-        for name in self._shared[coll.provider]:
-            self.notify(name)
+        if wake:
+            for name in self._shared[coll.provider]:
+                self.notify(name)
 
     def _throttle_event(self, coll: CollectionConfig, what: str) -> None:
         """Log a change of the provider's throttle: ``PROVIDER: what``."""
