@@ -99,9 +99,10 @@ def reference(n: int, parts: int, threads: int | None) -> tuple[float, float]:
         return _timed(commands, ROOT)
 
 
-def tui_app_run(n: int, workers: int, asr: bool = False) -> tuple[float, float, str]:
+def tui_app_run(n: int, workers: int, asr: bool = False, qa: bool = True) -> tuple[float, float, str]:
     """``tui-app --batch --workers N`` on a fresh project of the ``n`` prompts, with or without the
-    ASR check; returns (wall s, CPU s, a note on generation time and the ASR step's rate)."""
+    ASR check (or with the speech QA off: ``qa``); returns (wall s, CPU s, a note on generation time
+    and the ASR step's rate)."""
     with tempfile.TemporaryDirectory(prefix="tui_app-piper-") as tmp:
         root = Path(tmp)
         (root / "data").mkdir()
@@ -119,6 +120,7 @@ def tui_app_run(n: int, workers: int, asr: bool = False) -> tuple[float, float, 
             [qa.asr]
             """)
             + ('engine = "pocketsphinx"\n' if asr else 'engine = "none"\n')
+            + ("" if qa else "\n[qa]\nenabled = false\n")
         )
         started = time.time()
         wall, cpu = _timed([[sys.executable, "-m", "tui_app", "--batch", "--workers", str(workers)]], root)
@@ -143,6 +145,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tui_app processes")
     parser.add_argument("--no-asr", action="store_true", help="skip the run with the ASR check")
     parser.add_argument(
+        "--no-qa",
+        action="store_true",
+        help="also run tui_app with the speech QA off ([qa] enabled = false): what measuring the takes costs",
+    )
+    parser.add_argument(
         "--no-references", action="store_true", help="only the tui_app runs (e.g. the whole demo: --n 1132)"
     )
     parser.add_argument("--speak", metavar="JSON", help=argparse.SUPPRESS)  # a reference process
@@ -157,6 +164,8 @@ def main() -> None:
         results["loop"] = (*reference(args.n, 1, None), "")
         results["split"] = (*reference(args.n, cores, 1), "")
     results["tui_app"] = tui_app_run(args.n, args.workers)
+    if args.no_qa:
+        results["tui_app-qa"] = tui_app_run(args.n, args.workers, qa=False)
     if not args.no_asr:
         results["tui_app+asr"] = tui_app_run(args.n, args.workers, asr=True)
     for name, (wall, cpu, note) in results.items():
@@ -166,6 +175,8 @@ def main() -> None:
     if not args.no_references:
         best = min(results["loop"][0], results["split"][0])
         print(f"tui_app / faster reference: {results['tui_app'][0] / best:.3f}")
+        if "tui_app-qa" in results:
+            print(f"tui_app without the speech QA / faster reference: {results['tui_app-qa'][0] / best:.3f}")
 
 
 if __name__ == "__main__":
