@@ -95,6 +95,9 @@ RETRY_PRIORITY = 5
 WATCH_S = 0.1
 #: How often a dispatcher whose claim other workers' leases refused looks for their commits, seconds.
 COMMIT_POLL_S = 0.002
+#: A request that took at least this long wakes the dispatchers as soon as it ends, seconds (see
+#: :meth:`Engine._serve_item`).
+SLOW_REQUEST_S = 0.02
 #: With a listener (PostgreSQL), how often a worker looks anyway, in case a notification is lost, seconds.
 LISTEN_POLL_S = 1.0
 #: After a lost database connection, the wait before a task tries the store again, seconds.
@@ -127,9 +130,6 @@ class RunStats:
     failed: int = 0
 
 
-#: A request that took at least this long wakes the dispatchers as soon as it ends, seconds (see
-#: :meth:`Engine._serve_item`).
-SLOW_REQUEST_S = 0.02
 #: Items one claim transaction takes at most (as many as there are free slots, up to this)
 CLAIM_BATCH = 32
 
@@ -727,7 +727,9 @@ class Engine:
             # the slots freed meanwhile are claimed together (one claim transaction for many items)
             in_use = throttle.in_use  # with this request, for a "too many concurrent requests" answer
             holding = False
-            self._slot_freed(coll, throttle, wake=time.perf_counter() - started >= SLOW_REQUEST_S)
+            throttle.release()
+            if time.perf_counter() - started >= SLOW_REQUEST_S:
+                self._wake_sharing(coll)
             if error is None and result is not None:
                 with anyio.CancelScope(shield=True):
                     try:
@@ -770,16 +772,12 @@ class Engine:
             stats.in_flight -= 1
             if holding:
                 throttle.release()
-            for name in self._shared[coll.provider]:  # a slot of the provider is free
-                self.notify(name)
+            self._wake_sharing(coll)  # a slot of the provider is free, and room for one more take
 
-    def _slot_freed(self, coll: CollectionConfig, throttle: Throttle, wake: bool = True) -> None:
-        """Give back a request slot of ``coll``'s provider; with ``wake``, wake the dispatchers of the
-        collections sharing it (else the item's end does, once its take is recorded)."""
-        throttle.release()
-        if wake:
-            for name in self._shared[coll.provider]:
-                self.notify(name)
+    def _wake_sharing(self, coll: CollectionConfig) -> None:
+        """Wake the dispatchers of the collections that share ``coll``'s provider (``coll`` included)."""
+        for name in self._shared[coll.provider]:
+            self.notify(name)
 
     def _throttle_event(self, coll: CollectionConfig, what: str) -> None:
         """Log a change of the provider's throttle: ``PROVIDER: what``."""
