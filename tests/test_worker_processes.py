@@ -426,3 +426,34 @@ def test_in_flight_counts_only_requests_that_started(tmp_path, procs):
         time.sleep(0.01)
     assert max(seen) == 1 and seen.count(0) > seen.count(1), seen
     assert stop(procs[0]) == 0
+
+
+def test_a_worker_stopped_longer_than_its_lease_registers_again_and_gets_its_share(tmp_path, procs):
+    """SIGSTOP of one of two workers for longer than its lease (3 s): the other takes it for dead and
+    takes its items back; after SIGCONT it registers again (a warning event), the two share the
+    provider's slots again, nothing is made twice and no attempt is spent."""
+    entries = 200
+    make_project(tmp_path, entries=entries, latency_ms=150, concurrency=2)
+    procs.append(start("worker", "--collection", "dataset", cwd=tmp_path, log="w1.log"))
+    wait_for(lambda: workers(tmp_path), what="the first worker")
+    procs.append(start("worker", "--collection", "dataset", cwd=tmp_path, log="w2.log"))
+    wait_for(lambda: len(workers(tmp_path)) == 2, what="2 workers")
+    frozen = procs[1]
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: [pid for _, pid in workers(tmp_path)] == [procs[0].pid], timeout=20, what="taken for dead"
+        )
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    resumed_at = time.time()
+    wait_for(lambda: frozen.pid in {pid for _, pid in workers(tmp_path)}, timeout=10, what="registered again")
+    (worker_id,) = [wid for wid, pid in workers(tmp_path) if pid == frozen.pid]
+    holds = "SELECT COUNT(*) FROM items WHERE worker_id=? AND status='generating'"
+    wait_for(lambda: sql(db(tmp_path), holds, worker_id)[0][0] > 0, timeout=10, what="its share of the slots")
+    events = sql(db(tmp_path), "SELECT message FROM events WHERE kind='worker' AND ts >= ?", resumed_at - 1)
+    assert any(worker_id in m and "registered again" in m for (m,) in events), events
+    wait_for(lambda: count(tmp_path, "completed") == entries, timeout=90, what="every item")
+    assert [stop(p) for p in procs] == [0, 0]
+    assert sql(db(tmp_path), "SELECT MAX(attempts) FROM items")[0][0] == 0
+    one_take_each(tmp_path)

@@ -405,10 +405,23 @@ class Engine:
                 listener.close()
 
     def _beat(self) -> None:
-        """Renew this worker's leases; after an outage register again; release the orphan leases
-        (held, but served by no task: a claim or a release whose outcome a lost connection hid);
-        take back the items of workers that are gone."""
+        """Renew this worker's leases; after an outage, or when another worker took this one for dead,
+        register again; release the orphan leases (held, but served by no task: a claim or a release
+        whose outcome a lost connection hid); take back the items of workers that are gone."""
         held = self.store.heartbeat(self.worker_id, self.config.lease_s)
+        if held is None:
+            # renewed nothing for longer than a lease (stopped with SIGSTOP or Ctrl-Z, a suspended
+            # machine): the others took its items and its row, and, not seeing it, would leave it no
+            # slot of a shared provider; its late results were discarded
+            message = (
+                f"worker {self.worker_id} renewed nothing for longer than its lease ({self.config.lease_s:g} s:"
+                " stopped or suspended?); its items went back to the queue; it registered again"
+            )
+            log.warning("%s", message)
+            self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
+            self.store.log("warning", "worker", message)
+            held = set()
+            self.notify()
         if self._outage:
             self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
             self._outage = False

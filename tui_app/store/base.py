@@ -236,8 +236,9 @@ class Store(Protocol):
         """Record a live worker."""
         ...
 
-    def heartbeat(self, worker_id: str, lease_s: float) -> set[int]:
-        """Renew a worker's heartbeat and leases; returns the ids of the items it still holds."""
+    def heartbeat(self, worker_id: str, lease_s: float) -> set[int] | None:
+        """Renew a worker's heartbeat and leases; returns the ids of the items it still holds, or None
+        when the worker is not registered (taken for dead by another)."""
         ...
 
     def held(self, worker_id: str) -> set[int]:

@@ -1109,15 +1109,18 @@ class SqlStore:
                 (worker_id, host, pid, now, now, json.dumps(list(collections))),
             )
 
-    def heartbeat(self, worker_id: str, lease_s: float) -> set[int]:
+    def heartbeat(self, worker_id: str, lease_s: float) -> set[int] | None:
         """Renew the worker's heartbeat and its leases for ``lease_s`` seconds.
 
         Returns the ids of the items it still holds (an item it no longer holds was
-        cancelled, regenerated or taken back: its result would be discarded).
+        cancelled, regenerated or taken back: its result would be discarded), or None when the
+        worker is not registered (any more): another worker took it for dead, after it renewed
+        nothing for longer than its lease (a stopped or suspended process), and took its items back.
         """
         now = time.time()
         with self._transaction() as c:
-            c.execute("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, worker_id))
+            if not c.execute("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, worker_id)).rowcount:
+                return None
             self._lock_items(c, "worker_id=? AND status='generating'", (worker_id,))
             rows = c.execute(
                 "UPDATE items SET lease_until=? WHERE worker_id=? AND status='generating' RETURNING id",
