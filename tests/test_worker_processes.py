@@ -457,3 +457,75 @@ def test_a_worker_stopped_longer_than_its_lease_registers_again_and_gets_its_sha
     assert [stop(p) for p in procs] == [0, 0]
     assert sql(db(tmp_path), "SELECT MAX(attempts) FROM items")[0][0] == 0
     one_take_each(tmp_path)
+
+
+def peak_after(trace: list[dict[str, Any]], start: float) -> int:
+    """The most requests in flight at once among those that started after ``start``."""
+    edges = sorted(
+        [(t["start"], 1) for t in trace if t["start"] >= start]
+        + [(t["end"], -1) for t in trace if t["start"] >= start]
+    )
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_batch_takes_back_at_once_what_a_killed_helper_held(tmp_path, procs):
+    """``--batch --workers 2``, the child SIGKILLed mid-run: the parent reports it, reaps it and takes
+    its items back at once (not after a lease), then serves with all the provider's slots; the run
+    ends with every item made once, and its summary counts what the killed child made too."""
+    entries = 120
+    make_project(tmp_path, entries=entries, latency_ms=150, concurrency=4)
+    config = tmp_path / "config.toml"
+    config.write_text(config.read_text().replace("lease_s = 3", "lease_s = 30"))  # a lease cannot explain it
+    batch = subprocess.Popen(
+        [sys.executable, "-m", "tui_app", "--batch", "--collection", "dataset", "--workers", "2", "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(batch)
+    rows = wait_for(lambda: len(workers(tmp_path)) == 2 and workers(tmp_path), what="2 workers")
+    (child,) = [pid for _, pid in rows if pid != batch.pid]
+    holds = "SELECT COUNT(*) FROM items i JOIN workers w ON w.id = i.worker_id WHERE w.pid=?"
+    wait_for(
+        lambda: count(tmp_path, "completed") >= 10 and sql(db(tmp_path), holds, child)[0][0], what="work"
+    )
+    killed_at = time.time()
+    os.kill(child, signal.SIGKILL)
+    out, err = batch.communicate(timeout=60)
+    assert batch.returncode == 0, err
+    assert f"worker process {child} was killed by SIGKILL" in err
+    recovered = sql(db(tmp_path), "SELECT ts FROM events WHERE kind='recovered' AND ts > ?", killed_at)
+    assert recovered and max(ts for (ts,) in recovered) - killed_at < 3  # at once, not after 30 s
+    summary = json.loads(out)
+    assert summary["collections"]["dataset"]["completed"] == entries
+    assert summary["generated"]["dataset"] == entries  # a fresh project: every take made in this run
+    trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert peak_after(trace, killed_at + 1.0) == 4  # the survivor took the child's part of the slots
+    one_take_each(tmp_path)
+
+
+def test_a_worker_whose_sibling_died_takes_the_whole_share(tmp_path, procs):
+    """``worker --workers 2`` on 4 slots: each process serves at most 2 at once; once the child is
+    killed the parent serves all 4."""
+    make_project(tmp_path, entries=400, latency_ms=150, concurrency=4)
+    parent = start("worker", "--collection", "dataset", "--workers", "2", cwd=tmp_path, log="worker.log")
+    procs.append(parent)
+    rows = wait_for(lambda: len(workers(tmp_path)) == 2 and workers(tmp_path), what="2 workers")
+    (child,) = [pid for _, pid in rows if pid != parent.pid]
+    wait_for(lambda: count(tmp_path, "completed") >= 20, what="work under way")
+    killed_at = time.time()
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: [pid for _, pid in workers(tmp_path)] == [parent.pid], timeout=5, what="the child gone")
+    time.sleep(2.0)
+    assert stop(parent) == 0
+    assert f"worker process {child} was killed by SIGKILL" in (tmp_path / "worker.log").read_text()
+    trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    mine = [t for t in trace if t["pid"] == parent.pid]
+    assert peak_after([t for t in mine if t["end"] < killed_at], 0.0) <= 2
+    assert peak_after(mine, killed_at + 0.5) == 4
+    one_take_each(tmp_path)

@@ -41,7 +41,15 @@ from .signals import console as pipe_console
 from .storage_errors import StorageError, storage_error
 from .store import Event
 from .views import Throughput
-from .workers import Helpers, limit_threads, run_engine, split_limit, threads_note, uses_onnxruntime
+from .workers import (
+    Helpers,
+    limit_threads,
+    run_engine,
+    split_limit,
+    threads_note,
+    uses_onnxruntime,
+    watch_helpers,
+)
 
 #: with helper processes, how often the store's counts are read for items/s (seconds)
 SAMPLE_S = 1.0
@@ -318,6 +326,7 @@ def run_batch(
             more = threads_note(threads) if uses_onnxruntime(config, names) else ""
             console.print(f"{workers} worker processes{more}", highlight=False)
         started = time.monotonic()
+        before = project.store.counts(names) if helpers is not None else {}
         problem: StorageError | None = None
         with helpers if helpers is not None else nullcontext():  # stops the helpers, whatever happens
             if helpers is not None:
@@ -336,6 +345,10 @@ def run_batch(
         for name, n in (helpers.generated() if helpers is not None else {}).items():
             generated[name] = generated.get(name, 0) + n
         counts = project.store.counts(names)
+        if helpers is not None and helpers.lost():  # a killed helper never said what it generated
+            for name in names:
+                done = counts[name]["completed"] - before[name]["completed"]
+                generated[name] = max(generated.get(name, 0), done)
         failed = [
             {"collection": i.collection, "key": i.key, "error": i.last_error}
             for i in project.store.failed_items(names)
@@ -392,6 +405,12 @@ async def _run(
                     await anyio.sleep(0.25)
 
             tg.start_soon(refresh)
+            if helpers is not None:
+
+                def say(line: str) -> None:
+                    console.print(f"[yellow]{line}[/]", highlight=False)
+
+                tg.start_soon(watch_helpers, engine, helpers, say)
             await engine.run(names, limit=limit)
             if helpers is not None:
                 await helpers.wait()  # they finish what they claimed

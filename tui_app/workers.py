@@ -432,7 +432,7 @@ async def _serve(engine: Engine, names: list[str], how: _Serving) -> str | None:
         if how.summary_s is not None and how.say is not None:
             tg.start_soon(_summaries, engine, names, how.say, how.summary_s)
         if how.helpers is not None:
-            tg.start_soon(_watch_helpers, how.helpers, say)
+            tg.start_soon(watch_helpers, engine, how.helpers, say)
         await engine.run(names, limit=how.limit, until_idle=how.until_idle)
 
     return await run_engine(engine, body, on_stop=on_stop, helpers=how.helpers)
@@ -447,13 +447,19 @@ async def _watch_parent(parent: int, stop: Callable[[str], None]) -> None:
     stop("parent gone")
 
 
-async def _watch_helpers(helpers: Helpers, say: Callable[[str], None]) -> None:
-    """Report a child worker process that exited while this one serves."""
+async def watch_helpers(engine: Engine, helpers: Helpers, say: Callable[[str], None]) -> None:
+    """While ``engine`` serves: reap the child worker processes that end, report each one that did not
+    end normally (a line to ``say``), and take back at once what it held (its process is gone)."""
     while True:
         await anyio.sleep(WATCH_S)
-        for pid, code in helpers.exited():
+        ended = helpers.exited()
+        for pid, code in ended:
+            if code in (0, 1, 130):  # drained, or stopped as asked
+                continue
             how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with {code}"
             say(f"worker process {pid} {how}; what it held goes back to pending")
+        if ended:
+            engine.take_back()
 
 
 async def _summaries(engine: Engine, names: list[str], say: Callable[[str], None], every_s: float) -> None:

@@ -168,7 +168,9 @@ class Engine:
         self._finals_due: anyio.Event | None = None  # set when another process committed (see run)
         #: the processes of this worker's ``--workers N`` group: each holds at most 1/N of a provider's
         #: slots, so every process gets work (the one that frees a slot would otherwise take it again
-        #: before the others, who learn of it through the store, can)
+        #: before the others, who learn of it through the store, can). Once the whole group has
+        #: registered, the live workers split the slots (:meth:`_share_slots`; this is then 1), so a
+        #: member that dies leaves its part to the others.
         self.processes = 1
         self._shared_at = 0.0  # monotonic time of the last :meth:`_share_slots`
         #: this engine's worker id in the store: its claims' lease owner
@@ -414,8 +416,9 @@ class Engine:
             # machine): the others took its items and its row, and, not seeing it, would leave it no
             # slot of a shared provider; its late results were discarded
             message = (
-                f"worker {self.worker_id} renewed nothing for longer than its lease ({self.config.lease_s:g} s:"
-                " stopped or suspended?); its items went back to the queue; it registered again"
+                f"worker {self.worker_id} renewed nothing for longer than its lease"
+                f" ({self.config.lease_s:g} s: stopped or suspended?); its items went back to the queue;"
+                " it registered again"
             )
             log.warning("%s", message)
             self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
@@ -516,6 +519,14 @@ class Engine:
         for name, throttle in self.throttles.items():
             wanted = set(self._shared.get(name, [])) & waiting
             throttle.share = max(1, sum(1 for w in live if wanted & set(w.collections)))
+            if throttle.share >= self.processes:
+                self.processes = 1  # the group is all there: the live workers split the slots from now on
+
+    def take_back(self) -> None:
+        """Take back at once the items of workers that are gone (a child process just seen dead), and
+        split the providers' slots among the live workers again."""
+        with self._unless_lost("taking back a dead worker's items"):
+            self._reclaim()
 
     async def _wait_wake(self, collection: str, seconds: float) -> None:
         event = self._wake.get(collection)
