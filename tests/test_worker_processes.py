@@ -529,3 +529,23 @@ def test_a_worker_whose_sibling_died_takes_the_whole_share(tmp_path, procs):
     assert peak_after([t for t in mine if t["end"] < killed_at], 0.0) <= 2
     assert peak_after(mine, killed_at + 0.5) == 4
     one_take_each(tmp_path)
+
+
+def test_batch_on_a_paused_project_says_why_it_waits_and_goes_on_once_resumed(tmp_path):
+    """A pause left in the state holds a --batch: it says so at once (not a silent wait), names the
+    command that lifts it, and finishes once another process resumes."""
+    make_project(tmp_path, entries=6, latency_ms=20, concurrency=2)
+    assert cli("--batch", "--collection", "dataset", "--limit", "1", cwd=tmp_path).returncode == 0
+    assert cli("pause", cwd=tmp_path).returncode == 0
+    batch = start("--batch", "--collection", "dataset", cwd=tmp_path, log="batch.log")
+    try:
+        line = "dataset: paused (everything): nothing new starts until `tui-app resume`\n"
+        wait_for(lambda: (tmp_path / "batch.log").read_text().startswith(line), timeout=10, what="why")
+        assert count(tmp_path, "completed") == 1
+        assert cli("resume", cwd=tmp_path).returncode == 0
+        assert batch.wait(timeout=30) == 0
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    out = (tmp_path / "batch.log").read_text()
+    assert "dataset: resumed" in out and "dataset: 6/6 completed (5 this run)" in out

@@ -19,6 +19,7 @@ This module must not import Textual (checked by tests/test_import_hygiene.py).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from .store import Event
 from .views import Throughput
 from .workers import (
     Helpers,
+    PauseWatch,
     limit_threads,
     run_engine,
     split_limit,
@@ -53,6 +55,8 @@ from .workers import (
 
 #: with helper processes, how often the store's counts are read for items/s (seconds)
 SAMPLE_S = 1.0
+#: how often the run looks for a pause that holds it (``tui-app pause``), seconds
+PAUSES_S = 1.0
 
 
 @dataclass
@@ -126,6 +130,10 @@ class _Display:
         self.started = time.monotonic()
         self._last_plain = self.started  # first plain line after one interval; the summary covers the end
         self._sampled = self.started
+        #: a pause in the store holds the run: said when it starts and stops (else a run that waits
+        #: for a `tui-app resume` looks hung)
+        self.pauses = PauseWatch(engine, names)
+        self._pauses_at = -math.inf
 
     def __enter__(self) -> _Display:
         counts = self.engine.store.counts(self.names)
@@ -165,6 +173,16 @@ class _Display:
         if self.progress is not None:
             self.refresh(force=True)
             self.progress.stop()
+        else:
+            self._say_pauses()
+
+    def _say_pauses(self) -> None:
+        """A line for each pause that began or ended to hold a collection of the run."""
+        self._pauses_at = time.monotonic()
+        if self.quiet:
+            return
+        for line in self.pauses.lines():
+            self.console.print(f"[yellow]{line}[/]", highlight=False)
 
     def on_event(self, event: Event) -> None:
         if event.kind == "completed" and not self.shared and event.collection in self.throughput:
@@ -229,6 +247,8 @@ class _Display:
 
     def refresh(self, force: bool = False) -> None:
         mono = time.monotonic()
+        if force or mono - self._pauses_at >= PAUSES_S:
+            self._say_pauses()
         plain_due = not self.rich and not self.quiet and (force or mono - self._last_plain >= self.interval_s)
         sample_due = self.shared and (force or mono - self._sampled >= SAMPLE_S)
         if not self.rich and not plain_due and not sample_due:

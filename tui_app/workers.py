@@ -465,8 +465,13 @@ async def watch_helpers(engine: Engine, helpers: Helpers, say: Callable[[str], N
 async def _summaries(engine: Engine, names: list[str], say: Callable[[str], None], every_s: float) -> None:
     """Every ``every_s`` seconds, one line of counts per collection whose counts changed."""
     last = engine.store.counts(names)
+    pauses = PauseWatch(engine, names)
+    for line in pauses.lines():
+        say(line)
     while True:
         await anyio.sleep(every_s)
+        for line in pauses.lines():
+            say(line)
         counts = engine.store.counts(names)
         for name in names:
             c = counts[name]
@@ -478,9 +483,45 @@ async def _summaries(engine: Engine, names: list[str], say: Callable[[str], None
         last = counts
 
 
+class PauseWatch:
+    """Says when a pause starts or stops holding one of ``names`` (a pause of the collection, of its
+    provider or of everything: ``tui-app pause``), so that a run that waits says why.
+
+    Args:
+        engine: the engine serving ``names`` (its store and its configuration).
+        names: the collections served.
+    """
+
+    def __init__(self, engine: Engine, names: Sequence[str]):
+        self.engine = engine
+        self.names = list(names)
+        self._held: dict[str, str] = dict.fromkeys(self.names, "")
+
+    def lines(self) -> list[str]:
+        """One line per collection whose pause changed since the last call (the first call: the
+        collections paused now), e.g. ``dataset: paused (everything): nothing new starts until
+        `tui-app resume```, then ``dataset: resumed``."""
+        paused = self.engine.store.paused()
+        out = []
+        for name in self.names:
+            provider = self.engine.config.collections[name].provider
+            by = next((p for p in (name, provider, "*") if p in paused), "")
+            if by == self._held[name]:
+                continue
+            self._held[name] = by
+            if by:
+                what = {"*": " (everything)", provider: f" (provider {provider})"}.get(by, "")
+                resume = "tui-app resume" + ("" if by == "*" else f" {by}")
+                out.append(f"{name}: paused{what}: nothing new starts until `{resume}`")
+            else:
+                out.append(f"{name}: resumed")
+        return out
+
+
 __all__ = [
     "CPU_BOUND",
     "Helpers",
+    "PauseWatch",
     "cores",
     "default_processes",
     "limit_threads",
