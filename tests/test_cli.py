@@ -154,3 +154,93 @@ def test_python_m_and_help():
         assert word in proc.stdout
     for code in ("74 storage error", "130 interrupted", "141 the output pipe was closed"):
         assert code in proc.stdout
+
+
+def test_workers_above_the_maximum_are_refused_before_anything_starts(tmp_path):
+    from tui_app.cli import MAX_PROCESSES
+
+    write_project(tmp_path, entries=2, pages=1, photos=1)
+    for args in (["--batch", "--workers", "100000"], ["worker", "--workers", str(MAX_PROCESSES + 1)]):
+        proc = tui_app(*args, cwd=tmp_path, timeout=30)
+        assert proc.returncode == 2, args
+        assert proc.stderr.splitlines() == [
+            f"tui-app: error: --workers {args[-1]}: at most {MAX_PROCESSES} processes"
+        ], proc.stderr
+        assert not (tmp_path / "data" / "state.sqlite").exists()  # nothing imported, nothing started
+    for help_args in (["--help"], ["worker", "--help"]):
+        assert f"at most {MAX_PROCESSES})" in " ".join(tui_app(*help_args, cwd=tmp_path).stdout.split())
+
+
+def test_an_output_that_cannot_be_written_is_named_not_the_state_file(tmp_path):
+    write_project(tmp_path, entries=2, pages=1, photos=1)
+    assert tui_app("--batch", cwd=tmp_path).returncode == 0
+    for args in (["status", "--json"], ["status"], ["workers", "--json"]):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(
+                [sys.executable, "-m", "tui_app", *args],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=tmp_path,
+                timeout=60,
+            )
+        assert proc.returncode == 74, (args, proc.stderr)
+        assert proc.stderr.splitlines() == [
+            "tui-app: error: cannot write the output: No space left on device"
+        ], proc.stderr
+
+
+def test_argparse_errors_are_one_line(tmp_path):
+    write_project(tmp_path, entries=2, pages=1, photos=1)
+    for args, message in [
+        (["--workers", "abc"], "argument --workers: invalid int value: 'abc' (see tui-app --help)"),
+        (["revert", "dataset", "arctic_a0001", "abc"], "argument take: invalid int value: 'abc'"),
+        (
+            ["revert", "dataset"],
+            "the following arguments are required: key, take (see tui-app revert --help)",
+        ),
+        (["status", "extra"], "unrecognized arguments: extra"),
+        (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+    ]:
+        proc = tui_app(*args, cwd=tmp_path, timeout=30)
+        assert proc.returncode == 2, args
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tui-app: error: ") and message in lines[0], lines
+        assert "usage:" not in proc.stderr
+
+
+def test_a_photo_named_with_control_characters_is_quoted_escaped(tmp_path):
+    write_project(tmp_path, entries=2, pages=1, photos=1)
+    photos = tmp_path / "data" / "photos"
+    (photos / "a\x1b[31mRED\x01b.png").write_bytes(next(photos.iterdir()).read_bytes())
+    proc = tui_app("--batch", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert "\x1b" not in proc.stderr and "\x01" not in proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "a\\x1b[31mRED\\x01b.png: the file name has a control character U+001B (ESC)" in line, line
+
+
+def test_an_empty_story_says_so(tmp_path):
+    write_project(tmp_path, entries=2, pages=1, photos=1)
+    (tmp_path / "data" / "story.md").write_text("")
+    proc = tui_app("--batch", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("tui-app: error: ") and "story.md: the story is empty" in line, line
+    assert "separators" not in line.split("story is empty")[0]
+
+
+def test_reading_commands_hint_at_a_missing_state_file(tmp_path):
+    write_project(tmp_path, entries=2, pages=1, photos=1)
+    hint = "no state file yet: run `tui-app --batch` or open the TUI"
+    for args in (
+        ["status"],
+        ["status", "--json"],
+        ["status", "--review"],
+        ["status", "--qa"],
+        ["workers", "--json"],
+    ):
+        proc = tui_app(*args, cwd=tmp_path, timeout=30)
+        assert proc.returncode == 0 and hint in proc.stderr.splitlines(), (args, proc.stderr)
+    assert json.loads(tui_app("status", "--json", cwd=tmp_path).stdout)["dataset"]["pending"] == 0
+    assert not (tmp_path / "data" / "state.sqlite").exists()

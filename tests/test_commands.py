@@ -391,3 +391,61 @@ def test_bad_sweeps_are_refused_with_one_line(project, capsys, monkeypatch, args
     code, _, err = run_cli("regenerate", *args, capsys=capsys)
     assert code == 2 and message in err.strip().splitlines()[-1], err
     assert sql(project.config.state_path, "SELECT COUNT(*) FROM items WHERE sweep IS NOT NULL")[0][0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["variants", "x", "--set", "seed=-1"],
+            "--set seed='-1': not a valid value (an integer from 0 to 2147483647)",
+        ),
+        (["variants", "x", "--set", "seed=99999999999"], "--set seed='99999999999': not a valid value"),
+        (["pages", "page_000", "--set", "seed=2147483648"], "--set seed='2147483648': not a valid value"),
+        (["pages", "page_000", "--takes", "100000"], "--takes 100000: at most 100 new takes per item"),
+        (
+            ["pages", "page_000", "--sweep", "seed=" + ",".join(map(str, range(101)))],
+            "--sweep seed: 101 values, at most 100",
+        ),
+        (["variants", "x", "--sweep", "temperature=0.1,abc"], "--sweep temperature='abc': not a valid value"),
+        (["variants", "x", "--sweep", "seed=1,-2"], "--sweep seed='-2': not a valid value"),
+    ],
+)
+def test_regenerate_refuses_out_of_range_seeds_and_too_many_takes(
+    project, capsys, monkeypatch, args, message
+):
+    monkeypatch.chdir(project.root)
+    if args[1] == "x":
+        args = [args[0], project.store.items("variants")[0].key, *args[2:]]
+    code, out, err = run_cli("regenerate", *args, capsys=capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1, err
+    assert err.startswith(f"tui-app: error: {message}"), err
+    assert sql(project.config.state_path, "SELECT COUNT(*) FROM commands")[0][0] == 0
+    assert sql(project.config.state_path, "SELECT COUNT(*) FROM items WHERE status = 'pending'")[0][0] == len(
+        project.store.items("dataset") + project.store.items("pages") + project.store.items("variants")
+    )
+    code, out, err = run_cli("regenerate", "pages", "page_000", "--set", "seed=2147483647", capsys=capsys)
+    assert code == 0 and "with seed=2147483647" in out, err
+
+
+def test_revert_names_the_collection_and_a_current_take_changes_nothing(project, capsys, monkeypatch):
+    generate(project, ["dataset"])
+    monkeypatch.chdir(project.root)
+    code, out, err = run_cli("revert", "dataset", "arctic_a0002", "5", capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == "tui-app: error: dataset/arctic_a0002 has no take 5 (takes: [1])\n"
+    events = sql(project.config.state_path, "SELECT COUNT(*) FROM events")[0][0]
+    code, out, err = run_cli("revert", "dataset", "arctic_a0002", "1", capsys=capsys)
+    assert (code, out, err) == (0, "dataset/arctic_a0002: take 1 was already current (nothing changed)\n", "")
+    assert sql(project.config.state_path, "SELECT COUNT(*) FROM events")[0][0] == events  # no revert happened
+
+
+def test_pause_without_a_worker_says_so_as_resume_does(project, capsys, monkeypatch):
+    monkeypatch.chdir(project.root)
+    code, out, err = run_cli("pause", "dataset", capsys=capsys)
+    assert code == 0 and out.startswith("paused dataset")
+    assert err == NO_WORKER + "\n"
+    code, out, err = run_cli("pause", "dataset", capsys=capsys)  # nothing newly paused: nothing to say
+    assert (code, out, err) == (0, "dataset was already paused\n", "")
+    code, out, err = run_cli("resume", "dataset", capsys=capsys)
+    assert (code, out, err) == (0, "resumed dataset\n", NO_WORKER + "\n")

@@ -167,3 +167,36 @@ def test_qa_tables_read(tmp_path):
     path.write_text(BASE)
     config = load_config(path)
     assert (config.qa, config.asr) == (QAThresholds(), ASRSettings())
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # a misspelled required key: named first, with its line, not only "provider: is required"
+        (
+            ('provider = "sim"', 'providr = "sim"'),
+            "{path}:3: collections.dataset.providr: unknown key "
+            "(did you mean 'provider'? provider is required)",
+        ),
+        # a misspelled optional key: the closest known key is suggested
+        (
+            ("concurrency = 2", "concurency = 2"),
+            "{path}:7: providers.sim.concurency: unknown key for a simulated provider "
+            "(latency_ms, jitter_ms, failure_rate, seed, trace); did you mean 'concurrency'?",
+        ),
+        # a misspelled table
+        (("[providers.sim]", "[provider.sim]"), "{path}:5: provider: unknown top-level table (did you mean"),
+    ],
+)
+def test_cli_misspelled_key_is_named_with_its_line_and_a_suggestion(tmp_path, change, expected):
+    path = tmp_path / "config.toml"
+    path.write_text(BASE.replace(*change))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui_app", "--config", str(path), "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tui-app: error: " + expected.format(path=path)), lines

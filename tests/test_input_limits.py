@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tui_app.config import ConfigError, load_config
+from tui_app.settings import escape_controls
 from tui_app.sources import SourceError
 from tui_app.sources.dataset import read_dataset
 from tui_app.sources.photos import read_photos
@@ -147,7 +148,8 @@ def test_photo_with_a_control_character_in_its_name_is_refused(tmp_path):
     bad = tmp_path / "bad\x01name.png"
     bad.write_bytes(b"x")
     text = _refused(tmp_path, {"slots": ["forensic"]}, None, "U+0001", reader=_photos)
-    assert text.startswith(f"{bad}: "), text
+    assert text.startswith(f"{escape_controls(str(bad))}: "), text  # the error line quotes it escaped
+    assert "\x01" not in text
 
 
 def test_photo_whose_keys_would_pass_200_characters_is_refused(tmp_path):

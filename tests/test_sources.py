@@ -191,3 +191,27 @@ def test_bad_source_writes_nothing(project, tmp_path):
     with pytest.raises(SourceError):
         run_batch(config)
     assert not config.state_path.exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_empty_story_says_the_story_is_empty(tmp_path, content):
+    src = tmp_path / "story.md"
+    src.write_text(content)
+    with pytest.raises(SourceError) as err:
+        read_story(src, {})
+    assert (
+        str(err.value) == f"{src}: the story is empty (write its pages, separated by lines holding only ---)"
+    )
+
+
+def test_source_errors_escape_control_characters_in_names(tmp_path):
+    (tmp_path / "good.png").write_bytes(b"x")
+    (tmp_path / "a\x1b[31mRED\x01b.png").write_bytes(b"x")
+    with pytest.raises(SourceError) as err:
+        read_photos(tmp_path, {"slots": ["forensic"]}, {})
+    text = str(err.value)
+    assert "\x1b" not in text and "\x01" not in text
+    assert text.startswith(
+        f"{tmp_path}/a\\x1b[31mRED\\x01b.png: the file name has a control character U+001B"
+    )
+    assert err.value.path == tmp_path / "a\x1b[31mRED\x01b.png"  # the path itself is kept as it is

@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 from .config import ConfigError, load_config
 from .exit_codes import ExitCode
 from .kinds import KINDS
-from .settings import Config
+from .settings import MAX_PROCESSES, MAX_TAKES, Config, escape_controls
 
 E = TypeVar("E", bound=BaseException)
 
@@ -56,9 +57,27 @@ exit codes: 0 all completed, 1 some failed, 2 usage/config/input error (also a P
   server that refuses: a failed login, a database or role that does not exist),
   74 storage error (disk full, read-only or failing disk under the state or an output, or a
   PostgreSQL server unreachable or lost; one line names the path, or the database, host and
-  port; the state is consistent: fix it and run again),
+  port; the state is consistent: fix it and run again; also the command's own output that
+  cannot be written: "cannot write the output"),
   130 interrupted by Ctrl-C or SIGTERM (the state is consistent), 141 the output pipe was closed
 """
+
+
+class UsageError(Exception):
+    """A command line argparse refused: ``str(err)`` is one line (the CLI exits 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``main`` prints ``tui-app: error: ...`` and
+    exits 2) instead of argparse's usage block; its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        """Refuse the command line with one line (instead of printing the usage and exiting).
+
+        Raises:
+            UsageError: ``message`` and where to read the usage.
+        """
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _positive_int(text: str) -> int:
@@ -93,7 +112,7 @@ def _config_arg(parser: argparse.ArgumentParser, default: object = "config.toml"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render --help in the README)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tui-app",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -138,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         metavar="N",
         type=int,
-        help="with --batch: N worker processes in all (default 1)",
+        help=f"with --batch: N worker processes in all (default 1, at most {MAX_PROCESSES})",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     st = sub.add_parser(
@@ -317,7 +336,7 @@ def _worker_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         type=int,
         help="N processes in all (default: one per core when every provider served is piper or pillow, "
-        "else 1)",
+        f"else 1; at most {MAX_PROCESSES})",
     )
     wk.add_argument(
         "--progress-interval",
@@ -372,14 +391,14 @@ def _worker_parsers(sub: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=1,
         metavar="N",
-        help="make N new takes per item, each with a seed of its own (pages, variants); all are kept: "
-        "compare them, then tui-app review ... --accept --take K picks one",
+        help=f"make N new takes per item (at most {MAX_TAKES}), each with a seed of its own (pages, "
+        "variants); all are kept: compare them, then tui-app review ... --accept --take K picks one",
     )
     rg.add_argument(
         "--sweep",
         metavar="NAME=V1,V2,...",
-        help="one new take per value of one override, e.g. emotion=neutral,sad,happy or "
-        "temperature=0.2,0.5,0.8",
+        help=f"one new take per value of one override (at most {MAX_TAKES} values), e.g. "
+        "emotion=neutral,sad,happy or temperature=0.2,0.5,0.8",
     )
     keyed("cancel", "cancel queued or in-flight items", "Cancel queued or in-flight items." + queued)
     keyed(
@@ -436,8 +455,40 @@ def _worker_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _error(message: str) -> int:
-    print(f"tui-app: error: {message}", file=sys.stderr)
+    """Print ``tui-app: error: MESSAGE`` on stderr (see :func:`_say`); the exit code 2."""
+    _say(f"tui-app: error: {message}")
     return int(ExitCode.USAGE)
+
+
+class _OutputError(Exception):
+    """Writing the command's own output (stdout, stderr) failed: a full disk or an I/O error under
+    the file or device the output goes to; ``main`` exits 74 naming the output, not the state."""
+
+    def __init__(self, cause: OSError):
+        self.cause = cause
+        super().__init__(f"cannot write the output: {cause.strerror or cause}")
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    """Turn an ``OSError`` of the output streams into :class:`_OutputError` (a closed pipe stays a
+    :class:`BrokenPipeError`: exit 141)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputError(exc) from exc
+
+
+def _out(*values: object, file: TextIO | None = None) -> None:
+    """``print`` for a command's output (stdout, or ``file``).
+
+    Raises:
+        _OutputError: the stream cannot be written (disk full, I/O error).
+    """
+    with _writing():
+        print(*values, file=file or sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -446,8 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     First installs the process's signal handling (:mod:`tui_app.signals`: SIGINT and SIGTERM take
     the same path), then runs the command. Whatever the command, at any moment, start-up included:
     an interruption exits 130, a closed output pipe 141 and a storage failure (a full or read-only
-    disk under the state file or an output folder) 74 with one line naming the path and the cause;
-    none of them prints a traceback.
+    disk under the state file or an output folder) 74 with one line naming the path and the cause,
+    an output stream that cannot be written (``> /dev/full``) 74 with ``cannot write the output``;
+    none of them prints a traceback. A bad command line is one line and exit 2 (no usage block).
     """
     where = _Where()
     from . import signals
@@ -456,7 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             signals.install()
             code = _command(argv, where)
-            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+            with _writing():  # a closed pipe or a full disk shows here, not in the final flush (ignored)
+                sys.stdout.flush()
+                sys.stderr.flush()
         except BaseException as exc:  # noqa: BLE001 - _ending re-raises what it does not know
             code = _ending(exc, where)
         signals.finish()  # from here on a signal ends the process at once, with exit code 130
@@ -489,12 +543,20 @@ def _ending(exc: BaseException, where: _Where) -> int:
     # a signal can come wrapped (Python 3.11 wraps an exception raised in __set_name__ while a class
     # is made, as during an import) or be followed by errors in code it cut short: after a signal,
     # an ending that is not a storage failure or a closed pipe is the interruption
-    problem = storage_error(exc, path=where.config.state_location if where.config is not None else None)
+    output = _find(exc, _OutputError)
+    problem = None
+    if output is None:
+        problem = storage_error(exc, path=where.config.state_location if where.config is not None else None)
     pipe = _find(exc, BrokenPipeError)
-    if _find(exc, KeyboardInterrupt) is not None or (got and problem is None and pipe is None):
+    if _find(exc, KeyboardInterrupt) is not None or (
+        got and problem is None and pipe is None and output is None
+    ):
         by = f" by {signals.signal_name(got[0])}" if got else ""
         _say(f"tui-app: interrupted{by}; the state is consistent, run again to continue")
         return int(ExitCode.INTERRUPTED)
+    if output is not None:  # the output's own disk or device, not the state's: say which
+        _say(f"tui-app: error: {output}")
+        return int(ExitCode.STORAGE)
     if problem is not None:
         _say(f"tui-app: error: {problem.line()}")
         return problem.exit_code
@@ -513,9 +575,10 @@ def _find(exc: BaseException, kind: type[E]) -> E | None:
 
 
 def _say(line: str) -> None:
-    """Print one line on stderr; a closed stderr is no reason to fail."""
+    """Print one line on stderr, its control characters escaped (a file or key named with an escape
+    sequence cannot act on the terminal); a closed stderr is no reason to fail."""
     try:
-        print(line, file=sys.stderr, flush=True)
+        print(escape_controls(line), file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
 
@@ -523,7 +586,10 @@ def _say(line: str) -> None:
 def _command(argv: Sequence[str] | None, where: _Where) -> int:
     """Parse the command line, load the config (kept in ``where``), run the command; its exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return _error(str(exc))
     batch_only = [
         flag
         for flag, on in (
@@ -541,8 +607,11 @@ def _command(argv: Sequence[str] | None, where: _Where) -> int:
     if args.limit is not None and args.limit < 1:
         return _error("--limit must be at least 1")
     for flag in ("workers", "worker_processes"):
-        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+        n = getattr(args, flag, None)
+        if n is not None and n < 1:
             return _error("--workers must be at least 1")
+        if n is not None and n > MAX_PROCESSES:
+            return _error(f"--workers {n}: at most {MAX_PROCESSES} processes")
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
@@ -606,6 +675,15 @@ def _batch(config: Config, args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+#: The hint on stderr of the commands that only read (``status``, ``workers``) on a project that never ran.
+_NO_STATE = "no state file yet: run `tui-app --batch` or open the TUI"
+
+
+def _no_state(config: Config) -> str:
+    """:data:`_NO_STATE`, or its PostgreSQL form (a database without this project's items)."""
+    return _NO_STATE if config.state_uri is None else _NO_STATE.replace("state file", "items in the database")
+
+
 def _status(config: Config, as_json: bool, qa: bool = False) -> int:
     from .project import NoStateError, Project, any_items, empty_counts
 
@@ -615,31 +693,33 @@ def _status(config: Config, as_json: bool, qa: bool = False) -> int:
             counts = project.counts()
     except NoStateError:
         flagged, counts = {}, empty_counts(config)
+        if qa or as_json:  # the table's own hint comes below it
+            _out(_no_state(config), file=sys.stderr)
     if qa:
         if as_json:
             shape = {
                 c: {k: {"flags": f["flags"], "qa": f["qa"]} for k, f in takes.items()}
                 for c, takes in flagged.items()
             }
-            print(json.dumps(shape, indent=2))
+            _out(json.dumps(shape, indent=2))
         else:
             for name, takes in flagged.items():
                 for key, found in takes.items():
-                    print(f"{name}/{key}: {', '.join(found['flags'])}: {'; '.join(found['why'])}")
+                    _out(f"{name}/{key}: {', '.join(found['flags'])}: {'; '.join(found['why'])}")
             n = sum(len(takes) for takes in flagged.values())
-            print(f"{n} {'take' if n == 1 else 'takes'} flagged", file=sys.stderr)
+            _out(f"{n} {'take' if n == 1 else 'takes'} flagged", file=sys.stderr)
         return int(ExitCode.OK)
 
     if as_json:
-        print(json.dumps(counts, indent=2))
+        _out(json.dumps(counts, indent=2))
         return int(ExitCode.OK)
     from .store import STATUSES
 
     _print_counts(f"tui_app status: {config.state_location}", counts, STATUSES, total=True)
     if config.state_uri is None and not config.state_path.exists():
-        print("no state file yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
+        _out(_NO_STATE, file=sys.stderr)
     elif not any_items(counts):
-        print("no items yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
+        _out("no items yet: run `tui-app --batch` or open the TUI", file=sys.stderr)
     return int(ExitCode.OK)
 
 
@@ -654,8 +734,9 @@ def _review_status(config: Config, as_json: bool) -> int:
             counts = project.store.review_counts(names)
     except NoStateError:
         counts = {n: dict.fromkeys(REVIEW_STATES, 0) for n in names}
+        _out(_no_state(config), file=sys.stderr)
     if as_json:
-        print(json.dumps(counts, indent=2))
+        _out(json.dumps(counts, indent=2))
         return int(ExitCode.OK)
     _print_counts(f"tui_app review: {config.state_location}", counts, REVIEW_STATES)
     return int(ExitCode.OK)
@@ -677,7 +758,8 @@ def _print_counts(
         table.add_column("total", justify="right")
     for name, c in counts.items():
         table.add_row(name, *(str(c[k]) for k in columns), *([str(sum(c.values()))] if total else []))
-    console().print(table)
+    with _writing():
+        console().print(table)
 
 
 def _maintain(config: Config, work: Callable[[Project], int]) -> int:
@@ -698,9 +780,9 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     def work(project: Project) -> int:
         findings = project.sync(fix=args.fix, verify_hashes=not args.quick)
         for finding in findings:
-            print(finding.line(fixed=args.fix))
+            _out(finding.line(fixed=args.fix))
         verb = "fixed" if args.fix else "found"
-        print(
+        _out(
             f"{len(findings)} mismatches {verb}" if findings else "disk and state are in step",
             file=sys.stderr,
         )
@@ -716,9 +798,9 @@ def _cleanup(config: Config, args: argparse.Namespace) -> int:
     def work(project: Project) -> int:
         report = project.cleanup(keep=args.keep, dry_run=args.dry_run)
         for line in report.lines:
-            print(("would delete " if args.dry_run else "deleted ") + line)
+            _out(("would delete " if args.dry_run else "deleted ") + line)
         verb = "would reclaim" if args.dry_run else "reclaimed"
-        print(
+        _out(
             f"{report.takes} superseded takes, {report.files} files: {verb} {report.bytes / 1e6:.2f} MB "
             f"({report.bytes} bytes)"
         )
@@ -789,9 +871,9 @@ def _apply(config: Config, args: argparse.Namespace) -> int:
 def _print(outcome: Outcome) -> int:
     """Print a command's :class:`~tui_app.commands.Outcome`: its lines on stdout, its notes on stderr."""
     for line in outcome.lines:
-        print(line)
+        _out(line)
     for note in outcome.notes:
-        print(note, file=sys.stderr)
+        _out(note, file=sys.stderr)
     return int(ExitCode.OK)
 
 
@@ -825,7 +907,8 @@ def _workers(config: Config, as_json: bool) -> int:
             report = workers_report(project)
     except NoStateError:
         report = []
-    print(json.dumps(report, indent=2) if as_json else "\n".join(workers_lines(report)))
+        _out(_no_state(config), file=sys.stderr)
+    _out(json.dumps(report, indent=2) if as_json else "\n".join(workers_lines(report)))
     return int(ExitCode.OK)
 
 
@@ -870,13 +953,13 @@ def _export(config: Config, args: argparse.Namespace) -> int:
             )
         except ExportError as exc:
             return _error(str(exc))
-        print(report.summary())
+        _out(report.summary())
         for note in report.notes:
-            print(f"  note: {note}")
+            _out(f"  note: {note}")
         for key, reason in report.skipped[:20]:
-            print(f"  skipped {key}: {reason}")
+            _out(f"  skipped {key}: {reason}")
         if len(report.skipped) > 20:
-            print(f"  ... and {len(report.skipped) - 20} more skipped")
+            _out(f"  ... and {len(report.skipped) - 20} more skipped")
         return int(ExitCode.OK)
 
     return _maintain(config, work)

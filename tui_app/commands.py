@@ -33,7 +33,7 @@ from .kinds import get_kind
 from .kinds.base import Kind
 from .project import HOST, Project, stale_workers
 from .providers import PROVIDER_KINDS
-from .settings import Config
+from .settings import MAX_SEED, MAX_TAKES, Config, parse_seed
 from .storage_errors import storage_error
 from .store import (
     ENV_NAME,
@@ -226,14 +226,18 @@ def _record(project: Project, kind: str, args: Mapping[str, Any], outcome: Outco
     return outcome
 
 
-def parse_overrides(kind: Kind, collection: str, assignments: Sequence[str], max_chars: int = 2000) -> dict:
+def parse_overrides(
+    kind: Kind, collection: str, assignments: Sequence[str], max_chars: int = 2000, *, option: str = "--set"
+) -> dict:
     """``--set NAME=VALUE`` arguments as the overrides of a regenerate, checked against the kind's
-    :attr:`~tui_app.kinds.base.Kind.override_fields` (``emotion``; ``prompt``, ``seed``;
-    ``temperature``, ``seed``).
+    :attr:`~tui_app.kinds.base.Kind.override_fields` (``emotion``, ``speed``; ``prompt``, ``seed``;
+    ``temperature``, ``seed``). A ``seed`` is an integer from 0 to 2147483647
+    (:data:`~tui_app.settings.MAX_SEED`). ``option`` is the option the messages name (``--sweep``
+    for the values of a sweep).
 
     Raises:
-        CommandError: not ``NAME=VALUE``, a name the kind does not take, an empty or invalid value,
-            a control character, or a text longer than ``max_chars``.
+        CommandError: not ``NAME=VALUE``, a name the kind does not take, an empty or invalid value
+            (a seed out of range), a control character, or a text longer than ``max_chars``.
     """
     fields = {f.name: f for f in kind.override_fields}
     out: dict[str, Any] = {}
@@ -241,22 +245,25 @@ def parse_overrides(kind: Kind, collection: str, assignments: Sequence[str], max
         name, sep, value = assignment.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise CommandError(f"--set {assignment!r}: expected NAME=VALUE")
+            raise CommandError(f"{option} {assignment!r}: expected NAME=VALUE")
         spec = fields.get(name)
         if spec is None:
             takes = ", ".join(fields) or "no overrides"
-            raise CommandError(f"--set {name}: {collection} ({kind.name}) takes {takes}")
+            raise CommandError(f"{option} {name}: {collection} ({kind.name}) takes {takes}")
         if not value.strip():
-            raise CommandError(f"--set {name}: needs a value")
+            raise CommandError(f"{option} {name}: needs a value")
         bad = next((ch for ch in value if unicodedata.category(ch) == "Cc" and ch != "\t"), None)
         if bad is not None:
-            raise CommandError(f"--set {name}: holds a control character (U+{ord(bad):04X})")
+            raise CommandError(f"{option} {name}: holds a control character (U+{ord(bad):04X})")
         if len(value) > max_chars:
-            raise CommandError(f"--set {name}: {len(value)} characters long (max_text_chars = {max_chars})")
+            raise CommandError(
+                f"{option} {name}: {len(value)} characters long (max_text_chars = {max_chars})"
+            )
         try:
-            out[name] = spec.parse(value)
+            out[name] = parse_seed(value) if name == "seed" else spec.parse(value)
         except (ValueError, TypeError):
-            raise CommandError(f"--set {name}={value!r}: not a valid value ({spec.placeholder})") from None
+            hint = f"an integer from 0 to {MAX_SEED}" if name == "seed" else spec.placeholder
+            raise CommandError(f"{option} {name}={value!r}: not a valid value ({hint})") from None
     return out
 
 
@@ -352,6 +359,8 @@ def sweep_plan(
     """
     if takes < 1:
         raise CommandError(f"--takes must be 1 or more, not {takes}")
+    if takes > MAX_TAKES:
+        raise CommandError(f"--takes {takes}: at most {MAX_TAKES} new takes per item")
     if sweep is None:
         if takes == 1:
             return None
@@ -367,9 +376,11 @@ def sweep_plan(
     steps = [v.strip() for v in values.split(",")]
     if not sep or not name or len(steps) < 2 or not all(steps):
         raise CommandError(f"--sweep {sweep!r}: expected NAME=V1,V2,... (two values or more)")
+    if len(steps) > MAX_TAKES:
+        raise CommandError(f"--sweep {name}: {len(steps)} values, at most {MAX_TAKES} new takes per item")
     if takes not in (1, len(steps)):
         raise CommandError(f"--takes {takes} does not match the {len(steps)} values of --sweep {name}")
-    return [parse_overrides(kind, collection, [f"{name}={v}"], max_chars) for v in steps]
+    return [parse_overrides(kind, collection, [f"{name}={v}"], max_chars, option="--sweep") for v in steps]
 
 
 def cancel(project: Project, collection: str, keys: Sequence[str | int]) -> Outcome:
@@ -441,7 +452,10 @@ def pause(project: Project, names: Sequence[str] = ()) -> Outcome:
         f"paused {_what(n)}: no new item starts, in-flight items finish ({_resume_hint([n])})" for n in done
     ]
     lines += [f"{_what(n)} was already paused" for n in targets if n not in done]
-    return _record(project, "pause", {"names": targets}, Outcome(lines))
+    outcome = Outcome(lines)
+    if done and not live_workers(project):
+        outcome.notes.append(NO_WORKER)
+    return _record(project, "pause", {"names": targets}, outcome)
 
 
 def resume(project: Project, names: Sequence[str] = ()) -> Outcome:
@@ -577,7 +591,8 @@ def review(
 
 
 def revert(project: Project, collection: str, key: str, take: int) -> Outcome:
-    """Make take ``take`` of an item its current take again, after checking its file.
+    """Make take ``take`` of an item its current take again, after checking its file. When it is
+    already the current take of a completed item, nothing changes and the outcome says so.
 
     Raises:
         CommandError: an unknown collection or key, no such take, or its file is missing or differs
@@ -587,13 +602,18 @@ def revert(project: Project, collection: str, key: str, take: int) -> Outcome:
     item = project.store.find_item(collection, key)
     if item is None:
         raise CommandError(f"no item {key!r} in collection {collection!r}")
+    takes = project.store.takes(item.id)
+    current = next((t for t in takes if t.id == item.current_take), None)
+    if current is not None and current.number == take and item.status == "completed":
+        outcome = Outcome([f"{collection}/{key}: take {take} was already current (nothing changed)"])
+        return _record(project, "revert", {"collection": collection, "key": key, "take": take}, outcome)
     try:
         reverted = project.revert(item.id, take)
     except IntegrityError as exc:
         raise CommandError(str(exc)) from None
     if not reverted:
-        numbers = [t.number for t in project.store.takes(item.id)]
-        raise CommandError(f"{key} has no take {take} (takes: {numbers or 'none'})")
+        numbers = [t.number for t in takes]
+        raise CommandError(f"{collection}/{key} has no take {take} (takes: {numbers or 'none'})")
     outcome = Outcome([f"{collection}/{key}: take {take} is current again"])
     now = project.store.get_item(item.id)
     if now is not None and now.stale:

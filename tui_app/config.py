@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from .settings import (
     ProviderConfig,
     TableReader,
     check_values,
+    close_key,
     find_line,
     show,
 )
@@ -103,7 +104,11 @@ def load_config(path: Path | str) -> Config:
             raise ConfigError(
                 path,
                 key,
-                "unknown top-level table (expected project, collections, providers, presets, emotions, qa)",
+                "unknown top-level table"
+                + (
+                    close_key(key, top.used)
+                    or " (expected project, collections, providers, presets, emotions, qa)"
+                ),
                 find_line(text, key),
             )
 
@@ -180,7 +185,7 @@ def load_config(path: Path | str) -> Config:
             options=options,
             emotions=emotions,
         )
-        validate_provider_options(providers[name], reader.error)
+        validate_provider_options(providers[name], _suggesting(reader))
 
     collections: dict[str, CollectionConfig] = {}
     for name, table in _table(path, text, data, "collections").items():
@@ -405,6 +410,19 @@ def _check_folders(
                 "give each output a folder of its own",
                 find_line(text, key) or find_line(text, f"collections.{name}"),
             )
+
+
+def _suggesting(reader: TableReader) -> Callable[[str, str], ConfigError]:
+    """``reader.error`` for a provider's own options: an unknown option that looks like a misspelled
+    generic key (``concurency``) gets ``; did you mean 'concurrency'?`` after the provider's message."""
+
+    def error(key: str, message: str) -> ConfigError:
+        hint = close_key(key, _GENERIC_PROVIDER_KEYS) if message.startswith("unknown key") else ""
+        return reader.error(
+            key, f"{message}; {hint.removeprefix(' (').removesuffix(')')}" if hint else message
+        )
+
+    return error
 
 
 def _table(path: Path, text: str, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -10,9 +10,10 @@ line and the dotted key::
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ from .qa_limits import ASRSettings, QAThresholds
 
 #: The largest seed a config may set: 31 bits fit every generator's seed field (as random seeds do).
 MAX_SEED = 2**31 - 1
+#: The most new takes one regenerate makes per item (``--takes N``, or the values of a ``--sweep``).
+MAX_TAKES = 100
+#: The most processes ``--workers N`` starts (on ``--batch`` and on ``worker``; also the most the
+#: ``worker`` default of one per core starts): more is refused before anything starts (each process
+#: holds a state connection and its own provider sessions: a Piper voice is about 120 MB).
+MAX_PROCESSES = 64
 
 
 class ConfigError(Exception):
@@ -140,22 +147,25 @@ _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
 
 
 def find_line(text: str, dotted: str) -> int | None:
-    """Best-effort line number (1-based) of ``dotted`` key in TOML ``text``."""
+    """Best-effort line number (1-based) of ``dotted`` key in TOML ``text`` (a table: its header, or
+    the first header of its sub-tables)."""
     parts = dotted.split(".")
     table, key = ".".join(parts[:-1]), parts[-1]
     current = ""
-    header_line = None
+    header_line = sub_line = None
     for number, line in enumerate(text.splitlines(), start=1):
         m = _HEADER.match(line)
         if m:
             current = m.group(1).replace('"', "").replace(" ", "")
             if current == dotted:
                 header_line = number
+            elif sub_line is None and current.startswith(dotted + "."):
+                sub_line = number  # a table only seen through its sub-tables: [provider.sim]
             continue
         m = _KEY.match(line)
         if m and current == table and m.group(1).strip("\"'") == key:
             return number
-    return header_line
+    return header_line or sub_line
 
 
 class TableReader:
@@ -181,12 +191,23 @@ class TableReader:
         """The value of ``key``, checked to be of type ``kind`` (``default`` when absent; required if none).
 
         Raises:
-            ConfigError: missing required key, or a value of another type (``true`` is not a number).
+            ConfigError: missing required key (naming the table's line; or, first, a key of the
+                table that looks like its misspelling: ``providr: unknown key (did you mean
+                'provider'? ...)``), or a value of another type (``true`` is not a number).
         """
         self.used.add(key)
         if key not in self.table:
             if default is ...:
-                raise self.error(key, "is required")
+                # a misspelling of the key is the likely cause: name it first, with its line
+                for other in self.table:
+                    if other != key and close_key(other, [key]):
+                        raise self.error(other, f"unknown key (did you mean {key!r}? {key} is required)")
+                error = self.error(key, "is required")
+                if error.line is None and self.prefix:  # name the table's header line
+                    error = ConfigError(
+                        self.path, error.key, error.message, find_line(self.text, self.prefix)
+                    )
+                raise error
             return default
         value = self.table[key]
         ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _as_tuple(kind))
@@ -267,9 +288,42 @@ class TableReader:
         allowed = self.used if allowed is None else allowed | self.used
         for key in self.table:
             if key not in allowed:
-                raise self.error(
-                    key, "unknown key (check the spelling; see the README's configuration reference)"
+                hint = (
+                    close_key(key, allowed)
+                    or " (check the spelling; see the README's configuration reference)"
                 )
+                raise self.error(key, "unknown key" + hint)
+
+
+#: Unicode category Cc: C0 controls, DEL and C1 controls (what a terminal may act on).
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character (C0, DEL, C1; tab and line breaks too) written as
+    ``repr`` writes it (``\\x1b``, ``\\n``, ``\\t``): a user-supplied name (a file name, a key)
+    quoted in a one-line message cannot move the cursor, recolour the terminal or break the line."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def parse_seed(text: str) -> int:
+    """A seed typed as an override (``--set seed=N``, the regenerate dialog): an integer from 0 to
+    :data:`MAX_SEED` (2147483647), the range every generator's seed field holds.
+
+    Raises:
+        ValueError: not an integer, or out of that range.
+    """
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"a seed is 0 to {MAX_SEED}")
+    return value
+
+
+def close_key(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'provider'?)`` when ``key`` looks like a misspelling of one of ``known``
+    (:func:`difflib.get_close_matches`), else ``""``."""
+    match = difflib.get_close_matches(key, sorted(set(known)), n=1, cutoff=0.75)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def show(value: Any, limit: int = 60) -> str:

@@ -41,7 +41,7 @@ from .engine import Engine
 from .project import Project
 from .providers import lone_provider_error
 from .providers.piper import ORT_THREADS_ENV
-from .settings import Config
+from .settings import MAX_PROCESSES, Config
 from .signals import deliver_to_loop, signal_name
 from .store import Event
 
@@ -60,10 +60,11 @@ def cores() -> int:
 
 
 def default_processes(config: Config, names: Sequence[str]) -> int:
-    """``worker``'s default process count: one per core when every served collection's provider is
-    CPU-bound and local (``piper``, ``pillow``), else 1 (an HTTP provider's limits are the server's)."""
+    """``worker``'s default process count: one per core (at most :data:`MAX_PROCESSES`) when every
+    served collection's provider is CPU-bound and local (``piper``, ``pillow``), else 1 (an HTTP
+    provider's limits are the server's)."""
     kinds = {config.providers[config.collections[n].provider].kind for n in names or config.collections}
-    return cores() if kinds and kinds <= CPU_BOUND else 1
+    return min(cores(), MAX_PROCESSES) if kinds and kinds <= CPU_BOUND else 1
 
 
 def uses_onnxruntime(config: Config, names: Sequence[str]) -> bool:

@@ -253,7 +253,7 @@ async def test_regenerate_dialog_with_three_takes_makes_three_takes_with_their_o
 @pytest.mark.parametrize(
     ("tab", "takes", "sweep", "message"),
     [
-        ("1", "", "speed=fast,1.0", "--set speed='fast': not a valid value"),
+        ("1", "", "speed=fast,1.0", "--sweep speed='fast': not a valid value"),
         ("1", "", "speed=1.0", "expected NAME=V1,V2,... (two values or more)"),
         ("1", "2", "", "takes have no seed, so 2 takes would be the same"),
         ("2", "3", "seed=1,2", "--takes 3 does not match the 2 values"),

@@ -129,11 +129,17 @@ class _Counts:
     def counts(self, names):
         return {n: dict(self.value[n]) for n in names}
 
+    def paused(self):
+        return set()
+
 
 def _display(monkeypatch, counts: dict[str, int], **kw) -> tuple[batch._Display, _Clock, io.StringIO]:
     clock = _Clock()
     monkeypatch.setattr(batch, "time", clock)
-    engine = SimpleNamespace(store=_Counts(counts), stats={"dataset": RunStats()})
+    collections = {"dataset": SimpleNamespace(provider="simulated")}
+    engine = SimpleNamespace(
+        store=_Counts(counts), stats={"dataset": RunStats()}, config=SimpleNamespace(collections=collections)
+    )
     out = io.StringIO()
     console = Console(file=out, width=300, force_terminal=False)
     display = batch._Display(engine, ["dataset"], console, quiet=False, interval_s=1.0, **kw)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exports.book import export_pages
-from ..settings import MAX_SEED, CollectionConfig, TableReader
+from ..settings import MAX_SEED, CollectionConfig, TableReader, parse_seed
 from ..sources import DEFAULT_MAX_TEXT_CHARS
 from ..sources.story import read_story
 from ..store.rows import SourceItem
@@ -32,7 +32,7 @@ class PagesKind(Kind):
     )
     override_fields = (
         OverrideField("prompt", "prompt (empty = the page's prompt)"),
-        OverrideField("seed", "seed (empty = a new random seed)", int),
+        OverrideField("seed", "seed (empty = a new random seed)", parse_seed),
     )
 
     def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

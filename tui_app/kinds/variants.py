@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exports.variants import export_variants
-from ..settings import CollectionConfig, TableReader, show
+from ..settings import CollectionConfig, TableReader, parse_seed, show
 from ..sources.photos import read_photos
 from ..store.rows import Item, Row, SourceItem
 from .base import Column, Kind, OverrideField
@@ -52,7 +52,7 @@ class VariantsKind(Kind):
     )
     override_fields = (
         OverrideField("temperature", "temperature 0..1 (empty = the slot's)", _temperature),
-        OverrideField("seed", "seed (empty = new/slot's)", int),
+        OverrideField("seed", "seed (empty = new/slot's)", parse_seed),
     )
 
     def parse_params(self, reader: TableReader, presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

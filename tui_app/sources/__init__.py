@@ -21,16 +21,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..settings import show
+from ..settings import escape_controls, show
 from ..store.rows import SourceItem
 
 
 class SourceError(Exception):
-    """Bad source input: ``str(err)`` is ``FILE:LINE: message`` (or ``FILE: message``)."""
+    """Bad source input: ``str(err)`` is ``FILE:LINE: message`` (or ``FILE: message``), one line:
+    control characters in it (a photo named ``a\\x1b[31m.png``, a key quoted from the file) are
+    escaped as ``repr`` writes them (:func:`~tui_app.settings.escape_controls`)."""
 
     def __init__(self, path: Path | str, message: str, line: int | None = None):
         self.path, self.line, self.message = Path(path), line, message
-        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+        where = escape_controls(str(path))
+        text = escape_controls(message)
+        super().__init__(f"{where}:{line}: {text}" if line else f"{where}: {text}")
 
 
 def input_hash(text: str, params: Mapping[str, Any]) -> str:

@@ -133,7 +133,7 @@ def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
     title and, with a byline, author (cover)}.
 
     Raises:
-        SourceError: no pages, an empty page (with its line), a control character other than
+        SourceError: an empty story, no pages, an empty page (with its line), a control character other than
             tab and line breaks (LF, CRLF), a page text or title longer than ``max_text_chars``,
             not UTF-8.
     """
@@ -145,6 +145,8 @@ def read_story(path: Path, params: Mapping[str, Any]) -> list[SourceItem]:
             path, f"control character {control_name(char)}: a story may hold only tab and line breaks", line
         )
     text = text.replace("\r\n", "\n")
+    if not text.strip():
+        raise SourceError(path, "the story is empty (write its pages, separated by lines holding only ---)")
     limit = int(params.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS))
     style = str(params.get("style", ""))
     base_seed = int(params.get("seed", 0))
