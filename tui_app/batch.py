@@ -182,7 +182,7 @@ class _Display:
         if self.quiet:
             return
         for line in self.pauses.lines():
-            self.console.print(f"[yellow]{line}[/]", highlight=False)
+            self.console.print(line, style="yellow", markup=False, highlight=False)
 
     def on_event(self, event: Event) -> None:
         if event.kind == "completed" and not self.shared and event.collection in self.throughput:
@@ -428,7 +428,7 @@ async def _run(
             if helpers is not None:
 
                 def say(line: str) -> None:
-                    console.print(f"[yellow]{line}[/]", highlight=False)
+                    console.print(line, style="yellow", markup=False, highlight=False)
 
                 tg.start_soon(watch_helpers, engine, helpers, say)
             await engine.run(names, limit=limit)
