@@ -75,15 +75,20 @@ def test_missing_file(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m tui_app --config CONFIG ARGS`` run to its end in the config's folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "tui_app", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+    )
+
+
 def test_cli_config_error_exit_2_and_nothing_written(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(BASE.replace("concurrency = 2", "concurrency = -1"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tui_app", "--config", str(path), "--batch"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = _cli(path, "--batch")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"tui-app: error: {path}:7: providers.sim.concurrency: must be an integer >= 1, got -1"
@@ -191,12 +196,7 @@ def test_qa_tables_read(tmp_path):
 def test_cli_misspelled_key_is_named_with_its_line_and_a_suggestion(tmp_path, change, expected):
     path = tmp_path / "config.toml"
     path.write_text(BASE.replace(*change))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tui_app", "--config", str(path), "status"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = _cli(path, "status")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tui-app: error: " + expected.format(path=path)), lines

@@ -32,6 +32,7 @@ from .settings import (
     TableReader,
     check_values,
     close_key,
+    closest,
     find_line,
     show,
 )
@@ -417,10 +418,8 @@ def _suggesting(reader: TableReader) -> Callable[[str, str], ConfigError]:
     generic key (``concurency``) gets ``; did you mean 'concurrency'?`` after the provider's message."""
 
     def error(key: str, message: str) -> ConfigError:
-        hint = close_key(key, _GENERIC_PROVIDER_KEYS) if message.startswith("unknown key") else ""
-        return reader.error(
-            key, f"{message}; {hint.removeprefix(' (').removesuffix(')')}" if hint else message
-        )
+        match = closest(key, _GENERIC_PROVIDER_KEYS) if message.startswith("unknown key") else None
+        return reader.error(key, f"{message}; did you mean {match!r}?" if match else message)
 
     return error
 

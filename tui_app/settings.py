@@ -319,11 +319,18 @@ def parse_seed(text: str) -> int:
     return value
 
 
+def closest(key: str, known: Iterable[str]) -> str | None:
+    """The one of ``known`` that ``key`` looks like a misspelling of (:func:`difflib.get_close_matches`,
+    similarity at least 0.75), or None."""
+    match = difflib.get_close_matches(key, sorted(set(known)), n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
 def close_key(key: str, known: Iterable[str]) -> str:
     """`` (did you mean 'provider'?)`` when ``key`` looks like a misspelling of one of ``known``
-    (:func:`difflib.get_close_matches`), else ``""``."""
-    match = difflib.get_close_matches(key, sorted(set(known)), n=1, cutoff=0.75)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    (:func:`closest`), else ``""``."""
+    match = closest(key, known)
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 def show(value: Any, limit: int = 60) -> str:

@@ -181,6 +181,18 @@ class Throughput:
         return (self._total - 1) / max(self._last - self._first, 1e-6)
 
 
+def pause_holding(paused: set[str] | frozenset[str], collection: str, provider: str) -> str:
+    """The pause that holds ``collection`` (served by ``provider``) among the ``paused`` names
+    (``Store.paused``): the collection's own, its provider's, ``*`` (everything); or "" when none."""
+    return next((p for p in (collection, provider, "*") if p in paused), "")
+
+
+def pause_scope(by: str, provider: str) -> str:
+    """What the pause ``by`` (see :func:`pause_holding`) covers beyond the collection itself:
+    ``everything``, ``provider NAME``, or "" for the collection's own pause."""
+    return {"*": "everything", provider: f"provider {provider}"}.get(by, "")
+
+
 @dataclass(frozen=True)
 class QueueView:
     """One collection's queue as the store shows it (every worker), for a status line.
@@ -215,7 +227,7 @@ class QueueView:
         if not self.pending:
             return ""
         if self.paused_by:
-            what = {"*": "everything", self.provider: f"provider {self.provider}"}.get(self.paused_by, "")
+            what = pause_scope(self.paused_by, self.provider)
             return "paused" + (f" ({what})" if what else "")
         if not self.workers:
             return "no worker running"
@@ -230,4 +242,13 @@ class QueueView:
         return ""
 
 
-__all__ = ["ItemDetails", "QueueView", "Row", "RowSource", "Throughput", "take_details"]
+__all__ = [
+    "ItemDetails",
+    "QueueView",
+    "Row",
+    "RowSource",
+    "Throughput",
+    "pause_holding",
+    "pause_scope",
+    "take_details",
+]

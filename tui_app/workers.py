@@ -44,9 +44,13 @@ from .providers.piper import ORT_THREADS_ENV
 from .settings import MAX_PROCESSES, Config
 from .signals import deliver_to_loop, signal_name
 from .store import Event
+from .views import pause_holding, pause_scope
 
 #: Provider kinds that compute locally on the CPU: ``worker`` defaults to one process per core for them.
 CPU_BOUND = frozenset({"piper", "pillow"})
+#: Exit codes of a child worker process that ended as it should: drained (0), drained with failures
+#: (1), stopped by a signal it was sent (130). Any other end (killed, crashed) lost what it held.
+NORMAL_ENDS = (0, 1, 130)
 #: Environment variable a child worker gets: its parent's pid (it stops when that process is gone).
 PARENT_ENV = "TUI_APP_PARENT_PID"
 #: How often a child checks that its parent is still there, and a parent that its children are, seconds.
@@ -176,7 +180,7 @@ class Helpers:
 
     def lost(self) -> bool:
         """True when a child ended abnormally (killed, crashed): what it held is taken back by a next run."""
-        return any(p.returncode is not None and p.returncode not in (0, 1, 130) for p in self.procs)
+        return any(p.returncode is not None and p.returncode not in NORMAL_ENDS for p in self.procs)
 
     async def wait(self) -> None:
         """Wait until every child has exited."""
@@ -455,7 +459,7 @@ async def watch_helpers(engine: Engine, helpers: Helpers, say: Callable[[str], N
         await anyio.sleep(WATCH_S)
         ended = helpers.exited()
         for pid, code in ended:
-            if code in (0, 1, 130):  # drained, or stopped as asked
+            if code in NORMAL_ENDS:
                 continue
             how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with {code}"
             say(f"worker process {pid} {how}; what it held goes back to pending")
@@ -506,14 +510,15 @@ class PauseWatch:
         out = []
         for name in self.names:
             provider = self.engine.config.collections[name].provider
-            by = next((p for p in (name, provider, "*") if p in paused), "")
+            by = pause_holding(paused, name, provider)
             if by == self._held[name]:
                 continue
             self._held[name] = by
             if by:
-                what = {"*": " (everything)", provider: f" (provider {provider})"}.get(by, "")
+                what = pause_scope(by, provider)
+                held = f"{name}: paused" + (f" ({what})" if what else "")
                 resume = "tui-app resume" + ("" if by == "*" else f" {by}")
-                out.append(f"{name}: paused{what}: nothing new starts until `{resume}`")
+                out.append(f"{held}: nothing new starts until `{resume}`")
             else:
                 out.append(f"{name}: resumed")
         return out

@@ -411,6 +411,10 @@ class Engine:
         register again; release the orphan leases (held, but served by no task: a claim or a release
         whose outcome a lost connection hid); take back the items of workers that are gone."""
         held = self.store.heartbeat(self.worker_id, self.config.lease_s)
+        taken_for_dead = held is None
+        if taken_for_dead or self._outage:
+            self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
+            self.notify()
         if held is None:
             # renewed nothing for longer than a lease (stopped with SIGSTOP or Ctrl-Z, a suspended
             # machine): the others took its items and its row, and, not seeing it, would leave it no
@@ -421,15 +425,11 @@ class Engine:
                 " it registered again"
             )
             log.warning("%s", message)
-            self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
             self.store.log("warning", "worker", message)
             held = set()
-            self.notify()
         if self._outage:
-            self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
             self._outage = False
             self.store.log("info", "reconnected", f"worker {self.worker_id}: the database is reachable again")
-            self.notify()
         self._abandon(held)
         for item_id in sorted(held - self._claimed):
             item = self.store.get_item(item_id)
@@ -528,12 +528,16 @@ class Engine:
         with self._unless_lost("taking back a dead worker's items"):
             self._reclaim()
 
-    async def _wait_wake(self, collection: str, seconds: float) -> None:
+    def _wake_event(self, collection: str) -> anyio.Event:
+        """The event :meth:`notify` sets for ``collection``'s dispatcher (made when none is pending)."""
         event = self._wake.get(collection)
         if event is None:
             event = self._wake[collection] = anyio.Event()
+        return event
+
+    async def _wait_wake(self, collection: str, seconds: float) -> None:
         with anyio.move_on_after(seconds):
-            await event.wait()
+            await self._wake_event(collection).wait()
 
     async def _wait_commit(self, collection: str, seconds: float) -> None:
         """:meth:`_wait_wake`, but for its first :data:`WATCH_S` also woken by another process's commit,
@@ -546,11 +550,8 @@ class Engine:
             version = self._guarded(self.store.data_version, None)
             watch_until = min(deadline, time.monotonic() + WATCH_S)
             while version is not None and time.monotonic() < watch_until:
-                event = self._wake.get(collection)
-                if event is None:
-                    event = self._wake[collection] = anyio.Event()
                 with anyio.move_on_after(COMMIT_POLL_S):
-                    await event.wait()
+                    await self._wake_event(collection).wait()
                     return
                 if self._guarded(self.store.data_version, version) != version:
                     return

@@ -58,7 +58,7 @@ from ..project import Project, read_sources, stale_workers
 from ..settings import Config
 from ..storage_errors import storage_error
 from ..store import Event, Worker
-from ..views import QueueView, RowSource, Throughput, take_details
+from ..views import QueueView, RowSource, Throughput, pause_holding, take_details
 from .compare import CompareScreen
 from .screens import ConfirmScreen, DetailScreen, PreviewScreen, RegenerateDialog, Regeneration
 from .table import ItemTable, header_text
@@ -423,7 +423,7 @@ class TuiApp(App[int]):
             provider=coll.provider,
             provider_busy=sum(self._counts[c]["generating"] for c in self._shared[coll.provider]),
             limit=self.engine.throttles[coll.provider].limit,
-            paused_by=next((p for p in (name, coll.provider, "*") if p in self._paused), ""),
+            paused_by=pause_holding(self._paused, name, coll.provider),
             cooling_s=self._cooling_s(coll.provider),
             workers=len(serving) + self.own_worker,
             requests_only=requests_only,
@@ -545,7 +545,7 @@ class TuiApp(App[int]):
         elif now - quiet >= QUIET_S:
             self._busy[name], self._quiet_since[name] = False, None
             coll = self.config.collections[name]
-            if {name, coll.provider, "*"} & self._paused:
+            if pause_holding(self._paused, name, coll.provider):
                 return  # paused, not finished: the summary says so
             self.notify(
                 f"{name}: nothing in flight; {counts['completed']} completed, "
