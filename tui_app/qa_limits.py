@@ -1,7 +1,7 @@
 """The dataset QA's settings: the ``[qa]`` config table (the limits of the flags, see
 :mod:`tui_app.qa`) and its ``[qa.asr]`` sub-table (the ASR check, see :mod:`tui_app.asr`).
 
-Kept apart from the measurements (numpy, pyloudnorm) and the transcribers so that reading a
+Kept apart from the measurements (numpy, loudness) and the transcribers so that reading a
 config stays light; :mod:`tui_app.config` reads both once, with these defaults and limits, into
 the :class:`~tui_app.settings.Config`.
 """

@@ -77,7 +77,6 @@ from ..files import IntegrityError
 from ..kinds import get_kind
 from ..project import HOST, Project, new_worker_id
 from ..providers import Output, Provider, ProviderError, build_provider
-from ..qa import preload as qa_preload
 from ..settings import CollectionConfig
 from ..storage_errors import storage_error
 from ..store import Claim, Event, Final, Item, Outage, Take, Worker, tolerate_outage
@@ -334,9 +333,6 @@ class Engine:
         """
         self._stopping = self._cancelled = False
         colls = self.project.collections(names)
-        if self.config.qa.enabled and any(get_kind(c.kind).measured for c in colls):
-            # the loudness meter (scipy) takes about 1 s to import: here, not in the first take's QA
-            await anyio.to_thread.run_sync(qa_preload)
         self._serving = [c.name for c in colls]
         self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
         self._reclaim()
