@@ -19,7 +19,7 @@ en_US *joe* voice, then runs the QA of :mod:`tui_app.qa` with the offline ASR ro
    * ``low_snr``: white noise added 10 dB below the speech level.
 
 Synthesized clips are kept in ``--cache`` (default ``$TMPDIR/tui_app-qa-bench``) and reused. Timings are
-rough on a shared machine. Needs the ``local`` extra and pyloudnorm, jiwer, pocketsphinx, soxr,
+rough on a shared machine. Needs the ``local`` extra and loudness, jiwer, pocketsphinx, soxr,
 num2words.
 
 Usage:

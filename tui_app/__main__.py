@@ -38,9 +38,9 @@ def run() -> NoReturn:
 def exit_now(code: int) -> NoReturn:
     """End the process with ``code`` once the command is over (its files closed, its child processes
     waited for): the standard streams and the log handlers are flushed, then ``os._exit`` skips the
-    interpreter's teardown, which frees every loaded module one by one (about 0.1 s with numpy, scipy
-    and onnxruntime loaded, at the end of every worker process) and waits for idle helper threads (a
-    loudness meter still loading in one: up to 1 s). mypy ends the same way (``mypy.util.hard_exit``).
+    interpreter's teardown, which frees every loaded module one by one (about 0.1 s with numpy and
+    onnxruntime loaded, at the end of every worker process) and waits for idle helper threads. mypy
+    ends the same way (``mypy.util.hard_exit``).
     Nothing is lost: every state write was committed and every take file renamed into place before
     the command returned, and the store is built to survive a SIGKILL at any moment anyway."""
     for stream in (sys.stdout, sys.stderr):
