@@ -10,8 +10,8 @@ this order, else the take file is copied as it is):
 3. ``loudness_lufs``: scale to that integrated loudness (ITU-R BS.1770-4, pyloudnorm; a clip
    shorter than a 400 ms block is measured repeated up to 400 ms). pyloudnorm, not the QA's
    meter (libloudness, :func:`tui_app.qa.loudness_lufs`): it is the meter a dataset is checked
-   with in Python, and that check should read the target. The two agree within 0.15 LU on most
-   speech clips, less well under 1.5 s (see there). When the gain would lift the
+   with in Python, and that check should read the target. The two differ by a median 0.09 LU on
+   speech clips, at most about 0.7 (see there). When the gain would lift the
    sample peak above -1 dBFS, the gain stops there (no limiter, no clipping) and a note gives the
    loudness reached. A clip below BS.1770's absolute gate (-70 LUFS) is left as it is, with a note.
 
