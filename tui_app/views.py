@@ -220,6 +220,13 @@ class QueueView:
     workers: int = 1
     requests_only: bool = False
 
+    @property
+    def slots_in_use(self) -> int:
+        """The provider's slots in use, 0 to ``limit``: ``provider_busy`` also counts a take still
+        being written after its request ended (its slot already went to the next request), so it
+        can pass the limit for a few milliseconds; the requests themselves never do."""
+        return min(self.provider_busy, self.limit)
+
     def reason(self, *, clock_free: bool = False) -> str:
         """Why the pending items wait, or "" when none wait or they are being served.
 
@@ -233,7 +240,7 @@ class QueueView:
             return "no worker running"
         if self.cooling_s > 0:
             return f"{self.provider} cooling down" + ("" if clock_free else f" {self.cooling_s:.0f} s")
-        if self.provider_busy >= self.limit:
+        if self.slots_in_use >= self.limit:
             return "all slots busy"
         if self.requests_only:
             return "requests only"

@@ -34,6 +34,12 @@ def test_why_pending_items_wait(kw, reason):
     assert _view(**kw).reason() == reason
 
 
+def test_slots_in_use_never_pass_the_limit():
+    # a take still being written keeps its item generating after its slot went to the next request
+    assert [_view(provider_busy=n).slots_in_use for n in (0, 1, 2, 3)] == [0, 1, 2, 2]
+    assert _view(provider_busy=3).reason() == "all slots busy"
+
+
 def test_reasons_without_clock_leave_out_the_seconds():
     assert _view(cooling_s=5).reason(clock_free=True) == "piper cooling down"
     assert _view(wake_in_s=5).reason(clock_free=True) == "backing off"

@@ -471,7 +471,7 @@ class TuiApp(App[int]):
         paced = throttle.paced_rps()
         second = [
             waiting,
-            f"{coll.provider} {queue.provider_busy}/{queue.limit} in use"
+            f"{coll.provider} {queue.slots_in_use}/{queue.limit} in use"
             + (f", paced {paced:.1f}/s after 429s" if paced else ""),
             f"{queue.workers} {'worker' if queue.workers == 1 else 'workers'}",
         ]
