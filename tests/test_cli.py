@@ -190,6 +190,29 @@ def test_an_output_that_cannot_be_written_is_named_not_the_state_file(tmp_path):
         ], proc.stderr
 
 
+def test_a_batch_whose_output_cannot_be_written_names_the_output_and_keeps_its_work(tmp_path):
+    write_project(tmp_path, entries=3, pages=1, photos=1)
+    runs = {}
+    for args in (["--batch", "--json"], ["--batch"]):  # the JSON summary after the run; a progress line
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(
+                [sys.executable, "-m", "tui_app", *args],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=tmp_path,
+                timeout=120,
+            )
+        assert proc.returncode == 74, (args, proc.stderr)
+        assert (
+            proc.stderr.splitlines()[-1] == "tui-app: error: cannot write the output: No space left on device"
+        )
+        runs[args[-1]] = json.loads(tui_app("status", "--json", cwd=tmp_path).stdout)
+    # --json wrote its summary once the run was over: everything was made; nothing is left in flight
+    assert all(c["pending"] == c["generating"] == 0 < c["completed"] for c in runs["--json"].values()), runs
+    assert all(c["generating"] == 0 for c in runs["--batch"].values()), runs
+
+
 def test_argparse_errors_are_one_line(tmp_path):
     write_project(tmp_path, entries=2, pages=1, photos=1)
     for args, message in [

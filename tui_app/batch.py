@@ -38,6 +38,7 @@ from .engine import Engine
 from .exit_codes import ExitCode
 from .project import Project
 from .settings import Config
+from .signals import GuardedStream
 from .signals import console as pipe_console
 from .storage_errors import StorageError, storage_error
 from .store import Event
@@ -442,8 +443,9 @@ async def _run(
 
 def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> None:
     if json_out is not None:
-        json_out.write(json.dumps(result.to_json(), indent=2) + "\n")
-        json_out.flush()
+        stream = GuardedStream(json_out)  # a full disk under `> out.json` is the output's, not the state's
+        stream.write(json.dumps(result.to_json(), indent=2) + "\n")
+        stream.flush()
         return
     for name, c in result.collections.items():
         total = sum(c.values())

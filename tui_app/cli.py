@@ -17,6 +17,7 @@ from .config import ConfigError, load_config
 from .exit_codes import ExitCode
 from .kinds import KINDS
 from .settings import MAX_PROCESSES, MAX_TAKES, Config, escape_controls
+from .signals import OutputError
 
 E = TypeVar("E", bound=BaseException)
 
@@ -460,32 +461,23 @@ def _error(message: str) -> int:
     return int(ExitCode.USAGE)
 
 
-class _OutputError(Exception):
-    """Writing the command's own output (stdout, stderr) failed: a full disk or an I/O error under
-    the file or device the output goes to; ``main`` exits 74 naming the output, not the state."""
-
-    def __init__(self, cause: OSError):
-        self.cause = cause
-        super().__init__(f"cannot write the output: {cause.strerror or cause}")
-
-
 @contextmanager
 def _writing() -> Iterator[None]:
-    """Turn an ``OSError`` of the output streams into :class:`_OutputError` (a closed pipe stays a
+    """Turn an ``OSError`` of the output streams into :class:`OutputError` (a closed pipe stays a
     :class:`BrokenPipeError`: exit 141)."""
     try:
         yield
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise _OutputError(exc) from exc
+        raise OutputError(exc) from exc
 
 
 def _out(*values: object, file: TextIO | None = None) -> None:
     """``print`` for a command's output (stdout, or ``file``).
 
     Raises:
-        _OutputError: the stream cannot be written (disk full, I/O error).
+        OutputError: the stream cannot be written (disk full, I/O error).
     """
     with _writing():
         print(*values, file=file or sys.stdout)
@@ -543,7 +535,7 @@ def _ending(exc: BaseException, where: _Where) -> int:
     # a signal can come wrapped (Python 3.11 wraps an exception raised in __set_name__ while a class
     # is made, as during an import) or be followed by errors in code it cut short: after a signal,
     # an ending that is not a storage failure or a closed pipe is the interruption
-    output = _find(exc, _OutputError)
+    output = _find(exc, OutputError)
     problem = None
     if output is None:
         problem = storage_error(exc, path=where.config.state_location if where.config is not None else None)

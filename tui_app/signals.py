@@ -226,21 +226,63 @@ def silence_closed_output() -> None:
         os.close(devnull)
 
 
+class OutputError(Exception):
+    """Writing the command's own output (stdout, stderr) failed: a full disk or an I/O error under
+    the file or device the output goes to (``> /dev/full``); ``main`` exits 74 naming the output,
+    not the state. Not an ``OSError``, so that nothing takes it for a failure of the state's disk."""
+
+    def __init__(self, cause: OSError):
+        self.cause = cause
+        super().__init__(f"cannot write the output: {cause.strerror or cause}")
+
+
+class GuardedStream:
+    """A text stream whose failed writes raise :class:`OutputError` (a closed pipe stays a
+    :class:`BrokenPipeError`); everything else is the stream's own."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def console(**kwargs: Any) -> Console:
     """A ``rich.console.Console(**kwargs)`` that raises :class:`BrokenPipeError` when its reader is
-    gone (rich's own default redirects stdout and exits with status 1); ``main`` then exits with 141."""
+    gone (rich's own default redirects stdout and exits with status 1; ``main`` then exits with
+    141), and :class:`OutputError` when its stream cannot be written (``main``: 74). Its ``file``
+    (default stdout) is looked up once, here."""
     from rich.console import Console
 
     class _PipeConsole(Console):
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
+    kwargs["file"] = GuardedStream(kwargs.get("file") or sys.stdout)
     return _PipeConsole(**kwargs)
 
 
 __all__ = [
     "STOP_SIGNALS",
     "Interrupted",
+    "GuardedStream",
+    "OutputError",
     "console",
     "deliver_to_loop",
     "finish",
