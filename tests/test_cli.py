@@ -193,7 +193,8 @@ def test_an_output_that_cannot_be_written_is_named_not_the_state_file(tmp_path):
 def test_a_batch_whose_output_cannot_be_written_names_the_output_and_keeps_its_work(tmp_path):
     write_project(tmp_path, entries=3, pages=1, photos=1)
     runs = {}
-    for args in (["--batch", "--json"], ["--batch"]):  # the JSON summary after the run; a progress line
+    # the JSON summary after the run; a progress line; a worker's first line
+    for args in (["--batch", "--json"], ["--batch"], ["worker", "--workers", "1"]):
         with open("/dev/full", "w") as full:
             proc = subprocess.run(
                 [sys.executable, "-m", "tui_app", *args],
@@ -210,7 +211,7 @@ def test_a_batch_whose_output_cannot_be_written_names_the_output_and_keeps_its_w
         runs[args[-1]] = json.loads(tui_app("status", "--json", cwd=tmp_path).stdout)
     # --json wrote its summary once the run was over: everything was made; nothing is left in flight
     assert all(c["pending"] == c["generating"] == 0 < c["completed"] for c in runs["--json"].values()), runs
-    assert all(c["generating"] == 0 for c in runs["--batch"].values()), runs
+    assert all(c["generating"] == 0 for c in [*runs["--batch"].values(), *runs["1"].values()]), runs
 
 
 def test_argparse_errors_are_one_line(tmp_path):

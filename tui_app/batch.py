@@ -38,8 +38,8 @@ from .engine import Engine
 from .exit_codes import ExitCode
 from .project import Project
 from .settings import Config
-from .signals import GuardedStream
 from .signals import console as pipe_console
+from .signals import guarded
 from .storage_errors import StorageError, storage_error
 from .store import Event
 from .views import Throughput
@@ -443,7 +443,7 @@ async def _run(
 
 def _summary(result: BatchResult, console: Console, json_out: TextIO | None) -> None:
     if json_out is not None:
-        stream = GuardedStream(json_out)  # a full disk under `> out.json` is the output's, not the state's
+        stream = guarded(json_out)  # a full disk under `> out.json` is the output's, not the state's
         stream.write(json.dumps(result.to_json(), indent=2) + "\n")
         stream.flush()
         return

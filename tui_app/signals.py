@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 if TYPE_CHECKING:
     from asyncio import AbstractEventLoop
@@ -236,7 +236,7 @@ class OutputError(Exception):
         super().__init__(f"cannot write the output: {cause.strerror or cause}")
 
 
-class GuardedStream:
+class _GuardedStream:
     """A text stream whose failed writes raise :class:`OutputError` (a closed pipe stays a
     :class:`BrokenPipeError`); everything else is the stream's own."""
 
@@ -263,6 +263,13 @@ class GuardedStream:
         return getattr(self._stream, name)
 
 
+def guarded(stream: TextIO) -> TextIO:
+    """``stream`` (stdout, stderr, an open file), whose failed writes raise :class:`OutputError`
+    (a closed pipe: :class:`BrokenPipeError`) instead of an ``OSError`` that would read as a
+    failure of the state's disk."""
+    return cast("TextIO", _GuardedStream(stream))
+
+
 def console(**kwargs: Any) -> Console:
     """A ``rich.console.Console(**kwargs)`` that raises :class:`BrokenPipeError` when its reader is
     gone (rich's own default redirects stdout and exits with status 1; ``main`` then exits with
@@ -274,18 +281,18 @@ def console(**kwargs: Any) -> Console:
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
-    kwargs["file"] = GuardedStream(kwargs.get("file") or sys.stdout)
+    kwargs["file"] = _GuardedStream(kwargs.get("file") or sys.stdout)
     return _PipeConsole(**kwargs)
 
 
 __all__ = [
     "STOP_SIGNALS",
     "Interrupted",
-    "GuardedStream",
     "OutputError",
     "console",
     "deliver_to_loop",
     "finish",
+    "guarded",
     "install",
     "received",
     "signal_name",

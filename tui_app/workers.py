@@ -42,7 +42,7 @@ from .project import Project
 from .providers import lone_provider_error
 from .providers.piper import ORT_THREADS_ENV
 from .settings import MAX_PROCESSES, Config
-from .signals import deliver_to_loop, signal_name
+from .signals import deliver_to_loop, guarded, signal_name
 from .store import Event
 from .views import pause_holding, pause_scope
 
@@ -287,8 +287,9 @@ def run_worker(
         ProviderError: a provider cannot start (a missing voice, an unset API key variable).
         KeyboardInterrupt: SIGINT or SIGTERM before the worker served (``tui_app.signals.Interrupted``).
     """
-    out = out or sys.stdout
-    err = err or sys.stderr
+    # a full disk or a failing device under the output is the output's failure, not the state's
+    out = guarded(out or sys.stdout)
+    err = guarded(err or sys.stderr)
     names = list(names) or list(config.collections)
     parent = die_with_parent() if child else None
     if parent is not None and os.getppid() != parent:
