@@ -650,6 +650,99 @@ class LoopbackServer:
         }
 
 
+class RawServer:
+    """A loopback server whose answers are raw bytes written by a test (hostile servers).
+
+    Each connection carries one request: it is parsed (``h11``) and recorded in
+    :attr:`requests`, then ``handler(recorded, writer)`` writes whatever it likes (a
+    redirect, a drip, a lying Content-Length, gigabytes); the connection is closed after.
+    Optionally TLS (``ssl``: a server-side ``ssl.SSLContext``).
+
+    Args:
+        handler: ``async (Recorded, asyncio.StreamWriter) -> None``.
+        ssl: a server-side TLS context, or None for plain HTTP.
+    """
+
+    def __init__(self, handler: Any, ssl: Any = None):
+        self.handler = handler
+        self.ssl = ssl
+        self.requests: list[Recorded] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
+
+    def start(self) -> RawServer:
+        """Serve on a free port in a background thread; returns self once listening."""
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("raw server did not start")
+        return self
+
+    def stop(self) -> None:
+        """Stop the background server (connections still open are abandoned)."""
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=self.ssl)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            async with self._server:
+                await self._server.serve_forever()
+        except asyncio.CancelledError:
+            pass
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            request, body = await self._read_request(conn, reader)
+            if request is None:
+                return
+            parts = urlsplit(request.target.decode())
+            headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+            rec = Recorded(
+                request.method.decode(), parts.path, parse_qs(parts.query), headers, body, time.monotonic()
+            )
+            self.requests.append(rec)
+            await self.handler(rec, writer)
+            await writer.drain()
+        except (ConnectionError, h11.RemoteProtocolError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader):
+        chunks: list[bytes] = []
+        request = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                if not data and conn.their_state is h11.IDLE:
+                    return None, b""
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return request, b"".join(chunks)
+            else:
+                return None, b""
+
+
 def _route(method: str, path: str) -> str:
     if path == "/_stats":
         return "stats"

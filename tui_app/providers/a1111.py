@@ -51,6 +51,15 @@ from .openai_api import DEFAULT_PROMPT, variant_prompt
 DEFAULT_BASE_URL = "http://127.0.0.1:7860"
 
 
+#: Largest seed recorded from an answer (a signed 64-bit integer, what the store holds).
+MAX_SEED = 2**63 - 1
+
+
+def _is_seed(value: Any) -> bool:
+    """True for an int (not a bool) from 0 to :data:`MAX_SEED`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+
+
 def _round8(value: float) -> int:
     return max(64, int(round(value / 8.0)) * 8)
 
@@ -148,20 +157,25 @@ class A1111Provider(HttpProvider):
 
     @staticmethod
     def _info(info: Any, requested: int) -> tuple[int | None, str | None]:
-        """(seed used, model name) from the ``info`` JSON string; the requested seed when absent."""
+        """(seed used, model name) from the ``info`` JSON string; the requested seed when absent.
+
+        Only a whole number 0 <= seed <= :data:`MAX_SEED` counts as a seed (not ``true``, ``1.5``
+        or ``2**70``, which no store column holds), and only a string, cut to 200 characters,
+        as the model name; anything else in ``info`` is ignored.
+        """
         if isinstance(info, str):
             try:
                 info = json.loads(info)
-            except ValueError:
+            except (ValueError, RecursionError):
                 info = None
+        fallback = requested if requested >= 0 else None
         if not isinstance(info, dict):
-            return (requested if requested >= 0 else None), None
+            return fallback, None
         seed = info.get("seed")
-        if not isinstance(seed, int) and isinstance(info.get("all_seeds"), list) and info["all_seeds"]:
+        if not _is_seed(seed) and isinstance(info.get("all_seeds"), list) and info["all_seeds"]:
             seed = info["all_seeds"][0]
-        return (int(seed) if isinstance(seed, int) else (requested if requested >= 0 else None)), info.get(
-            "sd_model_name"
-        )
+        model = info.get("sd_model_name")
+        return (seed if _is_seed(seed) else fallback), (model[:200] if isinstance(model, str) else None)
 
     async def upscale(self, data: bytes, scale: int = 2) -> bytes:
         """Upscale a finished image with ``/sdapi/v1/extra-single-image``; returns the image bytes.

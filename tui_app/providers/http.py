@@ -6,7 +6,13 @@ through :class:`HttpClient`, which
 * pools connections, sized to the provider's concurrency (``httpx.Limits``),
   with separate connect and read timeouts from the config;
 * turns transport faults into retryable :class:`ProviderError` s (timeouts,
-  refused or dropped connections, truncated bodies);
+  refused or dropped connections, truncated bodies), and bounds the whole exchange,
+  request sent to body read, by the provider's ``timeout_s`` (a server that drips its
+  answer a byte at a time never trips httpx's per-read timeout);
+* reads every body streamed, decoded, and refuses one over :data:`MAX_BODY_BYTES`
+  (a gzip bomb or an endless stream costs no more memory than that);
+* sends credential headers (``Authorization``, ``xi-api-key``, ...) only to the origin
+  of ``base_url``: a redirect elsewhere, or an absolute URL in an answer, gets none;
 * turns non-2xx answers into :class:`ProviderError` s carrying the server's own
   message, parsed from each API's error shape (:func:`error_detail`), whether to
   retry (:func:`is_retryable_status`, never ``insufficient_quota``/``quota_exceeded``),
@@ -25,16 +31,19 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import io
 import json
 import math
 import os
 import re
 import time
 import unicodedata
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
 from ..media import image_info, wav_bytes, wav_info
@@ -51,7 +60,18 @@ TOO_MANY_CONCURRENT = "too_many_concurrent_requests"
 
 #: Most connections per httpx client; larger pools are split (see HttpClient).
 SHARD_SIZE = 8
+_MIB = 1024 * 1024
+#: Largest answer body read, in bytes after decoding (gzip, deflate): 256 MiB, far above any
+#: image or clip. A larger one (by its Content-Length, or once that much has arrived) fails
+#: the item, not retryable, and is never held whole in memory.
+MAX_BODY_BYTES = 256 * _MIB
+#: Bytes of an error (non-2xx) body read for its message; the rest is discarded.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+#: Most pixels of an image from a server (8192 x 8192, 256 MiB as RGBA), read from its header
+#: before it is decoded: a small file claiming enormous dimensions (a decompression bomb) is refused.
+MAX_IMAGE_PIXELS = 8192 * 8192
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _IMAGE_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 _IMAGE_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
@@ -63,18 +83,28 @@ def parse_duration(text: str) -> float | None:
     """Seconds in a rate-limit reset value: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` or ``"0.5"``.
 
     The Go-style duration strings are what OpenAI sends in ``x-ratelimit-reset-requests``
-    and ``x-ratelimit-reset-tokens``; a bare number is taken as seconds. None when unparsable.
+    and ``x-ratelimit-reset-tokens``; a bare number is taken as seconds. None when unparsable,
+    negative, or not finite (``nan``, ``inf``, ``1e400``, hundreds of digits).
     """
     text = text.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
+    if _NUMBER.fullmatch(text):
+        return _finite(float(text))
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
+    return _finite(sum(float(n) * scale[u] for n, u in parts))
+
+
+def _finite(seconds: float) -> float | None:
+    """``seconds`` when finite, else None (a header of hundreds of digits overflows to inf)."""
+    return seconds if math.isfinite(seconds) else None
+
+
+def _delta_seconds(text: str, scale: float = 1.0) -> float | None:
+    """A non-negative decimal number times ``scale``, or None (``-1``, ``nan``, ``inf``, ``1_0``, text)."""
+    text = text.strip()
+    return _finite(float(text) * scale) if _NUMBER.fullmatch(text) else None
 
 
 def retry_after_seconds(headers: Mapping[str, str], status: int, now: float | None = None) -> float | None:
@@ -83,7 +113,10 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now: float | No
     In order of precedence: ``retry-after-ms`` (milliseconds, as OpenAI sends it),
     ``retry-after`` (delta-seconds or an HTTP-date, RFC 9110 section 10.2.3), and, for a
     429 only, the ``x-ratelimit-reset-requests`` / ``x-ratelimit-reset-tokens`` durations
-    (the one whose ``x-ratelimit-remaining-*`` is 0, else the longer one).
+    (the one whose ``x-ratelimit-remaining-*`` is 0, else the longer one). A header whose
+    value is not a non-negative finite number (``-5``, ``nan``, ``inf``, garbage) is ignored,
+    so the next one, or the engine's backoff, applies. A date in the past gives 0; a far
+    future one its (large) distance: the engine caps every wait (``max_retry_after_s``, 120 s).
 
     Args:
         headers: response headers (case-insensitive mapping such as ``httpx.Headers``).
@@ -91,22 +124,20 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now: float | No
         now: the current Unix time, seconds (for HTTP-dates; defaults to ``time.time()``).
     """
     value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+    seconds = _delta_seconds(value, 0.001) if value is not None else None
+    if seconds is not None:
+        return seconds
     value = headers.get("retry-after")
     if value is not None:
+        seconds = _delta_seconds(value)
+        if seconds is not None:
+            return seconds
         try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - (time.time() if now is None else now))
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            when = None
+        if when is not None:
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
     if status != 429:
         return None
     resets: list[float] = []
@@ -142,7 +173,7 @@ def error_detail(body: bytes) -> tuple[str, str | None]:
     text = body.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text) if text[:1] in "{[" else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
         data = None
     if isinstance(data, dict):
         err = data.get("error")
@@ -160,7 +191,8 @@ def error_detail(body: bytes) -> tuple[str, str | None]:
             parts = []
             for entry in detail[:5]:
                 if isinstance(entry, dict):
-                    loc = [str(p) for p in entry.get("loc", []) if p != "body"]
+                    where = entry.get("loc")
+                    loc = [str(p) for p in where if p != "body"] if isinstance(where, list) else []
                     parts.append(
                         f"{'.'.join(loc)}: {entry.get('msg', '')}" if loc else str(entry.get("msg", ""))
                     )
@@ -204,12 +236,33 @@ def decode_b64(data: Any, what: str) -> bytes:
         raise ProviderError(f"malformed answer: {what} is not valid base64") from None
 
 
-def check_image(data: bytes, what: str = "the image") -> tuple[int, int, str, str]:
+def check_image(
+    data: bytes, what: str = "the image", max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> tuple[int, int, str, str]:
     """``(width, height, suffix, mime)`` of PNG, JPEG or WebP bytes after a full decode.
 
+    The header's dimensions are checked first: an image of more than ``max_pixels`` pixels
+    (default :data:`MAX_IMAGE_PIXELS`; None: Pillow's own limit only) is never decoded.
+
     Raises:
-        ProviderError: not a decodable PNG/JPEG/WebP (not retryable).
+        ProviderError: not a decodable PNG/JPEG/WebP, or too many pixels (not retryable).
     """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                size = img.size
+    except Image.DecompressionBombError as exc:
+        raise ProviderError(f"{what} is too large to decode ({exc})") from None
+    except Exception:  # noqa: BLE001 - image_info below says what is wrong
+        size = None
+    if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise ProviderError(
+            f"malformed answer: {what} claims {size[0]}x{size[1]} pixels, more than the "
+            f"{max_pixels} allowed (MAX_IMAGE_PIXELS)"
+        )
     try:
         width, height, fmt = image_info(data)
     except ValueError as exc:
@@ -403,11 +456,16 @@ class HttpClient:
         concurrency: pool size: connections kept and allowed at once (split over
             ``ceil(concurrency / SHARD_SIZE)`` clients; each request goes to the least busy).
         connect_timeout_s, read_timeout_s: httpx timeouts, seconds (read also bounds writes).
-        headers: sent with every request (may hold the API key: it is redacted from messages).
+        headers: sent with every request to the origin (scheme, host, port) of ``base_url``
+            and to no other: each may hold the API key (it is redacted from messages), so a
+            redirect to another origin, even https to http on the same host, goes without them.
         auth: optional ``(username, password)`` for HTTP Basic auth (the password, and the
-            base64 token sent, are registered with :func:`tui_app.redact.register_secret`).
+            base64 token sent, are registered with :func:`tui_app.redact.register_secret`);
+            its ``Authorization`` header also goes to ``base_url``'s origin only.
         secrets: strings never to appear in a message (the key, the password); registered
             with :func:`tui_app.redact.register_secret`.
+        total_timeout_s: the longest one exchange may take, seconds, from sending the request
+            to the last byte of the answer, redirects included (None: no such bound).
     """
 
     def __init__(
@@ -420,8 +478,12 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         secrets: Iterable[str] = (),
+        total_timeout_s: float | None = None,
     ):
         self.provider = provider
+        self.total_timeout_s = total_timeout_s
+        self._origin = _origin(httpx.URL(base_url))
+        self._credential_headers = {name.lower() for name in headers or {}} | {"authorization"}
         self.secrets = [s for s in secrets if s]
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode("utf-8", "surrogateescape"))
@@ -445,6 +507,7 @@ class HttpClient:
                 limits=limits,
                 timeout=timeout,
                 follow_redirects=True,
+                event_hooks={"request": [self._strip_credentials]},  # every hop, redirects too
             )
             for _ in range(count)
         ]
@@ -473,30 +536,109 @@ class HttpClient:
         finally:
             self._busy[index] -= 1
 
+    async def _strip_credentials(self, request: httpx.Request) -> None:
+        """httpx request hook: no credential header leaves for an origin other than ``base_url``'s.
+
+        httpx itself drops only ``Authorization`` on a cross-origin redirect, and keeps it from
+        http to https on the same host; custom key headers (``xi-api-key``) it keeps everywhere.
+        """
+        if _origin(request.url) != self._origin:
+            for name in self._credential_headers:
+                request.headers.pop(name, None)
+
     async def _send(self, client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One exchange under ``total_timeout_s``; the body is read (capped) before it returns."""
         try:
-            response = await client.request(method, url, **kwargs)
+            request = client.build_request(method, url, **kwargs)
+        except httpx.InvalidURL as exc:
+            raise self.error(f"malformed URL: {exc}") from None
+        try:
+            with anyio.fail_after(self.total_timeout_s):
+                return await self._exchange(client, request)
+        except TimeoutError:
+            raise self.error(
+                f"timeout: no complete answer from {request.url.host} within {self.total_timeout_s:g} s",
+                retryable=True,
+            ) from None
+
+    async def _exchange(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
-        if response.status_code >= 300:
-            raise self.status_error(response)
+        try:
+            if response.status_code >= 300:
+                await self._read_body(response, MAX_ERROR_BODY_BYTES, truncate=True)
+                raise self.status_error(response)
+            await self._read_body(response, MAX_BODY_BYTES)
+        finally:
+            await response.aclose()
         return response
 
-    async def fetch(self, url: str) -> bytes:
-        """GET an asset URL from an answer (e.g. an image URL), without the API credentials.
+    async def _read_body(self, response: httpx.Response, limit: int, truncate: bool = False) -> None:
+        """Read ``response``'s decoded body, at most ``limit`` bytes, into ``response.content``.
 
         Raises:
-            ProviderError: as :meth:`request`.
+            ProviderError: more than ``limit`` bytes (announced or received) unless ``truncate``
+                (not retryable), or a transport fault while reading (retryable).
         """
-        if url.startswith("/") or url.startswith(str(self.client.base_url)):
-            response = await self.request("GET", url.removeprefix(str(self.client.base_url)))
-            return response.content
+        declared = response.headers.get("content-length", "")
+        if (
+            not truncate
+            and declared.isdigit()
+            and int(declared) > limit
+            and response.headers.get("content-encoding", "identity") == "identity"
+        ):
+            raise self._too_large(f"Content-Length {int(declared)} bytes", limit)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                if size + len(chunk) > limit:
+                    if not truncate:
+                        raise self._too_large(f"more than {size + len(chunk)} bytes", limit)
+                    chunks.append(chunk[: limit - size])
+                    break
+                size += len(chunk)
+                chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        response._content = b"".join(chunks)  # what response.aread() sets; .content and .json() read it
+
+    def _too_large(self, size: str, limit: int) -> ProviderError:
+        return self.error(
+            f"answer too large: {size}, the limit is {limit // _MIB} MiB (MAX_BODY_BYTES)"
+            if limit >= _MIB
+            else f"answer too large: {size}, the limit is {limit} bytes"
+        )
+
+    async def fetch(self, url: str) -> bytes:
+        """GET an asset URL from an answer (e.g. an image URL); the body, at most :data:`MAX_BODY_BYTES`.
+
+        A path (``/files/x.png``, relative to ``base_url``) or a URL under ``base_url`` is
+        fetched with the API credentials; any other http(s) URL without them.
+
+        Raises:
+            ProviderError: not an http(s) URL (not retryable), else as :meth:`request`.
+        """
+        base = self.client.base_url
+        try:
+            target = base.join(url.lstrip("/")) if url.startswith("/") else httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            target = None
+        if target is None or target.scheme not in ("http", "https") or not target.host:
+            raise self.error(f"malformed answer: the asset URL {clip(url, 80)!r} is not an http(s) URL")
+        if _origin(target) == self._origin and target.raw_path.startswith(base.raw_path):
+            return (await self.request("GET", str(target))).content
         if self._plain is None:
             self._plain = httpx.AsyncClient(timeout=self._timeout, follow_redirects=True)
-        return (await self._send(self._plain, "GET", url)).content
+        return (await self._send(self._plain, "GET", str(target))).content
 
     def status_error(self, response: httpx.Response) -> ProviderError:
-        """The :class:`ProviderError` for a non-2xx answer (message, retryable, Retry-After)."""
+        """The :class:`ProviderError` for a non-2xx answer (message, retryable, Retry-After).
+
+        ``response`` must have been read (its first :data:`MAX_ERROR_BODY_BYTES` are enough).
+        """
         status = response.status_code
         message, code = error_detail(response.content)
         retryable = is_retryable_status(status) and code not in NEVER_RETRY_CODES
@@ -535,15 +677,20 @@ class HttpClient:
             await self._plain.aclose()
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of a URL, the port made explicit (80 for http, 443 for https)."""
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
 def json_body(response: httpx.Response, what: str) -> Any:
     """The JSON of a 2xx answer.
 
     Raises:
-        ProviderError: the body is not JSON (not retryable).
+        ProviderError: the body is not JSON, or nested too deep to parse (not retryable).
     """
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         ctype = response.headers.get("content-type", "?")
         raise ProviderError(
             f"malformed answer: {what} is not JSON (content-type {ctype}, {len(response.content)} bytes)"
@@ -590,7 +737,8 @@ class HttpProvider:
     ) -> HttpClient:
         """An :class:`HttpClient` for this provider's ``base_url``, concurrency and timeouts.
 
-        ``connect_timeout_s`` defaults to 10 s; ``read_timeout_s`` to the provider's ``timeout_s``.
+        ``connect_timeout_s`` defaults to 10 s; ``read_timeout_s`` to the provider's ``timeout_s``,
+        which also bounds each whole exchange (``total_timeout_s``).
         """
         o = self.options
         return HttpClient(
@@ -602,6 +750,7 @@ class HttpProvider:
             headers=headers,
             auth=auth,
             secrets=secrets,
+            total_timeout_s=self.config.timeout_s,
         )
 
     async def aclose(self) -> None:
@@ -623,5 +772,5 @@ def read_photo(path: Path | None, key: str) -> tuple[bytes, int, int, str]:
         data = path.read_bytes()
     except OSError as exc:
         raise ProviderError(f"{path.name}: cannot read the photo: {exc.strerror or exc}") from None
-    width, height, _, mime = check_image(data, f"the photo {path.name}")
+    width, height, _, mime = check_image(data, f"the photo {path.name}", max_pixels=None)
     return data, width, height, mime
