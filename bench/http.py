@@ -76,6 +76,9 @@ def make_project(root: Path, port: int, n: int, concurrency: int, rpm: float) ->
         concurrency = {concurrency}
         requests_per_minute = {rpm}
         max_attempts = 8
+
+        [qa.asr]
+        engine = "none"                      # the offline ASR step would be what is measured
         """)
     )
     return config
