@@ -16,7 +16,8 @@ a file no take references                 the file moves to ``data/orphans/COLLE
 ========================================  =====================================================
 
 Nothing is deleted by sync; :func:`cleanup` deletes superseded takes beyond the
-newest N and everything in ``data/orphans/``, and reports the bytes reclaimed.
+newest N, take-named files no take records (what a killed cleanup, run or ``choose`` left)
+and everything in ``data/orphans/``, and reports the bytes reclaimed.
 """
 
 from __future__ import annotations
@@ -243,11 +244,17 @@ class CleanupReport:
 
 def cleanup(config: Config, store: Store, *, keep: int = 1, dry_run: bool = False) -> CleanupReport:
     """Delete superseded takes beyond the newest ``keep`` per item (with any final made from
-    them), and the orphans folder.
+    them), take and final files no take records, and the orphans folder.
 
     The current take of an item is never deleted: each take's row is forgotten (guarded:
     not current) before its file is deleted. Bytes count only data actually freed (a file
     hard-linked by the generation cache is freed with its last name).
+
+    A cleanup killed between forgetting a take's row and deleting its file leaves a take-named
+    file no row references (so does a run or a ``choose`` killed between its commit and its
+    deletes): the next cleanup deletes it, unless a claim may still record it (its item is
+    ``generating``, or it is the final being built for a chosen item's current take; see
+    :func:`_strays`), so a re-run finishes what a killed one started.
 
     Raises:
         ValueError: ``keep`` < 0.
@@ -255,7 +262,22 @@ def cleanup(config: Config, store: Store, *, keep: int = 1, dry_run: bool = Fals
     if keep < 0:
         raise ValueError("keep must be >= 0")
     report = CleanupReport()
+    listing = _listing(config)  # first: see _strays
     state = store.disk_state()
+    unrecorded = [s for s in _strays(config, listing, state) if _TAKE_NAME.match(s.path.name)]
+    # unrecorded files first: the shortest time after the snapshot that judged them
+    for stray in unrecorded:
+        size = _freed(stray.path)
+        if size is None:
+            continue
+        report.files += 1
+        report.bytes += size
+        what = "final" if stray.final else "take file"
+        line = f"{stray.collection}/{stray.path.name}: {what} no take records ({size / 1024:.0f} KB)"
+        report.lines.append(line)
+        if not dry_run:
+            stray.path.unlink(missing_ok=True)
+            store.log("info", "cleanup", f"deleted {line}", collection=stray.collection)
     finals = {f.final.take_id: config.root / f.final.path for f in state.finals}
     by_item: dict[int, list[TakeFile]] = {}
     for entry in state.takes:

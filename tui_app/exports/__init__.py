@@ -27,8 +27,8 @@ Formats:
 from __future__ import annotations
 
 import fcntl
-import glob
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -88,13 +88,19 @@ class ExportReport:
         return f"exported {self.exported} to {self.out}; skipped: {skipped}"
 
 
+#: The name of a staging folder (:class:`Staging`): ``.OUT.tmp-`` and 8 hex digits.
+_STAGING = re.compile(r"^\..+\.tmp-[0-9a-f]{8}$")
+
+
 class Staging:
     """A temp folder beside ``out`` that becomes ``out`` on commit; one export per folder at a time.
 
     The parent folder is locked (``flock``, released by the kernel if the process dies)
     from the check that ``out`` does not exist until the rename, so of two exports to
-    one ``out`` one wins and the other gets :class:`ExportError`. Under the lock, temp
-    folders left by a killed export to the same ``out`` are removed.
+    one ``out`` one wins and the other gets :class:`ExportError`. Every export staging in
+    that folder holds this lock, so under it any staging folder there (``.NAME.tmp-HEX``)
+    is a killed export's: they are removed, whatever ``OUT`` they were for (an export killed
+    on its way to ``exports/v1`` is cleaned up by the next export to ``exports/v2``).
 
     Raises:
         ExportError: ``out`` exists (or appears before the rename).
@@ -106,10 +112,11 @@ class Staging:
         self._lock = os.open(self.out.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX)
+            for stale in self.out.parent.glob(".*.tmp-*"):
+                if _STAGING.match(stale.name) and stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)  # a killed export's: we hold the lock
             if self.out.exists():
                 raise ExportError(f"{out}: already exists; choose another folder (exports never overwrite)")
-            for stale in self.out.parent.glob(f".{glob.escape(self.out.name)}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)  # a killed export's: we hold the lock
             self.tmp = self.out.parent / f".{self.out.name}.tmp-{secrets.token_hex(4)}"
             self.tmp.mkdir()
         except BaseException:
