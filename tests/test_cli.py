@@ -171,23 +171,30 @@ def test_workers_above_the_maximum_are_refused_before_anything_starts(tmp_path):
         assert f"at most {MAX_PROCESSES})" in " ".join(tui_app(*help_args, cwd=tmp_path).stdout.split())
 
 
+#: What a command whose stdout is /dev/full says last on stderr (exit 74).
+_FULL = "tui-app: error: cannot write the output: No space left on device"
+
+
+def _into_dev_full(*args: str, cwd) -> subprocess.CompletedProcess:
+    """``tui-app ARGS`` with its stdout on /dev/full (a full disk under the output)."""
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [sys.executable, "-m", "tui_app", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            timeout=120,
+        )
+
+
 def test_an_output_that_cannot_be_written_is_named_not_the_state_file(tmp_path):
     write_project(tmp_path, entries=2, pages=1, photos=1)
     assert tui_app("--batch", cwd=tmp_path).returncode == 0
     for args in (["status", "--json"], ["status"], ["workers", "--json"]):
-        with open("/dev/full", "w") as full:
-            proc = subprocess.run(
-                [sys.executable, "-m", "tui_app", *args],
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=tmp_path,
-                timeout=60,
-            )
+        proc = _into_dev_full(*args, cwd=tmp_path)
         assert proc.returncode == 74, (args, proc.stderr)
-        assert proc.stderr.splitlines() == [
-            "tui-app: error: cannot write the output: No space left on device"
-        ], proc.stderr
+        assert proc.stderr.splitlines() == [_FULL], proc.stderr
 
 
 def test_a_batch_whose_output_cannot_be_written_names_the_output_and_keeps_its_work(tmp_path):
@@ -195,19 +202,9 @@ def test_a_batch_whose_output_cannot_be_written_names_the_output_and_keeps_its_w
     runs = {}
     # the JSON summary after the run; a progress line; a worker's first line
     for args in (["--batch", "--json"], ["--batch"], ["worker", "--workers", "1"]):
-        with open("/dev/full", "w") as full:
-            proc = subprocess.run(
-                [sys.executable, "-m", "tui_app", *args],
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=tmp_path,
-                timeout=120,
-            )
+        proc = _into_dev_full(*args, cwd=tmp_path)
         assert proc.returncode == 74, (args, proc.stderr)
-        assert (
-            proc.stderr.splitlines()[-1] == "tui-app: error: cannot write the output: No space left on device"
-        )
+        assert proc.stderr.splitlines()[-1] == _FULL, proc.stderr
         runs[args[-1]] = json.loads(tui_app("status", "--json", cwd=tmp_path).stdout)
     # --json wrote its summary once the run was over: everything was made; nothing is left in flight
     assert all(c["pending"] == c["generating"] == 0 < c["completed"] for c in runs["--json"].values()), runs

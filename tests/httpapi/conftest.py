@@ -5,9 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import anyio
 import pytest
 
 from httpapi.loopback import API_KEY, BASIC, XI_KEY, LoopbackServer
+from tui_app.config import load_config
+from tui_app.engine import Engine
+from tui_app.project import Project
+from tui_app.store import Store
 
 DEMO = Path(__file__).resolve().parents[2] / "data"
 
@@ -89,3 +94,19 @@ def http_project(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def run_engine(config_path: Path, names=None, timeout_s: float = 60) -> tuple[Engine, Store]:
+    """Import the project's sources and run its engine until idle (at most ``timeout_s`` seconds)."""
+    project = Project.open(load_config(config_path))
+    project.import_sources()
+    engine = Engine(project)
+
+    async def main():
+        await engine.prepare(names)
+        with anyio.fail_after(timeout_s):
+            await engine.run(names)
+        await engine.aclose()
+
+    anyio.run(main)
+    return engine, project.store

@@ -45,7 +45,7 @@ import time
 import wave
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -147,7 +147,77 @@ def png_file(width: int, height: int, seed: int) -> bytes:
     return _PNG_CACHE[key]
 
 
-class LoopbackServer:
+class _Background:
+    """An asyncio server on a free loopback port, served from a background thread: :meth:`start`,
+    :meth:`stop`; a subclass sets up ``_init_background()`` and defines ``serve()`` (awaiting
+    :meth:`_listen`) and ``_connection(reader, writer)``."""
+
+    def _init_background(self) -> None:
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    async def serve(self, port: int = 0) -> None:  # pragma: no cover - each subclass has its own
+        raise NotImplementedError
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def start(self) -> Self:
+        """Serve on a free port in a background thread; returns self once listening."""
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"{type(self).__name__} did not start")
+        return self
+
+    def stop(self) -> None:
+        """Stop the background server (connections still open are abandoned)."""
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    async def _listen(self, port: int = 0, **kwargs: Any) -> None:
+        """Listen on 127.0.0.1:``port`` (0: a free one) until closed; ``kwargs`` go to
+        ``asyncio.start_server`` (``backlog``, ``ssl``)."""
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", port, **kwargs)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            async with self._server:
+                await self._server.serve_forever()
+        except asyncio.CancelledError:
+            pass
+
+    @staticmethod
+    async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader):
+        """The next request on a connection: ``(h11.Request, body)``, or ``(None, b"")`` when the
+        client closed it first."""
+        request = None
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                if not data and conn.their_state is h11.IDLE:
+                    return None, b""
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return request, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None, b""
+
+
+class LoopbackServer(_Background):
     """The server. Start with :meth:`start` (a background thread) or ``await serve()``.
 
     Args:
@@ -182,13 +252,9 @@ class LoopbackServer:
         self.rate_limited: list[float] = []  # times of 429s sent by the rate limiter
         self.in_flight = 0
         self.max_in_flight = 0
-        self.port = 0
+        self._init_background()
         self._window: deque[float] = deque()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
         self.started = time.monotonic()
         for rate in (speech_rate, 22_050):  # build the tone tables now, not inside the first answers
             _tone_table(rate)
@@ -208,33 +274,10 @@ class LoopbackServer:
         """The recorded requests of one route."""
         return [r for r in self.requests if _route(r.method, r.path) == route]
 
-    def start(self) -> LoopbackServer:
-        """Serve on a free port in a background thread; returns self once listening."""
-        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("loopback server did not start")
-        return self
-
-    def stop(self) -> None:
-        """Stop the background server."""
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-        if self._thread is not None:
-            self._thread.join(5)
-
     async def serve(self, port: int = 0) -> None:
         """Serve until closed (also the entry point of the subprocess mode)."""
-        self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", port, backlog=512)
-        self.port = self._server.sockets[0].getsockname()[1]
         self.started = time.monotonic()
-        self._ready.set()
-        try:
-            async with self._server:
-                await self._server.serve_forever()
-        except asyncio.CancelledError:
-            pass
+        await self._listen(port, backlog=512)
 
     # ------------------------------------------------------------------ HTTP plumbing
 
@@ -256,26 +299,6 @@ class LoopbackServer:
             pass
         finally:
             writer.close()
-
-    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader):
-        request = None
-        chunks: list[bytes] = []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data and conn.their_state is h11.IDLE:
-                    return None, b""
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return request, b"".join(chunks)
-            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return None, b""
 
     async def _respond(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
@@ -650,7 +673,7 @@ class LoopbackServer:
         }
 
 
-class RawServer:
+class RawServer(_Background):
     """A loopback server whose answers are raw bytes written by a test (hostile servers).
 
     Each connection carries one request: it is parsed (``h11``) and recorded in
@@ -667,41 +690,15 @@ class RawServer:
         self.handler = handler
         self.ssl = ssl
         self.requests: list[Recorded] = []
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._init_background()
 
     @property
     def url(self) -> str:
         return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
-    def start(self) -> RawServer:
-        """Serve on a free port in a background thread; returns self once listening."""
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("raw server did not start")
-        return self
-
-    def stop(self) -> None:
-        """Stop the background server (connections still open are abandoned)."""
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=self.ssl)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        try:
-            async with self._server:
-                await self._server.serve_forever()
-        except asyncio.CancelledError:
-            pass
+    async def serve(self, port: int = 0) -> None:
+        """Serve until closed."""
+        await self._listen(port, ssl=self.ssl)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -721,26 +718,6 @@ class RawServer:
             pass
         finally:
             writer.close()
-
-    @staticmethod
-    async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader):
-        chunks: list[bytes] = []
-        request = None
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data and conn.their_state is h11.IDLE:
-                    return None, b""
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return request, b"".join(chunks)
-            else:
-                return None, b""
 
 
 def _route(method: str, path: str) -> str:

@@ -22,11 +22,9 @@ import zlib
 import anyio
 import pytest
 
-from httpapi.conftest import http_project
+from httpapi.conftest import http_project, run_engine
 from httpapi.loopback import API_KEY, XI_KEY, Fault, RawServer, png_file
-from tui_app.config import ProviderConfig, load_config
-from tui_app.engine import Engine
-from tui_app.project import Project
+from tui_app.config import ProviderConfig
 from tui_app.providers import ProviderError, Request
 from tui_app.providers import http as http_module
 from tui_app.providers.a1111 import A1111Provider
@@ -371,16 +369,7 @@ def test_a1111_info_of_the_wrong_types_does_not_crash_the_run(tmp_path, server):
         "txt2img",
         Fault(status=200, body={"images": [base64.b64encode(png_file(128, 96, 1)).decode()], "info": info}),
     )
-    project = Project.open(load_config(http_project(tmp_path, server, pages="a1111", page_count=1)))
-    project.import_sources()
-    engine = Engine(project)
-
-    async def main():
-        await engine.prepare(None)
-        with anyio.fail_after(30):
-            await engine.run(None)
-        await engine.aclose()
-
-    anyio.run(main)  # before: sqlite3 could not bind the dict nor the 70-bit seed, and the run died
-    items = project.store.items("pages")
+    # before: sqlite3 could not bind the dict nor the 70-bit seed, and the run died
+    _, store = run_engine(http_project(tmp_path, server, pages="a1111", page_count=1), timeout_s=30)
+    items = store.items("pages")
     assert items and all(item.status == "completed" for item in items), [i.last_error for i in items]

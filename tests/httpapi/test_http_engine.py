@@ -15,28 +15,12 @@ import anyio
 import pytest
 from PIL import Image
 
-from httpapi.conftest import http_project
+from httpapi.conftest import http_project, run_engine
 from httpapi.loopback import API_KEY, Fault, LoopbackServer
-from tui_app.config import load_config
-from tui_app.engine import Engine
-from tui_app.project import Project
 from tui_app.providers.http import parse_duration, retry_after_seconds
 from tui_app.store import Store
 
-
-def _run(config_path: Path, names=None) -> tuple[Engine, Store]:
-    project = Project.open(load_config(config_path))
-    project.import_sources()
-    engine = Engine(project)
-
-    async def main():
-        await engine.prepare(names)
-        with anyio.fail_after(60):
-            await engine.run(names)
-        await engine.aclose()
-
-    anyio.run(main)
-    return engine, project.store
+_run = run_engine
 
 
 def _items(store: Store, collection: str) -> dict[str, dict]:
