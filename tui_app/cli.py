@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
@@ -17,7 +16,7 @@ from .config import ConfigError, load_config
 from .exit_codes import ExitCode
 from .kinds import KINDS
 from .settings import MAX_PROCESSES, MAX_TAKES, Config, escape_controls
-from .signals import OutputError
+from .signals import OutputError, writing
 
 E = TypeVar("E", bound=BaseException)
 
@@ -461,25 +460,13 @@ def _error(message: str) -> int:
     return int(ExitCode.USAGE)
 
 
-@contextmanager
-def _writing() -> Iterator[None]:
-    """Turn an ``OSError`` of the output streams into :class:`OutputError` (a closed pipe stays a
-    :class:`BrokenPipeError`: exit 141)."""
-    try:
-        yield
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise OutputError(exc) from exc
-
-
 def _out(*values: object, file: TextIO | None = None) -> None:
     """``print`` for a command's output (stdout, or ``file``).
 
     Raises:
         OutputError: the stream cannot be written (disk full, I/O error).
     """
-    with _writing():
+    with writing():
         print(*values, file=file or sys.stdout)
 
 
@@ -500,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             signals.install()
             code = _command(argv, where)
-            with _writing():  # a closed pipe or a full disk shows here, not in the final flush (ignored)
+            with writing():  # a closed pipe or a full disk shows here, not in the final flush (ignored)
                 sys.stdout.flush()
                 sys.stderr.flush()
         except BaseException as exc:  # noqa: BLE001 - _ending re-raises what it does not know
@@ -750,7 +737,7 @@ def _print_counts(
         table.add_column("total", justify="right")
     for name, c in counts.items():
         table.add_row(name, *(str(c[k]) for k in columns), *([str(sum(c.values()))] if total else []))
-    with _writing():
+    with writing():
         console().print(table)
 
 

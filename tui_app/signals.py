@@ -236,28 +236,32 @@ class OutputError(Exception):
         super().__init__(f"cannot write the output: {cause.strerror or cause}")
 
 
+@contextmanager
+def writing() -> Iterator[None]:
+    """Turn an ``OSError`` of writing the command's output into :class:`OutputError` (a closed
+    pipe stays a :class:`BrokenPipeError`: exit 141)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc) from exc
+
+
 class _GuardedStream:
-    """A text stream whose failed writes raise :class:`OutputError` (a closed pipe stays a
-    :class:`BrokenPipeError`); everything else is the stream's own."""
+    """A text stream whose writes and flushes go through :func:`writing`; everything else is the
+    stream's own."""
 
     def __init__(self, stream: Any):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        try:
+        with writing():
             return int(self._stream.write(text))
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise OutputError(exc) from exc
 
     def flush(self) -> None:
-        try:
+        with writing():
             self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise OutputError(exc) from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -297,4 +301,5 @@ __all__ = [
     "received",
     "signal_name",
     "silence_closed_output",
+    "writing",
 ]
