@@ -177,13 +177,17 @@ class _Display:
         else:
             self._say_pauses()
 
+    def warn(self, line: str) -> None:
+        """Print ``line`` as it is (no markup: names may hold brackets), in yellow."""
+        self.console.print(line, style="yellow", markup=False, highlight=False)
+
     def _say_pauses(self) -> None:
         """A line for each pause that began or ended to hold a collection of the run."""
         self._pauses_at = time.monotonic()
         if self.quiet:
             return
         for line in self.pauses.lines():
-            self.console.print(line, style="yellow", markup=False, highlight=False)
+            self.warn(line)
 
     def on_event(self, event: Event) -> None:
         if event.kind == "completed" and not self.shared and event.collection in self.throughput:
@@ -427,11 +431,7 @@ async def _run(
 
             tg.start_soon(refresh)
             if helpers is not None:
-
-                def say(line: str) -> None:
-                    console.print(line, style="yellow", markup=False, highlight=False)
-
-                tg.start_soon(watch_helpers, engine, helpers, say)
+                tg.start_soon(watch_helpers, engine, helpers, display.warn)
             await engine.run(names, limit=limit)
             if helpers is not None:
                 await helpers.wait()  # they finish what they claimed

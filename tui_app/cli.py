@@ -737,8 +737,7 @@ def _print_counts(
         table.add_column("total", justify="right")
     for name, c in counts.items():
         table.add_row(name, *(str(c[k]) for k in columns), *([str(sum(c.values()))] if total else []))
-    with writing():
-        console().print(table)
+    console().print(table)  # its stream raises OutputError when it cannot be written
 
 
 def _maintain(config: Config, work: Callable[[Project], int]) -> int:

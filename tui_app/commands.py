@@ -33,7 +33,7 @@ from .kinds import get_kind
 from .kinds.base import Kind
 from .project import HOST, Project, stale_workers
 from .providers import PROVIDER_KINDS
-from .settings import MAX_SEED, MAX_TAKES, Config, parse_seed
+from .settings import MAX_SEED, MAX_TAKES, Config
 from .storage_errors import storage_error
 from .store import (
     ENV_NAME,
@@ -260,7 +260,7 @@ def parse_overrides(
                 f"{option} {name}: {len(value)} characters long (max_text_chars = {max_chars})"
             )
         try:
-            out[name] = parse_seed(value) if name == "seed" else spec.parse(value)
+            out[name] = spec.parse(value)  # a seed: settings.parse_seed (0 to MAX_SEED)
         except (ValueError, TypeError):
             hint = f"an integer from 0 to {MAX_SEED}" if name == "seed" else spec.placeholder
             raise CommandError(f"{option} {name}={value!r}: not a valid value ({hint})") from None

@@ -407,8 +407,7 @@ class Engine:
         register again; release the orphan leases (held, but served by no task: a claim or a release
         whose outcome a lost connection hid); take back the items of workers that are gone."""
         held = self.store.heartbeat(self.worker_id, self.config.lease_s)
-        taken_for_dead = held is None
-        if taken_for_dead or self._outage:
+        if held is None or self._outage:  # taken for dead by the others, or after an outage
             self.store.register_worker(self.worker_id, HOST, os.getpid(), self._serving)
             self.notify()
         if held is None:
